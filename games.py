@@ -1,0 +1,256 @@
+"""TextWorld for the four stages: game sets, one playable episode, the turn prompt, command parsing.
+
+Game sets are made with TextWorld's `tw-make` from a family, a difficulty and a seed, in parallel, and
+cached under a folder (an existing game is reused; a half-written one never is). Seeds are split so
+that training games can never be evaluation or OOD games:
+
+    eval   seeds      0 ..   499_999   (fixed across rounds)
+    ood    seeds 500_000 ..   999_999   (fixed across rounds)
+    train  seeds 1_000_000 + 10_000 * round + (0 for extraction games | 5_000 for deployment games) + i
+
+Make a set by hand:  python games.py --preset eval --n 24 --out games
+"""
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+
+# ----------------------------------------------------------------------------- game sets
+
+# family -> (tw-make challenge, options given a difficulty level)
+FAMILIES = {
+    "coin": ("tw-coin_collector", lambda level: ["--level", str(level)]),
+    "treasure": ("tw-treasure_hunter", lambda level: ["--level", str(level)]),
+    "simple": ("tw-simple", lambda level: ["--rewards", ["dense", "balanced", "sparse"][level - 1], "--goal", "detailed"]),
+    "cooking": ("tw-cooking", lambda level: ["--recipe", str(level), "--take", str(level), "--go", "1", "--open"]),
+}
+# preset -> list of (family, level), cycled over the games of a set
+PRESETS = {
+    "train": [("treasure", 1), ("treasure", 2), ("treasure", 3), ("coin", 2), ("coin", 3)],
+    "eval": [("treasure", 1), ("treasure", 2), ("treasure", 3), ("coin", 2), ("coin", 3)],
+    "ood": [("treasure", 6), ("coin", 8), ("cooking", 1)],
+}
+SEED_RANGES = {"eval": (0, 500_000), "ood": (500_000, 1_000_000), "train": (1_000_000, 10**9)}
+SPLIT_OFFSET = {"extract": 0, "deploy": 5_000}
+
+
+def game_seeds(preset, n, round_=0, split="extract"):
+    """The seeds of a game set; training seeds move with the round and never reach eval/OOD seeds."""
+    if preset not in SEED_RANGES:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(SEED_RANGES)}")
+    low, high = SEED_RANGES[preset]
+    if preset == "train":
+        if n > 5_000:
+            raise ValueError("at most 5000 training games per split and round")
+        low += 10_000 * round_ + SPLIT_OFFSET[split]
+    seeds = list(range(low, low + n))
+    assert all(SEED_RANGES[preset][0] <= s < SEED_RANGES[preset][1] for s in seeds)
+    return seeds
+
+
+def game_specs(preset, n, round_=0, split="extract", families=None):
+    """[(name, family, level, seed)] for a preset; `families` overrides the preset's (family, level) list."""
+    mix = families or PRESETS[preset]
+    specs = []
+    for i, seed in enumerate(game_seeds(preset, n, round_, split)):
+        family, level = mix[i % len(mix)]
+        specs.append((f"{family}-l{level}-s{seed}", family, level, seed))
+    return specs
+
+
+def make_game(folder, name, family, level, seed):
+    """Make one game as folder/name.z8 (+ .json) unless it exists; built in a temp folder, then moved."""
+    path = os.path.join(folder, name + ".z8")
+    if os.path.isfile(path) and os.path.isfile(path[:-3] + ".json"):
+        return path
+    challenge, options = FAMILIES[family]
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".make-") as tmp:
+        cmd = ["tw-make", challenge, *options(level), "--seed", str(seed), "--output", os.path.join(tmp, name + ".z8"), "--silent", "-f"]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"tw-make failed for {name}: {' '.join(cmd)}\n{done.stderr[-2000:]}")
+        for ext in (".ni", ".z8", ".json"):  # .json last: together with .z8 it marks a finished game
+            if os.path.exists(os.path.join(tmp, name + ext)):
+                shutil.move(os.path.join(tmp, name + ext), os.path.join(folder, name + ext))
+    return path
+
+
+def make_games(folder, specs, jobs=None):
+    """Make (or reuse) every game of a set in parallel; returns the game paths in spec order."""
+    os.makedirs(folder, exist_ok=True)
+    with ThreadPoolExecutor(jobs or os.cpu_count()) as pool:  # each worker waits on its own tw-make process
+        return list(pool.map(lambda s: make_game(folder, *s), specs))
+
+
+def list_games(folder):
+    """The finished games in a folder (both .z8 and .json present), sorted, with a clear error if none."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{folder}: no such game folder; make one with `python games.py --out {folder}`")
+    games = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".z8") and os.path.isfile(os.path.join(folder, f[:-3] + ".json")))
+    if not games:
+        raise FileNotFoundError(f"{folder}: no finished games (expected NAME.z8 with NAME.json beside it)")
+    return games
+
+
+# ----------------------------------------------------------------------------- one episode
+
+
+def clean(text):
+    """Game text without TextWorld's ASCII-art banner, the '>' prompt and the status bar."""
+    lines = text.replace("\r", "").split("\n")
+    lines = [l for l in lines if "$$" not in l and not re.fullmatch(r"[\s_|\\/]*[_|\\/][\s_|\\/]*", l)]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if lines and lines[-1].lstrip().startswith(">"):  # the prompt line carries the status bar
+        lines.pop()
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(l.rstrip() for l in lines)).strip()
+
+
+class Episode:
+    """One play of one game file; `step` never raises on a strange command."""
+
+    def __init__(self, path):
+        import textworld
+
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: game file not found")
+        infos = textworld.EnvInfos(admissible_commands=True, policy_commands=True, objective=True, max_score=True, won=True, lost=True, score=True, feedback=True)
+        try:
+            self.env = textworld.start(path, request_infos=infos)
+            state = self.env.reset()
+        except Exception as e:  # a corrupt file fails inside TextWorld with a message naming nothing
+            raise ValueError(f"{path}: not a playable TextWorld game ({type(e).__name__}: {e})") from e
+        self.path, self.objective = path, clean(state.objective or "")
+        self.intro, self.walkthrough = clean(state.feedback), list(state.policy_commands or [])
+        if self.objective and self.objective in self.intro:  # the intro repeats the goal: keep it once
+            self.intro = self.intro.replace(self.objective, "", 1).strip()
+        self.admissible, self.max_score = list(state.admissible_commands or []), state.max_score or 1
+        self.score, self.won, self.lost, self.done = 0, False, False, False
+        self.history = [(None, self.intro)]  # (command, game reply); the first reply is the intro
+
+    def step(self, command):
+        state, score, done = self.env.step(command)
+        reply = clean(state.feedback) or "(no reply)"
+        self.history.append((command, reply))
+        self.score, self.won, self.lost, self.done = score, bool(state.won), bool(state.lost), bool(done)
+        self.admissible = list(state.admissible_commands or [])
+        return reply
+
+    def close(self):
+        self.env.close()
+
+
+# ----------------------------------------------------------------------------- the turn prompt
+
+SYSTEM_PROMPT = (
+    "You are playing a text adventure game. Each turn you read what happened and type the next "
+    "command, a short verb phrase such as: go north, take key, open door, unlock door with key. "
+    "Reply with one command and nothing else."
+)
+# One example exchange before the real turn: the small default model copies its form (a bare command).
+EXAMPLE_TURN = (
+    "Goal: Find the lamp in the attic.\n\n"
+    "Game:\n-= Hallway =-\nYou are in a hallway. A ladder leads up.\n\n"
+    "Commands you can use: examine ladder, go up, inventory, look\n\n"
+    "Your command:"
+)
+EXAMPLE_ANSWER = "go up"
+TURN_PROMPT = "Goal: {objective}\n\nGame:\n{log}\n\n{commands}Your command:"
+KNOWLEDGE_BLOCK = "What you learned from earlier games:\n{knowledge}\n\n"
+
+
+def render_log(history, max_turns):
+    """The running log: the last `max_turns` (command, reply) pairs, oldest dropped first."""
+    shown = history[-max_turns:] if max_turns else history
+    lines = ["(earlier turns not shown)"] if len(shown) < len(history) else []
+    for command, reply in shown:
+        lines.append(reply if command is None else f"> {command}\n{reply}")
+    return "\n\n".join(lines)
+
+
+def render_turn(objective, history, admissible=None, knowledge=None, max_turns=8, example=True):
+    """The chat messages of one turn. Knowledge, if any, goes in through `insert_knowledge`, the
+    same function distillation uses to build the teacher's prompt from a stored student prompt."""
+    commands = f"Commands you can use: {', '.join(admissible)}\n\n" if admissible else ""
+    user = TURN_PROMPT.format(objective=objective or "(not stated)", log=render_log(history, max_turns), commands=commands)
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+    if example:
+        messages += [{"role": "user", "content": EXAMPLE_TURN}, {"role": "assistant", "content": EXAMPLE_ANSWER}]
+    messages.append({"role": "user", "content": user})
+    return insert_knowledge(messages, knowledge)
+
+
+def insert_knowledge(messages, knowledge):
+    """Messages with the knowledge text at the start of the last user turn (before the assistant
+    marker); no knowledge leaves them unchanged. Returns a new list."""
+    messages = [dict(m) for m in messages]
+    if knowledge:
+        messages[-1]["content"] = KNOWLEDGE_BLOCK.format(knowledge=knowledge.strip()) + messages[-1]["content"]
+    return messages
+
+
+# ----------------------------------------------------------------------------- reading the command
+
+SEPARATORS = re.compile(r"\s*(?:;|\n|,|\. | and then | then )\s*")
+
+
+def parse_command(answer):
+    """(command, status) from the model's final answer (after any </think>).
+
+    The last `[...]` wins if there is one, else the first non-empty line. Only one command is ever
+    sent: "open door then go east" (or "open door, go east") sends "open door" with status 'multi'
+    (TextWorld would run both).
+    status: 'ok', 'multi', or 'empty' (nothing usable; command is '').
+    """
+    brackets = re.findall(r"\[([^\[\]]+)\]", answer)
+    text = brackets[-1] if brackets else answer.strip()
+    text = re.sub(r"^(?:your )?(?:next )?command\s*:\s*", "", text.strip(), flags=re.I)
+    parts = [p for p in (re.sub(r"[^a-z0-9' -]", " ", p.lower()) for p in SEPARATORS.split(text)) if p.strip()]
+    if not parts:
+        return "", "empty"
+    command = " ".join(parts[0].split())
+    return command, ("multi" if len(parts) > 1 else "ok")
+
+
+def closest_command(command, admissible):
+    """The admissible command sharing the most words with `command` (ties: shorter, then first);
+    None if no word is shared. Used only when the commands are listed in the prompt."""
+    words = set(command.split())
+    best, best_key = None, (0, 0)
+    for candidate in admissible:
+        shared = len(words & set(candidate.split()))
+        key = (shared, -len(candidate.split()))
+        if shared and key > best_key:
+            best, best_key = candidate, key
+    return best
+
+
+def feedback_line(episode, max_turns):
+    """The closing line shown to the extractor: won, lost or turn limit, and the game's last words."""
+    last = episode.history[-1][1].replace("\n", " ")[-300:]
+    turns = len(episode.history) - 1
+    if episode.won:
+        return f"Result: WON in {turns} turns (score {episode.score}/{episode.max_score}). The game said: {last}"
+    if episode.lost:
+        return f"Result: LOST after {turns} turns (score {episode.score}/{episode.max_score}). The game said: {last}"
+    return f"Result: NOT FINISHED, the turn limit of {max_turns} turns ran out (score {episode.score}/{episode.max_score}). The last reply was: {last}"
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description="Make (or reuse) a TextWorld game set.")
+    p.add_argument("--preset", default="eval", choices=sorted(PRESETS), help="which game distribution and seed range")
+    p.add_argument("--n", type=int, default=24, help="number of games")
+    p.add_argument("--round", type=int, default=0, help="training round (train preset only)")
+    p.add_argument("--split", default="extract", choices=sorted(SPLIT_OFFSET), help="training split (train preset only)")
+    p.add_argument("--out", default="games", help="cache folder; games go to OUT/PRESET/")
+    p.add_argument("--jobs", type=int, default=None, help="parallel tw-make processes (default: all cores)")
+    return p.parse_args()
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    paths = make_games(os.path.join(args.out, args.preset), game_specs(args.preset, args.n, args.round, args.split), args.jobs)
+    print(f"games | {args.preset} | {len(paths)} games in {os.path.join(args.out, args.preset)}")
