@@ -45,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--match", default="closest", choices=["closest", "exact"], help="closest: map an unlisted answer to the listed command sharing most words")
     p.add_argument("--no-example", action="store_true", help="leave out the example exchange before the real turn")
     p.add_argument("--knowledge", default=None, help="knowledge JSONL (from extract.py) or a .txt file to place in every prompt")
-    p.add_argument("--knowledge-index", type=int, default=-1, help="which knowledge record of a JSONL to use (default: the last)")
+    p.add_argument("--knowledge-id", default=None, help="which knowledge record of a JSONL to use (default: the first pool entry)")
     p.add_argument("--lockstep", type=int, default=1, choices=[0, 1], help="0: play one game at a time (for the benchmark)")
     p.add_argument("--run", default=None, help="run name recorded in every record (default: the output's folder)")
     p.add_argument("--out", default="trajectories.jsonl", help="output JSONL, one record per episode")
@@ -56,20 +56,26 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------------- helpers
 
 
-def load_knowledge(path, index=-1):
-    """(knowledge_id, text) from a knowledge JSONL record (key `knowledge`) or a plain text file."""
+def load_knowledge(path, knowledge_id=None):
+    """(knowledge_id, text) from a knowledge JSONL (extract.py) or a plain text file.
+
+    From a JSONL: the record whose `knowledge_id` is asked for, else the first pool entry
+    (`in_pool` true), else the last record.
+    """
     if path is None:
         return None, None
-    if path.endswith(".jsonl"):
-        records = common.read_jsonl(path, required=("knowledge",))
-        if not records:
-            raise common.InputError(f"{path}: no knowledge records")
-        try:
-            record = records[index]
-        except IndexError:
-            raise common.InputError(f"{path}: asked for record {index}, the file has {len(records)}")
-        return record.get("knowledge_id", f"{os.path.basename(path)}#{index}"), record["knowledge"]
-    return os.path.basename(path), common.read_text(path, "knowledge file")
+    if not path.endswith(".jsonl"):
+        return os.path.basename(path), common.read_text(path, "knowledge file")
+    records = common.read_jsonl(path, required=("knowledge_id", "knowledge"))
+    if not records:
+        raise common.InputError(f"{path}: no knowledge records")
+    if knowledge_id is not None:
+        chosen = [r for r in records if r["knowledge_id"] == knowledge_id]
+        if not chosen:
+            raise common.InputError(f"{path}: no record with knowledge_id {knowledge_id!r}")
+    else:
+        chosen = [r for r in records if r.get("in_pool")] or records[-1:]
+    return chosen[0]["knowledge_id"], chosen[0]["knowledge"]
 
 
 def choose_command(response, admissible, match):
@@ -171,7 +177,7 @@ def main(args):
             raise common.InputError(str(e))
     else:
         paths = games.make_games(os.path.join(args.games_dir, args.preset), games.game_specs(args.preset, args.n, args.round, args.split))
-    knowledge_id, knowledge = load_knowledge(args.knowledge, args.knowledge_index)
+    knowledge_id, knowledge = load_knowledge(args.knowledge, args.knowledge_id)
     for path in paths:  # fail before loading a model if a game is broken
         if not os.path.isfile(path):
             raise common.InputError(f"{path}: game file not found")
