@@ -179,8 +179,10 @@ def main(args):
         paths = games.make_games(os.path.join(args.games_dir, args.preset), games.game_specs(args.preset, args.n, args.round, args.split))
     knowledge_id, knowledge = load_knowledge(args.knowledge, args.knowledge_id)
     for path in paths:  # fail before loading a model if a game is broken
-        if not os.path.isfile(path):
-            raise common.InputError(f"{path}: game file not found")
+        try:
+            games.check_story_file(path)
+        except (OSError, ValueError) as e:
+            raise common.InputError(str(e))
     random.seed(args.seed)
     torch.manual_seed(args.seed)
     model, tokenizer = common.load_model(args.model, args.device, quiet=args.quiet)

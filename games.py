@@ -109,6 +109,18 @@ def clean(text):
     return re.sub(r"\n{3,}", "\n\n", "\n".join(l.rstrip() for l in lines)).strip()
 
 
+def check_story_file(path):
+    """Refuse a file that is not a whole z-machine story: TextWorld's interpreter would end the whole
+    process on it (\"Fatal error: Story file read error\") instead of raising."""
+    with open(path, "rb") as f:
+        data = f.read()
+    version = data[0] if data else 0
+    scale = {1: 2, 2: 2, 3: 2, 4: 4, 5: 4, 6: 8, 7: 8, 8: 8}.get(version)
+    declared = int.from_bytes(data[0x1A:0x1C], "big") * scale if scale and len(data) >= 64 else 0
+    if not scale or len(data) < 64 or not 64 <= declared <= len(data):
+        raise ValueError(f"{path}: not a playable TextWorld game (not a complete z-machine story file; remake it with games.py)")
+
+
 class Episode:
     """One play of one game file; `step` never raises on a strange command."""
 
@@ -117,6 +129,7 @@ class Episode:
 
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: game file not found")
+        check_story_file(path)
         infos = textworld.EnvInfos(admissible_commands=True, policy_commands=True, objective=True, max_score=True, won=True, lost=True, score=True, feedback=True)
         try:
             self.env = textworld.start(path, request_infos=infos)
