@@ -188,14 +188,15 @@ def split_thinking(response):
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts, max_new_tokens, temperature=0.7, top_p=1.0, top_k=0):
-    """One batched `generate` over prompt strings (left padded); returns [(text, n_tokens)].
-
-    Every sampling setting is passed explicitly so a model's generation_config never changes them;
-    temperature 0 is greedy. n_tokens counts the response up to and including the first EOS.
-    """
+def generate_ids(model, tokenizer, prompts, max_new_tokens, temperature=0.7, top_p=1.0, top_k=0):
+    """One batched `generate` over prompt strings (left padded); returns the response token ids,
+    each cut after its first EOS (kept). Every sampling setting is passed explicitly so a model's
+    generation_config never changes them; temperature 0 is greedy."""
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k) if temperature > 0 else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if temperature > 0:
+        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k)
+    else:
+        sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
     out = model.generate(
         **batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id, min_new_tokens=0, repetition_penalty=None, **sampling,
@@ -203,8 +204,14 @@ def generate(model, tokenizer, prompts, max_new_tokens, temperature=0.7, top_p=1
     responses = []
     for row in out[:, batch["input_ids"].shape[1]:].tolist():
         n = row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else len(row)
-        responses.append((tokenizer.decode(row[:n], skip_special_tokens=True), n))
+        responses.append(row[:n])
     return responses
+
+
+def generate(model, tokenizer, prompts, max_new_tokens, temperature=0.7, top_p=1.0, top_k=0):
+    """Like generate_ids, but returns [(text, n_tokens)]; n_tokens counts up to and including the first EOS."""
+    ids = generate_ids(model, tokenizer, prompts, max_new_tokens, temperature, top_p, top_k)
+    return [(tokenizer.decode(r, skip_special_tokens=True), len(r)) for r in ids]
 
 
 def add_model_args(p):

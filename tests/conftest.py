@@ -21,7 +21,7 @@ CORPUS = [
 ]
 
 
-def make_tiny_model(folder, vocab_size=384, seed=0, arch="llama"):
+def make_tiny_model(folder, vocab_size=384, seed=0, arch="llama", tie=True):
     """A random ~1M-parameter chat model saved as an HF folder."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
@@ -38,7 +38,7 @@ def make_tiny_model(folder, vocab_size=384, seed=0, arch="llama"):
     torch.manual_seed(seed)
     kw = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, max_position_embeddings=4096, eos_token_id=tokenizer.eos_token_id,
-              pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=True)
+              pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=tie)
     if arch == "qwen3":
         model = Qwen3ForCausalLM(Qwen3Config(head_dim=16, **kw))
     else:
