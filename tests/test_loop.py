@@ -52,7 +52,7 @@ def test_every_artifact_of_every_round_has_content(finished_run, tiny_model):
         if r == 0:
             continue
         extract, deploy = read(d / "extract.jsonl"), read(d / "deploy.jsonl")
-        assert len(extract) == 2 and len(deploy) == 2
+        assert len(extract) == 2 and len(deploy) == 4
         assert all(t["messages"] and "response" in t for x in deploy for t in x["turns"])
         assert {x["round"] for x in extract + deploy} == {r}
         knowledge = read(d / "knowledge.jsonl")
