@@ -40,6 +40,9 @@ FREE_TEXT_PROMPT = (
 )
 KNOWN_BLOCK = "Lessons you already know:\n{knowledge}\n\n"
 PROMPTS = {"structured-v1": STRUCTURED_PROMPT, "freetext-v1": FREE_TEXT_PROMPT}
+# The assistant's answer is started with the marker (structured prompt only): small models that
+# ignore a requested format still continue a line that is already begun.
+ANSWER_PREFIX = {"structured-v1": "- EXPERIENCE ITEM:", "freetext-v1": ""}
 MARKER = re.compile(r"\s*-?\s*EXPERIENCE ITEM\s*:\s*", re.IGNORECASE)
 
 
@@ -58,6 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--max-turns-shown", type=common.positive_int, default=20, help="turns of a trajectory shown (the last ones if longer)")
     p.add_argument("--show-knowledge", type=int, default=1, choices=[0, 1], help="1: the extractor sees the knowledge accumulated so far")
     p.add_argument("--prompt-version", default="structured-v1", choices=sorted(PROMPTS), help="structured (marked items) or free text")
+    p.add_argument("--answer-prefix", type=int, default=1, choices=[0, 1], help="1: start the answer with the item marker (structured prompt, thinking off)")
     p.add_argument("--extractor-model", default=None, help="another model writes the knowledge (default: --model, the policy itself)")
     p.add_argument("--source", default="knowledge", choices=["knowledge", "raw"], help="raw: the pool holds the trajectories themselves")
     p.add_argument("--round", type=int, default=0, help="round number recorded in every record")
@@ -171,9 +175,10 @@ def main(args):
         if args.source == "raw":  # the ablation: the trajectory itself is the item
             chains = [add_items(items, [text], 1, args.max_knowledge_tokens, count) for items in chains]
         else:  # step i of every chain in one batched call
-            prompts = [common.chat_text(tokenizer, extraction_messages(text, items, args), args.thinking) for items in chains]
+            prefix = ANSWER_PREFIX[args.prompt_version] if args.answer_prefix and not args.thinking else ""
+            prompts = [common.chat_text(tokenizer, extraction_messages(text, items, args), args.thinking) + prefix for items in chains]
             t0 = time.time()
-            outputs = common.generate(model, tokenizer, prompts, args.max_new_tokens, args.temperature, args.top_p, args.top_k)
+            outputs = [(prefix + o, n) for o, n in common.generate(model, tokenizer, prompts, args.max_new_tokens, args.temperature, args.top_p, args.top_k)]
             gen_seconds += time.time() - t0
             for c, (output, n) in enumerate(outputs):
                 new = parse_items(output, args.prompt_version)

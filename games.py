@@ -101,7 +101,7 @@ def list_games(folder):
 def clean(text):
     """Game text without TextWorld's ASCII-art banner, the '>' prompt and the status bar."""
     lines = text.replace("\r", "").split("\n")
-    lines = [l for l in lines if "$$" not in l and not re.fullmatch(r"[\s_|\\/]*[_|\\/][\s_|\\/]*", l)]
+    lines = [l for l in lines if "$$" not in l and not re.fullmatch(r"[\s_|\\/]*[_|\\/][\s_|\\/]*", l) and "Would you like to RESTART" not in l]
     while lines and not lines[-1].strip():
         lines.pop()
     if lines and lines[-1].lstrip().startswith(">"):  # the prompt line carries the status bar

@@ -91,6 +91,7 @@ def test_end_to_end_with_a_tiny_model(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setattr(common, "generate", generate)
     snapshots, out = run(tiny_model, tmp_path, "--use-steps", "2")
     assert len(calls) == 3 and all(len(p) == 3 for p in calls)  # one batched call per step over all chains
+    assert all(p.endswith("<|im_start|>assistant\n- EXPERIENCE ITEM:") for p in calls[0])  # the answer starts with the marker
     assert "Lessons you already know:\n- lesson 1.0" in calls[1][0]  # chain 0 sees its own knowledge
     records = common.read_jsonl(str(out))
     assert records == snapshots and len(records) == 3 * 4  # chains x (steps + the empty start)
