@@ -169,20 +169,24 @@ def show_trajectory(record):
 # ----------------------------------------------------------------------------- main
 
 
-def main(args):
-    if args.games:
-        try:
-            paths = games.list_games(args.games)
-        except FileNotFoundError as e:
-            raise common.InputError(str(e))
-    else:
-        paths = games.make_games(os.path.join(args.games_dir, args.preset), games.game_specs(args.preset, args.n, args.round, args.split))
-    knowledge_id, knowledge = load_knowledge(args.knowledge, args.knowledge_id)
-    for path in paths:  # fail before loading a model if a game is broken
-        try:
+def game_paths(folder, games_dir, preset, n, round_=0, split="extract"):
+    """Every finished game in `folder`, or the preset's set made (or reused) under games_dir; each
+    checked, so that a broken game fails before a model is loaded."""
+    try:
+        if folder:
+            paths = games.list_games(folder)
+        else:
+            paths = games.make_games(os.path.join(games_dir, preset), games.game_specs(preset, n, round_, split))
+        for path in paths:
             games.check_story_file(path)
-        except (OSError, ValueError) as e:
-            raise common.InputError(str(e))
+    except (OSError, ValueError) as e:
+        raise common.InputError(str(e))
+    return paths
+
+
+def main(args):
+    paths = game_paths(args.games, args.games_dir, args.preset, args.n, args.round, args.split)
+    knowledge_id, knowledge = load_knowledge(args.knowledge, args.knowledge_id)
     random.seed(args.seed)
     torch.manual_seed(args.seed)
     model, tokenizer = common.load_model(args.model, args.device, quiet=args.quiet)

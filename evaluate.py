@@ -24,7 +24,6 @@ import torch
 
 import collect
 import common
-import games
 import ifeval
 
 
@@ -103,16 +102,8 @@ def ifeval_metrics(records):
 # ----------------------------------------------------------------------------- evaluations
 
 
-def play_set(model, tokenizer, args, knowledge_list):
+def play_set(model, tokenizer, paths, args, knowledge_list):
     """Play the set once per knowledge text (None = without); returns per-game records and summaries."""
-    if args.games:
-        try:
-            paths = games.list_games(args.games)
-        except FileNotFoundError as e:
-            raise common.InputError(str(e))
-    else:
-        preset = "eval" if args.set == "id" else "ood"
-        paths = games.make_games(os.path.join(args.games_dir, preset), games.game_specs(preset, args.n))
     play_args = collect.parse_args(["--quiet", "--max-turns", str(args.max_turns), "--history", str(args.history), "--max-new-tokens",
                                     str(args.max_new_tokens), "--list-commands", str(args.list_commands), "--match", args.match,
                                     "--episodes", str(args.episodes), "--temperature", str(args.temperature), "--top-p", str(args.top_p),
@@ -221,13 +212,15 @@ def main(args):
     if os.path.exists(out) and not args.force:
         print(f"evaluate | {out} exists, skipped (use --force to redo)")
         return None
-    knowledge_list = knowledge_texts(args) if args.set != "ifeval" else [(None, None)]
+    if args.set != "ifeval":  # games and knowledge are checked before a model is loaded
+        paths = collect.game_paths(args.games, args.games_dir, "eval" if args.set == "id" else "ood", args.n)
+        knowledge_list = knowledge_texts(args)
     start = time.time()
     model, tokenizer = common.load_model(args.model, args.device)
     if args.set == "ifeval":
         records, summaries = ifeval_set(model, tokenizer, args)
     else:
-        records, summaries = play_set(model, tokenizer, args, knowledge_list)
+        records, summaries = play_set(model, tokenizer, paths, args, knowledge_list)
     seconds = time.time() - start
     for s in summaries:
         s.update(kind="summary", eval_set=args.set, round=args.round, model=args.model, seconds=seconds)

@@ -1,7 +1,6 @@
 """distill.py: the loss against a float64 brute force, ~0 with equal contexts, gradients against finite
 differences, chunking and micro-batching exact, the teacher frozen, the run end to end, bad input."""
 import json
-import os
 import types
 
 import pytest

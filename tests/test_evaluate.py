@@ -1,6 +1,5 @@
 """evaluate.py and ifeval.py: metrics against hand-computed values, the instruction checks on passing
 and failing answers, end-to-end runs with a tiny model, the report on a fake run, bad input."""
-import json
 import os
 
 import pytest
