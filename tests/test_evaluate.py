@@ -1,5 +1,6 @@
-"""evaluate.py and ifeval.py: metrics against hand-computed values, the instruction checks on passing
-and failing answers, end-to-end runs with a tiny model, the report on a fake run, bad input."""
+"""evaluate.py and ifeval.py: metrics and intervals against hand-computed values, IFEval's checker on
+passing and failing answers, end-to-end runs with a tiny model, the report on a fake run, bad input."""
+import json
 import os
 
 import pytest
@@ -17,86 +18,141 @@ def game(won, score, max_score, tokens):
 def test_game_metrics_by_hand():
     records = [game(True, 1, 1, [4, 6]), game(False, 0, 2, [10, 10, 10, 10]), game(True, 2, 2, [5]), game(False, 1, 2, [1, 2, 3])]
     m = evaluate.game_metrics(records)
-    assert m["n"] == 4 and m["pass_rate"] == 0.5
+    assert m["n"] == 4 and m["won"] == 2 and m["pass_rate"] == 0.5
+    assert m["pass_rate_ci"] == pytest.approx(evaluate.wilson(2, 4))
     assert m["score"] == pytest.approx((1 + 0 + 1 + 0.5) / 4)
     assert m["turns"] == pytest.approx(2.5)
     assert m["tokens_per_turn"] == pytest.approx(61 / 10)  # over all turns, not a mean of per-game means
     assert m["tokens_per_game"] == pytest.approx((10 + 40 + 5 + 6) / 4)
     assert m["valid"] == pytest.approx(6 / 10)
-    # turns 2, 4, 1, 3: sd = sqrt(5/3); half width = 1.96 * sd / 2
-    low, high = m["turns_ci"]
-    assert (high - low) / 2 == pytest.approx(1.96 * (5 / 3) ** 0.5 / 2)
+    # turns 2, 4, 1, 3: mean 2.5, sd sqrt(5/3), half width 1.96 * sd / sqrt(4)
+    assert m["turns_ci"] == pytest.approx((2.5 - 1.96 * (5 / 3) ** 0.5 / 2, 2.5 + 1.96 * (5 / 3) ** 0.5 / 2))
+    assert evaluate.mean_ci([0, 0, 1], bounds=(0, 1))[1] == (0, pytest.approx(1 / 3 + 1.96 * (1 / 3 / 3) ** 0.5))  # never below 0
+    low, high = m["tokens_per_turn_ci"]
+    assert 1 <= low < m["tokens_per_turn"] < high <= 10  # the per-turn rate of the games lies in [1, 10]
 
 
 def test_wilson_interval_by_hand():
     low, high = evaluate.wilson(5, 10)  # p = .5, n = 10: centre .5, half 1.96*sqrt(.025+.0096)/1.384
     assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
-    assert evaluate.wilson(0, 10)[0] == 0 and 0.25 < evaluate.wilson(0, 10)[1] < 0.35
+    low, high = evaluate.wilson(0, 10)  # centre (1.92/10)/1.384 = .1388 = half: (0, .2775)
+    assert low == 0 and high == pytest.approx(0.2775, abs=1e-4)
     assert evaluate.wilson(10, 10)[1] == 1 and evaluate.wilson(0, 0) == (0.0, 0.0)
 
 
-@pytest.mark.parametrize("kind, args, passing, failing", [
-    ("lowercase", {}, "all small here.", "Not all small."),
-    ("uppercase", {}, "FRESH BREAD DAILY!", "Fresh bread"),
-    ("no_comma", {}, "A cat sleeps. It purrs.", "A cat, a dog."),
-    ("max_words", {"n": 5}, "Rain falls from clouds.", "Rain is water falling from the clouds."),
-    ("min_words", {"n": 3}, "one two three", "one two"),
-    ("include_keywords", {"words": ["snow", "quiet"]}, "Quiet snow falls.", "Snowy and quiet."),
-    ("exclude_keywords", {"words": ["light"]}, "The city glows.", "Lights? No: the light shines."),
-    ("keyword_count", {"word": "green", "n": 2}, "Green grass, green trees.", "Green grass."),
-    ("end_phrase", {"phrase": "See you soon."}, "Thanks! See you soon.", "See you soon. Thanks!"),
-    ("start_word", {"words": ["Yes", "No"]}, "Yes, it is.", "Well, yes."),
-    ("bullet_count", {"n": 3}, "* apple\n* pear\n- plum", "* apple\n* pear"),
-    ("json", {}, '```json\n{"name": "Ann", "age": 3}\n```', "name: Ann"),
-    ("title", {}, "<<Moon>>\nThe moon is bright.", "Moon\nThe moon is bright."),
-    ("quoted", {}, '"Mondays are fine."', 'Mondays "are" fine.'),
-    ("paragraphs", {"n": 2}, "Dogs bark.\n***\nDogs run.", "Dogs bark.\n\nDogs run."),
-    ("postscript", {}, "Come to lunch.\nP.S. Bring cake.", "Come to lunch. PS bring cake."),
-    ("placeholders", {"n": 2}, "Dear [name], happy [age]th!", "Dear [name], happy birthday!"),
-    ("highlights", {"n": 2}, "Plants *need light* to make *sugar*.", "Plants *need light* to grow."),
-    ("max_sentences", {"n": 2}, "The sun is hot. It is big.", "The sun is hot. It is big. It is far."),
-])
-def test_instruction_checks(kind, args, passing, failing):
-    assert ifeval.check(passing, [(kind, args)]) == [True]
-    assert ifeval.check(failing, [(kind, args)]) == [False]
+def test_per_turn_bootstrap_resamples_whole_games():
+    # two games: 10 tokens in 2 turns (5/turn), 30 tokens in 2 turns (15/turn). Resampling two games gives
+    # 5 (p=1/4), 10 (p=1/2) or 15 (p=1/4): the 2.5% and 97.5% points are 5 and 15.
+    rate, (low, high) = evaluate.ratio_ci([10, 30], [2, 2])
+    assert rate == 10 and (low, high) == (5, 15)
+    assert evaluate.ratio_ci([12, 24, 6], [2, 4, 1]) == (6, (6, 6))  # every game at 6 tokens/turn: no spread
+    assert evaluate.ratio_ci([10, 30], [2, 2], seed=1) == evaluate.ratio_ci([10, 30], [2, 2], seed=1)
 
 
-def test_every_prompt_is_checkable_and_prompt_level_is_strict():
-    for prompt, instructions in ifeval.PROMPTS:
-        assert all(kind in ifeval.CHECKS for kind, _ in instructions), prompt
-        assert len(ifeval.check("x", instructions)) == len(instructions)
-    records = [dict(followed=[True, True], response_tokens=4), dict(followed=[True, False], response_tokens=6), dict(followed=[False], response_tokens=2)]
+def test_ifeval_metrics_by_hand():
+    records = [dict(followed=[True, True], followed_loose=[True, True], response_tokens=4, cut=False),
+               dict(followed=[True, False], followed_loose=[True, True], response_tokens=6, cut=True),
+               dict(followed=[False], followed_loose=[False], response_tokens=2, cut=False)]
     m = evaluate.ifeval_metrics(records)
-    assert m["prompt_accuracy"] == pytest.approx(1 / 3) and m["instruction_accuracy"] == pytest.approx(3 / 5) and m["tokens_per_response"] == 4
+    assert m["prompt_accuracy"] == pytest.approx(1 / 3) and m["instruction_accuracy"] == pytest.approx(3 / 5)
+    assert m["prompt_accuracy_loose"] == pytest.approx(2 / 3) and m["instruction_accuracy_loose"] == pytest.approx(4 / 5)
+    assert m["prompt_accuracy_ci"] == pytest.approx(evaluate.wilson(1, 3)) and m["tokens_per_response"] == 4 and m["cut"] == pytest.approx(1 / 3)
 
 
-def test_games_end_to_end(tiny_model, tiny_games, tmp_path):
-    know = tmp_path / "knowledge.jsonl"
-    common.write_jsonl(str(know), [dict(knowledge_id=f"r1-c0-s{s}", chain=0, step=s, knowledge="- tip" * s, in_pool=s == 2) for s in range(3)])
-    out = tmp_path / "eval_curve.jsonl"
-    args = evaluate.parse_args(["--model", tiny_model, "--games", tiny_games, "--max-turns", "2", "--round", "1", "--out", str(out),
-                                "--knowledge", str(know), "--knowledge-curve", "0"])
-    summaries = evaluate.main(args)
-    assert [s["knowledge_id"] for s in summaries] == ["r1-c0-s0", "r1-c0-s1", "r1-c0-s2"]
-    records = common.read_jsonl(str(out))
-    played = [r for r in records if r["kind"] == "game"]
-    assert len(played) == 9 and {r["eval_set"] for r in played} == {"id"} and {r["round"] for r in played} == {1}
+# ----------------------------------------------------------------------------- IFEval, offline
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return {p["key"]: p for p in ifeval.load_prompts()}
+
+
+def test_ifeval_prompt_set_is_ifeval(prompts):
+    assert len(prompts) == 541 and next(iter(prompts)) == 1000  # 541 distinct keys, in the file's order
+    kinds = {k for p in prompts.values() for k in p["instruction_id_list"]}
+    assert len(kinds) == 25 and sum(len(p["instruction_id_list"]) for p in prompts.values()) == 834
+    subset = ifeval.load_prompts(5)
+    everything = ifeval.load_prompts()
+    assert [p["key"] for p in subset] == [everything[i]["key"] for i in (0, 108, 216, 324, 432)]
+
+
+@pytest.mark.parametrize("key, passing, failing", [
+    (1001, "Day one: Tokyo. Day two: Kyoto.", "Day one: Tokyo, then Kyoto."),  # no commas
+    (1051, "dear sam, please go and vote on tuesday.", "Dear Sam, please go and vote."),  # lowercase
+    (1094, '```json\n{"moms": ["Ann", "Bea"]}\n```', "Ann, Bea, Cat"),  # a JSON block
+    (1322, "<<Kotlin vs Java>>\nKotlin is concise.", "Kotlin vs Java\nKotlin is concise."),  # a title
+    (1220, "A poem.\nIs there anything else I can help with?", "Is there anything else I can help with? A poem."),  # end phrase
+    (1381, "La la. We need a slide. Build it now.", " ".join(f"Line {i} of the song." for i in range(10))),  # fewer than 10 sentences
+    (1000, "*Part one* and *part two* and *part three* " + "word " * 300, "*Part one* and *part two* " + "word " * 300),
+])
+def test_ifeval_checker_on_passing_and_failing_answers(prompts, key, passing, failing):
+    strict, _ = ifeval.check(prompts[key], passing)
+    assert all(strict) and len(strict) == len(prompts[key]["instruction_id_list"])
+    assert not all(ifeval.check(prompts[key], failing)[0])
+
+
+def test_ifeval_loose_forgives_a_preamble_strict_does_not(prompts):
+    answer = 'Sure! Here it is:\n"The internet changed how teenagers learn and talk."'
+    assert ifeval.check(prompts[122], answer) == ([False], [True])  # wrap the whole response in double quotes
+    assert ifeval.check(prompts[122], '"The internet changed how teenagers learn."') == ([True], [True])
+
+
+def test_sentence_counts_use_nltk_english_punkt(tmp_path):
+    import nltk
+
+    ifeval.install_punkt(str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "tokenizers" / "punkt_tab" / "english")) == [
+        "abbrev_types.txt", "collocations.tab", "ortho_context.tab", "sent_starters.txt"]
+    text = "Dr. Smith came home at 5 p.m. yesterday. Mr. Brown stayed. It was late."
+    assert nltk.sent_tokenize(text) == ["Dr. Smith came home at 5 p.m. yesterday.", "Mr. Brown stayed.", "It was late."]
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_all_sets_in_one_call(tiny_model, tiny_games, tmp_path):
+    out_dir = tmp_path / "run" / "round_1"
+    argv = ["--model", tiny_model, "--games", tiny_games, "--max-turns", "2", "--round", "1", "--sets", "id,ood,ifeval",
+            "--ifeval-n", "3", "--ifeval-max-new-tokens", "6", "--out-dir", str(out_dir), "--quiet"]
+    summaries = evaluate.main(evaluate.parse_args(argv))
+    assert [s["eval_set"] for s in summaries] == ["id", "ood", "ifeval"]
     for s in summaries:
-        mine = [r for r in played if r["knowledge_id"] == s["knowledge_id"]]
-        assert s["pass_rate"] == sum(r["won"] for r in mine) / 3 and s["n"] == 3 and 1 <= s["turns"] <= 2
-    assert "- tip- tip" in played[-1]["turns"][0]["messages"][-1]["content"]
-    assert evaluate.main(args) is None  # exists: skipped
+        records = common.read_jsonl(str(out_dir / f"eval_{s['eval_set']}.jsonl"))
+        assert records[-1] == json.loads(json.dumps(s)) and s["kind"] == "summary" and s["round"] == 1 and s["run"] == "run" and s["model"] == tiny_model
+        items = records[:-1]
+        assert {r["eval_set"] for r in items} == {s["eval_set"]} and {r["round"] for r in items} == {1}
+        if s["eval_set"] == "ifeval":
+            assert [r["kind"] for r in items] == ["prompt"] * 3 and s["n"] == 3
+            assert [r["key"] for r in items] == [p["key"] for p in ifeval.load_prompts(3)]
+            assert all(0 < r["response_tokens"] <= 6 for r in items) and s["settings"]["ifeval_temperature"] == 0
+            assert s["prompt_accuracy"] == sum(all(r["followed"]) for r in items) / 3
+            assert all(r["followed"] == ifeval.check(r, r["answer"])[0] for r in items)
+        else:
+            assert len(items) == 3 and all(r["kind"] == "game" and r["knowledge_id"] is None and 1 <= r["turns_used"] <= 2 for r in items)
+            assert s["pass_rate"] == sum(r["won"] for r in items) / 3 and s["settings"]["max_turns"] == 2
+            assert s["tokens_per_turn"] == pytest.approx(sum(t["response_tokens"] for r in items for t in r["turns"]) / sum(r["turns_used"] for r in items))
+            assert "What you learned" not in items[0]["turns"][0]["messages"][-1]["content"]
+    before = (out_dir / "eval_id.jsonl").read_bytes()
+    assert evaluate.main(evaluate.parse_args(argv)) == []  # everything exists: skipped, nothing loaded or rewritten
+    assert (out_dir / "eval_id.jsonl").read_bytes() == before
 
 
-def test_ifeval_end_to_end(tiny_model, tmp_path):
-    out = tmp_path / "eval_ifeval.jsonl"
-    args = evaluate.parse_args(["--model", tiny_model, "--set", "ifeval", "--ifeval-n", "3", "--temperature", "0",
-                                "--ifeval-max-new-tokens", "8", "--out", str(out), "--round", "2"])
-    (summary,) = evaluate.main(args)
-    records = common.read_jsonl(str(out))
-    assert [r["kind"] for r in records] == ["prompt"] * 3 + ["summary"]
-    assert records[0]["prompt"] == ifeval.PROMPTS[0][0] and records[0]["instructions"] == ["lowercase"]
-    assert summary["prompt_accuracy"] == sum(all(r["followed"]) for r in records[:3]) / 3 and summary["round"] == 2
+def test_knowledge_in_context_and_the_curve(tiny_model, tiny_games, tmp_path):
+    know = tmp_path / "knowledge.jsonl"
+    common.write_jsonl(str(know), [dict(knowledge_id=f"r1-c0-s{s}", chain=0, step=s, knowledge=f"- TIP {s}", in_pool=s == 2) for s in (2, 1)]
+                       + [dict(knowledge_id="r1-c1-s2", chain=1, step=2, knowledge="- OTHER", in_pool=True)])
+    base = ["--model", tiny_model, "--games", tiny_games, "--max-turns", "1", "--round", "1", "--out-dir", str(tmp_path), "--quiet"]
+    (s,) = evaluate.main(evaluate.parse_args(base + ["--knowledge", str(know)]))
+    played = [r for r in common.read_jsonl(str(tmp_path / "eval_id_incontext.jsonl")) if r["kind"] == "game"]
+    assert s["knowledge_id"] == "r1-c0-s2" and {r["knowledge_id"] for r in played} == {"r1-c0-s2"}
+    assert all("- TIP 2" in r["turns"][0]["messages"][-1]["content"] for r in played)  # where the teacher sees it
+    summaries = evaluate.main(evaluate.parse_args(base + ["--knowledge", str(know), "--knowledge-curve", "0"]))
+    assert [(x["knowledge_id"], x["step"]) for x in summaries] == [("r1-c0-s1", 1), ("r1-c0-s2", 2)]  # in step order
+    played = [r for r in common.read_jsonl(str(tmp_path / "eval_id_curve0.jsonl")) if r["kind"] == "game"]
+    assert len(played) == 6 and all(f"- TIP {r['knowledge_id'][-1]}" in r["turns"][0]["messages"][-1]["content"] for r in played)
+
+
+# ----------------------------------------------------------------------------- the report
 
 
 def fake_run(tmp_path):
@@ -104,12 +160,15 @@ def fake_run(tmp_path):
     for r, (pass_rate, tokens, ifa) in enumerate([(0.3, 12.0, 0.5), (0.4, 10.0, 0.5), (0.55, 8.0, 0.45)]):
         d = run / f"round_{r}"
         d.mkdir(parents=True)
-        summary = dict(kind="summary", round=r, pass_rate=pass_rate, pass_rate_ci=[pass_rate - 0.1, pass_rate + 0.1], tokens_per_turn=tokens, turns=9.0)
+        summary = dict(kind="summary", eval_set="id", round=r, pass_rate=pass_rate, pass_rate_ci=[pass_rate - 0.1, pass_rate + 0.1],
+                       tokens_per_turn=tokens, tokens_per_turn_ci=[tokens - 1, tokens + 1], turns=9.0, score=pass_rate + 0.1)
         common.write_jsonl(str(d / "eval_id.jsonl"), [dict(kind="game", won=True), summary])
-        common.write_jsonl(str(d / "eval_ood.jsonl"), [dict(summary, pass_rate=pass_rate / 2)])
-        common.write_jsonl(str(d / "eval_ifeval.jsonl"), [dict(kind="summary", round=r, prompt_accuracy=ifa)])
+        common.write_jsonl(str(d / "eval_ood.jsonl"), [dict(summary, eval_set="ood", pass_rate=pass_rate / 2, pass_rate_ci=None)])
+        common.write_jsonl(str(d / "eval_ifeval.jsonl"), [dict(kind="prompt"), dict(kind="summary", round=r, prompt_accuracy=ifa, prompt_accuracy_ci=[0.3, 0.6])])
         if r:
-            common.write_jsonl(str(d / "eval_id_incontext.jsonl"), [dict(summary, pass_rate=0.5)])
+            common.write_jsonl(str(d / "eval_id_incontext.jsonl"), [dict(summary, pass_rate=0.5, tokens_per_turn=11.0, tokens_per_turn_ci=[10.5, 11.5])])
+    common.write_jsonl(str(run / "round_1" / "eval_id_curve0.jsonl"),
+                       [dict(summary, knowledge_id=f"r1-c0-s{s}", step=s, pass_rate=0.1 * s) for s in (1, 2)])
     return run
 
 
@@ -117,22 +176,46 @@ def test_report_on_a_fake_run(tmp_path):
     run = fake_run(tmp_path)
     evaluate.main(evaluate.parse_args(["--report", str(run)]))
     table = (run / "report.md").read_text()
-    assert "| 0 | 0.30 [0.20, 0.40] | - | 12.00 | 9.00 | 0.15 | 0.50 |" in table
-    assert "| 2 | 0.55 [0.45, 0.65] | 0.50 | 8.00 | 9.00 | 0.28 | 0.45 |" in table
-    assert (run / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and os.path.getsize(run / "report.png") > 10_000
+    assert "| 0 | 0.30 [0.20, 0.40] | - | 0.40 | 12.00 [11.00, 13.00] | - | 9.00 | 0.15 | 0.50 [0.30, 0.60] |" in table
+    assert "| 2 | 0.55 [0.45, 0.65] | 0.50 [0.45, 0.65] | 0.65 | 8.00 [7.00, 9.00] | 11.00 [10.50, 11.50] | 9.00 | 0.28 | 0.45 [0.30, 0.60] |" in table
+    assert "| 1 | id_curve0 | r1-c0-s2 | 2 | 0.20 |" in table
+    png = (run / "report.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    from PIL import Image
+
+    assert Image.open(run / "report.png").size == (4 * 484, 396)  # four 4.4-inch panels (the curve is the fourth) at 110 dpi
 
 
-def test_bad_input(tiny_model, tmp_path):
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_bad_input(tiny_model, tiny_games, tmp_path):
+    run_ = lambda *argv: evaluate.main(evaluate.parse_args(["--out-dir", str(tmp_path), "--quiet", *argv]))
     with pytest.raises(common.InputError, match="no such model folder"):
-        evaluate.main(evaluate.parse_args(["--model", str(tmp_path / "missing"), "--set", "ifeval", "--out", str(tmp_path / "x.jsonl")]))
+        run_("--model", str(tmp_path / "missing"), "--games", tiny_games)
     (tmp_path / "empty").mkdir()
     with pytest.raises(common.InputError, match="no finished games"):
-        evaluate.main(evaluate.parse_args(["--model", tiny_model, "--games", str(tmp_path / "empty"), "--out", str(tmp_path / "y.jsonl")]))
+        run_("--model", tiny_model, "--games", str(tmp_path / "empty"))
+    with pytest.raises(common.InputError, match="--out names one file"):
+        run_("--model", tiny_model, "--sets", "id,ood", "--out", str(tmp_path / "x.jsonl"))
+    with pytest.raises(common.InputError, match="not ifeval"):
+        run_("--model", tiny_model, "--sets", "ifeval", "--knowledge", str(tmp_path / "k.jsonl"))
+    with pytest.raises(common.InputError, match="needs --knowledge"):
+        run_("--model", tiny_model, "--games", tiny_games, "--knowledge-curve", "0")
+    bad = tmp_path / "prompts.jsonl"
+    common.write_jsonl(str(bad), [dict(key=7, prompt="Say hi.", instruction_id_list=["punctuation:no_semicolons"], kwargs=[{}])])
+    with pytest.raises(common.InputError, match=r"prompts.jsonl: prompt 7: unknown instruction\(s\) \['punctuation:no_semicolons'\]"):
+        run_("--model", tiny_model, "--sets", "ifeval", "--ifeval-file", str(bad))
+    with pytest.raises(SystemExit):
+        evaluate.parse_args(["--sets", "id,games"])
+    assert not [f for f in os.listdir(tmp_path) if f.startswith("eval_")]  # nothing half-written
     run = fake_run(tmp_path)
     with open(run / "round_1" / "eval_id.jsonl", "a") as f:
         f.write("{broken\n")
     with pytest.raises(common.InputError, match=r"round_1/eval_id.jsonl:3: not valid JSON"):
         evaluate.write_report(str(run))
-    with pytest.raises(common.InputError, match="no evaluation summaries"):
+    common.write_jsonl(str(run / "round_1" / "eval_id.jsonl"), [dict(kind="summary", round=1, pass_rate=0.5)])
+    with pytest.raises(common.InputError, match=r"round_1/eval_id.jsonl: expected a summary record .* pass_rate_ci"):
+        evaluate.write_report(str(run))
+    with pytest.raises(common.InputError, match="no evaluations found"):
         evaluate.write_report(str(tmp_path / "empty"))
-    assert not (tmp_path / "x.jsonl").exists() and not (tmp_path / "y.jsonl").exists()
