@@ -47,7 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--knowledge", default=None, help="knowledge JSONL (from extract.py) or a .txt file to place in every prompt")
     p.add_argument("--knowledge-id", default=None, help="which knowledge record of a JSONL to use (default: the first pool entry)")
     p.add_argument("--lockstep", type=int, default=1, choices=[0, 1], help="0: play one game at a time (for the benchmark)")
-    p.add_argument("--run", default=None, help="run name recorded in every record (default: the output's folder)")
+    p.add_argument("--run", default=None, help="run name recorded in every record (default: the folder holding round_R)")
     p.add_argument("--out", default="trajectories.jsonl", help="output JSONL, one record per episode")
     p.add_argument("--quiet", action="store_true", help="no sample trajectory, no progress bar")
     return p.parse_args(argv)
@@ -194,7 +194,7 @@ def main(args):
         records, stats = play(model_agent(model, tokenizer, args), paths, args, knowledge, desc=f"collect {os.path.basename(args.out)}")
     except ValueError as e:
         raise common.InputError(str(e))
-    run = args.run or os.path.basename(os.path.dirname(os.path.abspath(args.out)))
+    run = args.run or common.run_name(args.out)
     for r in records:
         r.update(run=run, round=args.round, model=args.model, knowledge_id=knowledge_id, knowledge=knowledge)
     common.write_jsonl(args.out, records)

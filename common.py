@@ -7,6 +7,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -77,6 +78,17 @@ def read_text(path, what="file"):
             return f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: cannot read {what} ({e})")
+
+
+def run_name(out):
+    """The run an output belongs to: the folder holding its round_R folder (runs/demo/round_1/x -> demo),
+    else the output's own folder."""
+    folder = os.path.dirname(os.path.abspath(out))
+    while folder != os.path.dirname(folder):
+        if re.fullmatch(r"round_\d+", os.path.basename(folder)):
+            return os.path.basename(os.path.dirname(folder))
+        folder = os.path.dirname(folder)
+    return os.path.basename(os.path.dirname(os.path.abspath(out)))
 
 
 def run_main(main, args):

@@ -54,7 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--save-every", type=int, default=0, help="also save OUT/step_N every N steps (0 = only the final model)")
     p.add_argument("--print-every", type=int, default=10, help="print a student response with the teacher's knowledge every N steps")
     p.add_argument("--metrics", default=None, help="metrics JSONL (default: distill_metrics.jsonl beside --out)")
-    p.add_argument("--run", default=None, help="run name recorded in the metrics (default: the output's grandparent folder)")
+    p.add_argument("--run", default=None, help="run name recorded in the metrics (default: the folder holding round_R)")
     p.add_argument("--round", type=int, default=0, help="round number recorded in the metrics")
     return p.parse_args(argv)
 
@@ -223,7 +223,7 @@ def main(args):
     args.pad_id = tokenizer.pad_token_id
     marker = generation_marker(tokenizer, args.thinking)
     metrics_path = args.metrics or os.path.join(os.path.dirname(os.path.abspath(args.out)), "distill_metrics.jsonl")
-    run = args.run or os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(args.out))))
+    run = args.run or common.run_name(args.out)
     order, history = [], []
     for step in tqdm(range(1, args.steps + 1), desc="distill"):
         t0 = time.time()

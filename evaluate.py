@@ -56,7 +56,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None, help="output file instead of the name in --out-dir (one set only)")
     p.add_argument("--force", action="store_true", help="redo an evaluation whose output exists")
     p.add_argument("--round", type=int, default=0, help="round recorded in every record (0 = the base model)")
-    p.add_argument("--run", default=None, help="run name recorded in every record (default: from the output folder)")
+    p.add_argument("--run", default=None, help="run name recorded in every record (default: the folder holding round_R)")
     p.add_argument("--quiet", action="store_true", help="no sample, no progress bars")
     g = p.add_argument_group("games (id, ood)")
     g.add_argument("--n", type=common.positive_int, default=20, help="games in the held-out set (and in the OOD set unless --n-ood)")
@@ -316,9 +316,7 @@ def main(args):
         else:
             records, summaries = play_set(model, tokenizer, paths[name], args, texts, name)
             settings = {k: getattr(args, k) for k in PLAY_FLAGS + ("seed",) if k != "quiet"}
-        run = args.run or os.path.basename(os.path.dirname(os.path.abspath(out)))
-        if re.fullmatch(r"round_\d+", run):
-            run = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(out))))
+        run = args.run or common.run_name(out)
         for r in records:
             r.update(run=run, round=args.round, model=args.model)
         for s in summaries:

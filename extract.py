@@ -65,6 +65,7 @@ def parse_args(argv=None):
     p.add_argument("--extractor-model", default=None, help="another model writes the knowledge (default: --model, the policy itself)")
     p.add_argument("--source", default="knowledge", choices=["knowledge", "raw"], help="raw: the pool holds the trajectories themselves")
     p.add_argument("--round", type=int, default=0, help="round number recorded in every record")
+    p.add_argument("--run", default=None, help="run name recorded in every record (default: the folder holding round_R)")
     return p.parse_args(argv)
 
 
@@ -161,13 +162,14 @@ def main(args):
         raise common.InputError(f"--use-steps {args.use_steps}: the chains read only {len(trajectories)} trajectories")
     chains = [[] for _ in range(args.chains)]  # knowledge starts empty every round
     snapshots, failures, new_tokens, gen_seconds, sample_output = [], 0, 0, 0.0, None
+    run = args.run or common.run_name(args.out)
 
     def snapshot(step):
         for c, items in enumerate(chains):
             text = render_knowledge(items)
             snapshots.append(dict(knowledge_id=f"r{args.round}-c{c}-s{step}", chain=c, step=step, knowledge=text, items=list(items),
                                   n_items=len(items), n_tokens=count(text), trajectory_ids=ids[:step], in_pool=step == use_step,
-                                  model=args.extractor_model or args.model, round=args.round, prompt_version=args.prompt_version,
+                                  model=args.extractor_model or args.model, run=run, round=args.round, prompt_version=args.prompt_version,
                                   seed=args.seed, source=args.source))
 
     snapshot(0)

@@ -107,6 +107,13 @@ def test_jsonl_round_trip_and_errors(tmp_path):
         common.read_jsonl(str(path), required=("a",))
 
 
+def test_run_name_is_the_folder_holding_the_round():
+    assert common.run_name("runs/demo/round_1/deploy.jsonl") == "demo"
+    assert common.run_name("runs/demo/round_12/model") == "demo"
+    assert common.run_name("/tmp/x/round_2/sub/eval_id.jsonl") == "x"
+    assert common.run_name("out/trajectories.jsonl") == "out"  # no round folder: the output's own folder
+
+
 def test_model_argument_errors(tmp_path):
     with pytest.raises(common.InputError, match="no such model folder"):
         common.resolve_model(str(tmp_path / "missing"))
@@ -179,7 +186,7 @@ def test_collect_end_to_end(tiny_model, tiny_games, tmp_path):
     assert again == json.loads(json.dumps(records))  # the file holds exactly what was played
     assert len(again) == 6 and {r["episode"] for r in again} == {0, 1}
     r = again[0]
-    assert r["run"] == "round_1" and r["round"] == 1 and r["model"] == tiny_model
+    assert r["run"] == tmp_path.name and r["round"] == 1 and r["model"] == tiny_model
     assert r["knowledge_id"] == "r1-c0-s2" and r["knowledge"] == "- take the coin first"
     assert 1 <= r["turns_used"] <= 3 and r["feedback"].startswith("Result:")
     t = r["turns"][0]

@@ -58,6 +58,7 @@ def test_every_artifact_of_every_round_has_content(finished_run, tiny_model):
         knowledge = read(d / "knowledge.jsonl")
         assert {k["chain"] for k in knowledge} == {0, 1} and sum(k["in_pool"] for k in knowledge) == 2
         assert all(k["round"] == r for k in knowledge)
+        assert {x["run"] for x in extract + deploy + knowledge + read(d / "distill_metrics.jsonl")} == {run.name}  # traceable to the run
         assert os.path.isfile(d / "model" / "config.json") and os.path.isfile(d / "model" / "args.json")
         steps = read(d / "distill_metrics.jsonl")
         assert [s["step"] for s in steps][-1] >= 1 and all("kl" in s for s in steps)
