@@ -30,19 +30,21 @@ STRUCTURED_PROMPT = (
     "What does this game teach about its rules (how commands must be phrased, what must happen before "
     "what) and about winning quickly? Write one or two new, general lessons that would help in other "
     "games of this kind. Do not repeat a lesson you already know. Write each lesson on its own line "
-    "starting with \"- EXPERIENCE ITEM:\", like this:\n"
-    "- EXPERIENCE ITEM: When the goal names an object in the room, take it right away."
+    "starting with \"- EXPERIENCE ITEM:\"."
 )
+# No example item: the 135M default model copies an example into its knowledge word for word, so an
+# example that is a strategy for these games would be our hint, not the model's experience. The
+# answer is started with the marker instead (ANSWER_PREFIX).
 FREE_TEXT_PROMPT = (
     "Here is the record of a text adventure game you just played.\n\n{trajectory}\n\n{known}"
     "In two or three sentences, say what this game teaches about its rules and about winning quickly, "
     "as general advice for other games of this kind."
 )
 KNOWN_BLOCK = "Lessons you already know:\n{knowledge}\n\n"
-PROMPTS = {"structured-v1": STRUCTURED_PROMPT, "freetext-v1": FREE_TEXT_PROMPT}
+PROMPTS = {"structured-v2": STRUCTURED_PROMPT, "freetext-v1": FREE_TEXT_PROMPT}
 # The assistant's answer is started with the marker (structured prompt only): small models that
 # ignore a requested format still continue a line that is already begun.
-ANSWER_PREFIX = {"structured-v1": "- EXPERIENCE ITEM:", "freetext-v1": ""}
+ANSWER_PREFIX = {"structured-v2": "- EXPERIENCE ITEM:", "freetext-v1": ""}
 MARKER = re.compile(r"\s*-?\s*EXPERIENCE ITEM\s*:\s*", re.IGNORECASE)
 
 
@@ -60,7 +62,7 @@ def parse_args(argv=None):
     p.add_argument("--max-new-tokens", type=common.positive_int, default=96, help="extractor output cap (raise it for thinking models)")
     p.add_argument("--max-turns-shown", type=common.positive_int, default=20, help="turns of a trajectory shown (the last ones if longer)")
     p.add_argument("--show-knowledge", type=int, default=1, choices=[0, 1], help="1: the extractor sees the knowledge accumulated so far")
-    p.add_argument("--prompt-version", default="structured-v1", choices=sorted(PROMPTS), help="structured (marked items) or free text")
+    p.add_argument("--prompt-version", default="structured-v2", choices=sorted(PROMPTS), help="structured (marked items) or free text")
     p.add_argument("--answer-prefix", type=int, default=1, choices=[0, 1], help="1: start the answer with the item marker (structured prompt, thinking off)")
     p.add_argument("--extractor-model", default=None, help="another model writes the knowledge (default: --model, the policy itself)")
     p.add_argument("--source", default="knowledge", choices=["knowledge", "raw"], help="raw: the pool holds the trajectories themselves")

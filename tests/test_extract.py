@@ -20,7 +20,7 @@ count_words = lambda text: len(text.split())
     ("- EXPERIENCE ITEM:   ", []),
 ])
 def test_parse_items(output, expected):
-    assert extract.parse_items(output, "structured-v1") == expected
+    assert extract.parse_items(output, "structured-v2") == expected
 
 
 def test_parse_free_text():
@@ -99,7 +99,7 @@ def test_end_to_end_with_a_tiny_model(tiny_model, tmp_path, monkeypatch):
     assert by_id["r2-c0-s0"]["knowledge"] == "" and by_id["r2-c0-s3"]["items"] == ["lesson 1.0", "lesson 2.0", "lesson 3.0"]
     assert by_id["r2-c0-s3"]["trajectory_ids"] == ["g0#0", "g1#0", "g2#0"] and by_id["r2-c2-s1"]["knowledge"] == "- lesson 1.2"
     assert [r["knowledge_id"] for r in records if r["in_pool"]] == ["r2-c0-s2", "r2-c1-s2", "r2-c2-s2"]
-    assert all(r["round"] == 2 and r["prompt_version"] == "structured-v1" and r["source"] == "knowledge" and r["n_tokens"] >= r["n_items"] for r in records)
+    assert all(r["round"] == 2 and r["prompt_version"] == "structured-v2" and r["source"] == "knowledge" and r["n_tokens"] >= r["n_items"] for r in records)
 
 
 def test_chains_differ_only_by_randomness(tiny_model, tmp_path):
