@@ -15,7 +15,7 @@ cd "$(dirname "$0")"
 SETTING=${SETTING:-default}
 case "$SETTING" in  # defaults per setting; an explicit environment variable always wins
   smoke)   d=(2 2 4 3 2 2 2 2 3 2 1e-5 24 5 256 32 0);;
-  default) d=(2 8 16 20 12 4 20 8 12 4 5e-5 24 20 512 256 0);;
+  default) d=(2 8 16 20 12 4 20 8 12 4 1e-5 24 20 512 256 0);;
   paper)   d=(3 32 128 100 50 10 50 32 20 8 5e-6 512 541 2048 1024 1);;
   *) echo "unknown SETTING=$SETTING (smoke, default, paper)"; exit 2;;
 esac
@@ -31,7 +31,7 @@ STEPS=${STEPS:-${d[6]}}           # distillation steps per round
 BATCH=${BATCH:-${d[7]}}           # prompts per distillation step
 MAX_TURNS=${MAX_TURNS:-${d[8]}}   # turn limit per game
 HISTORY=${HISTORY:-${d[9]}}       # turns of the game log shown in the prompt
-LR=${LR:-${d[10]}}                # distillation learning rate (constant; the paper's 5e-6 at 1.7B scaled by size gives ~5e-5 at 135M)
+LR=${LR:-${d[10]}}                # distillation learning rate, constant (135M: 5e-5 collapsed the policy in one round, README)
 MAX_NEW=${MAX_NEW:-${d[11]}}      # response cap per turn (raise for thinking models)
 IFEVAL_N=${IFEVAL_N:-${d[12]}}    # instruction-following prompts (OOD); 0 = all
 KNOW_TOKENS=${KNOW_TOKENS:-${d[13]}}  # knowledge budget in tokens
