@@ -83,12 +83,12 @@ def read_text(path, what="file"):
 def run_name(out):
     """The run an output belongs to: the folder holding its round_R folder (runs/demo/round_1/x -> demo),
     else the output's own folder."""
-    folder = os.path.dirname(os.path.abspath(out))
-    while folder != os.path.dirname(folder):
+    own = folder = os.path.dirname(os.path.abspath(out))
+    while folder != os.path.dirname(folder):  # up to the filesystem root
         if re.fullmatch(r"round_\d+", os.path.basename(folder)):
             return os.path.basename(os.path.dirname(folder))
         folder = os.path.dirname(folder)
-    return os.path.basename(os.path.dirname(os.path.abspath(out)))
+    return os.path.basename(own)
 
 
 def run_main(main, args):
