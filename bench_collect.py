@@ -6,6 +6,7 @@ game) against one-game-at-a-time play, on the same games, model and greedy decod
 
 Prints generated tokens/s, prompt tokens/s and turns/s for both modes and their ratio.
 """
+
 import argparse
 import time
 
@@ -34,7 +35,9 @@ def measure(model, tokenizer, paths, argv):
     prompt_tokens = [0]
 
     def counting_agent(episodes, messages):  # count prompt tokens (padding excluded) as well
-        prompt_tokens[0] += sum(len(tokenizer(common.chat_text(tokenizer, m), add_special_tokens=False).input_ids) for m in messages)
+        prompt_tokens[0] += sum(
+            len(tokenizer(common.chat_text(tokenizer, m), add_special_tokens=False).input_ids) for m in messages
+        )
         return agent(episodes, messages)
 
     start = time.time()
@@ -47,16 +50,30 @@ def measure(model, tokenizer, paths, argv):
 def main(args):
     paths = games.make_games(f"{args.games_dir}/eval", games.game_specs("eval", args.n))
     model, tokenizer = common.load_model(args.model, args.device)
-    print(f"threads {torch.get_num_threads()} | games {len(paths)} | turns {args.max_turns} | max new tokens {args.max_new_tokens}")
-    base = ["--quiet", "--temperature", "0", "--max-turns", str(args.max_turns), "--max-new-tokens", str(args.max_new_tokens)]
+    print(
+        f"threads {torch.get_num_threads()} | games {len(paths)} | turns {args.max_turns} | max new tokens {args.max_new_tokens}"
+    )
+    base = [
+        "--quiet",
+        "--temperature",
+        "0",
+        "--max-turns",
+        str(args.max_turns),
+        "--max-new-tokens",
+        str(args.max_new_tokens),
+    ]
     results = {}
     for mode, flag in (("lock-step", "1"), ("one at a time", "0")):
         results[mode] = measure(model, tokenizer, paths, base + ["--lockstep", flag])
         s, gen, prompt, turns, _ = results[mode]
-        print(f"{mode:>14} | {s:7.1f} s | gen tokens/s {gen / s:7.1f} | prompt tokens/s {prompt / s:7.1f} | turns/s {turns / s:6.2f}")
+        print(
+            f"{mode:>14} | {s:7.1f} s | gen tokens/s {gen / s:7.1f} | prompt tokens/s {prompt / s:7.1f} | turns/s {turns / s:6.2f}"
+        )
     (s1, g1, _, t1, c1), (s0, g0, _, t0, c0) = results["lock-step"], results["one at a time"]
-    print(f"ratio lock-step / one-at-a-time | gen tokens/s {(g1 / s1) / (g0 / s0):.2f}x | turns/s {(t1 / s1) / (t0 / s0):.2f}x"
-          f" | same commands: {c1 == c0}")
+    print(
+        f"ratio lock-step / one-at-a-time | gen tokens/s {(g1 / s1) / (g0 / s0):.2f}x | turns/s {(t1 / s1) / (t0 / s0):.2f}x"
+        f" | same commands: {c1 == c0}"
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Simplified relative to the paper: TextWorld instead of TextArena; HF `generate` 
 answer may be mapped to the closest listed command (`--match closest`) because small models rarely
 type one exactly (both the typed and the sent command are recorded).
 """
+
 import argparse
 import os
 import random
@@ -28,26 +29,52 @@ import games
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     common.add_model_args(p)
     p.add_argument("--games", default=None, help="play every finished game in this folder (instead of --preset)")
-    p.add_argument("--preset", default="train", choices=sorted(games.PRESETS), help="game set to make (or reuse) and play")
+    p.add_argument(
+        "--preset", default="train", choices=sorted(games.PRESETS), help="game set to make (or reuse) and play"
+    )
     p.add_argument("--n", type=common.positive_int, default=16, help="number of games in the set (with --preset)")
     p.add_argument("--round", type=int, default=0, help="round number: picks fresh training seeds and is recorded")
-    p.add_argument("--split", default="extract", choices=sorted(games.SPLIT_OFFSET), help="training split (train preset only)")
+    p.add_argument(
+        "--split", default="extract", choices=sorted(games.SPLIT_OFFSET), help="training split (train preset only)"
+    )
     p.add_argument("--games-dir", default="games", help="cache folder for generated games")
     p.add_argument("--episodes", type=common.positive_int, default=1, help="episodes per game")
     p.add_argument("--max-turns", type=common.positive_int, default=15, help="turn limit per episode")
-    p.add_argument("--max-new-tokens", type=common.positive_int, default=24, help="response length cap per turn (raise it for thinking models)")
+    p.add_argument(
+        "--max-new-tokens",
+        type=common.positive_int,
+        default=24,
+        help="response length cap per turn (raise it for thinking models)",
+    )
     p.add_argument("--batch-size", type=common.positive_int, default=64, help="most games in one generate call")
     p.add_argument("--history", type=int, default=8, help="turns of the log shown in the prompt (0 = all)")
-    p.add_argument("--list-commands", type=int, default=1, choices=[0, 1], help="1: list the admissible commands in the prompt")
-    p.add_argument("--match", default="closest", choices=["closest", "exact"], help="closest: map an unlisted answer to the listed command sharing most words")
+    p.add_argument(
+        "--list-commands", type=int, default=1, choices=[0, 1], help="1: list the admissible commands in the prompt"
+    )
+    p.add_argument(
+        "--match",
+        default="closest",
+        choices=["closest", "exact"],
+        help="closest: map an unlisted answer to the listed command sharing most words",
+    )
     p.add_argument("--no-example", action="store_true", help="leave out the example exchange before the real turn")
-    p.add_argument("--knowledge", default=None, help="knowledge JSONL (from extract.py) or a .txt file to place in every prompt")
-    p.add_argument("--knowledge-id", default=None, help="which knowledge record of a JSONL to use (default: the first pool entry)")
-    p.add_argument("--lockstep", type=int, default=1, choices=[0, 1], help="0: play one game at a time (for the benchmark)")
-    p.add_argument("--run", default=None, help="run name recorded in every record (default: the folder holding round_R)")
+    p.add_argument(
+        "--knowledge", default=None, help="knowledge JSONL (from extract.py) or a .txt file to place in every prompt"
+    )
+    p.add_argument(
+        "--knowledge-id", default=None, help="which knowledge record of a JSONL to use (default: the first pool entry)"
+    )
+    p.add_argument(
+        "--lockstep", type=int, default=1, choices=[0, 1], help="0: play one game at a time (for the benchmark)"
+    )
+    p.add_argument(
+        "--run", default=None, help="run name recorded in every record (default: the folder holding round_R)"
+    )
     p.add_argument("--out", default="trajectories.jsonl", help="output JSONL, one record per episode")
     p.add_argument("--quiet", action="store_true", help="no sample trajectory, no progress bar")
     return p.parse_args(argv)
@@ -92,9 +119,11 @@ def choose_command(response, admissible, match):
 
 def model_agent(model, tokenizer, args):
     """The policy: chat messages of many games -> one batched generate -> [(response, n_tokens)]."""
+
     def act(episodes, messages):
         prompts = [common.chat_text(tokenizer, m, args.thinking) for m in messages]
         return common.generate(model, tokenizer, prompts, args.max_new_tokens, args.temperature, args.top_p, args.top_k)
+
     return act
 
 
@@ -108,30 +137,53 @@ def play(agent, paths, args, knowledge=None, desc="play"):
     for t in range(args.max_turns):
         active = [i for i, (_, _, ep) in enumerate(episodes) if not ep.done]
         for start in range(0, len(active), step):
-            chunk = [episodes[i][2] for i in active[start:start + step]]
+            chunk = [episodes[i][2] for i in active[start : start + step]]
             messages = [render(ep, args, knowledge) for ep in chunk]
             t0 = time.time()
             outs = agent(chunk, messages)
             stats["gen_seconds"] += time.time() - t0
-            for i, ep, m, (response, n_tokens) in zip(active[start:start + step], chunk, messages, outs):
+            for i, ep, m, (response, n_tokens) in zip(active[start : start + step], chunk, messages, outs):
                 answer, command, status, valid = choose_command(response, ep.admissible, args.match)
                 if command:
                     reply = ep.step(command)
                 else:  # nothing to send: the turn is spent, the game is untouched
                     reply = "(no command was given)"
                     ep.history.append(("", reply))
-                turns[i].append(dict(turn=t, messages=m, response=response, response_tokens=n_tokens, answer=answer, command=command,
-                                     command_status=status, valid=valid, reply=reply, score=ep.score))
+                turns[i].append(
+                    dict(
+                        turn=t,
+                        messages=m,
+                        response=response,
+                        response_tokens=n_tokens,
+                        answer=answer,
+                        command=command,
+                        command_status=status,
+                        valid=valid,
+                        reply=reply,
+                        score=ep.score,
+                    )
+                )
                 stats["tokens"] += n_tokens
                 bar.update(int(ep.done))
     bar.close()
     records = []
     for (path, e, ep), ts in zip(episodes, turns):
-        records.append(dict(
-            game=os.path.basename(path)[:-3], game_file=path, episode=e, objective=ep.objective, intro=ep.intro,
-            turns=ts, won=ep.won, lost=ep.lost, score=ep.score, max_score=ep.max_score, turns_used=len(ts),
-            feedback=games.feedback_line(ep, args.max_turns),
-        ))
+        records.append(
+            dict(
+                game=os.path.basename(path)[:-3],
+                game_file=path,
+                episode=e,
+                objective=ep.objective,
+                intro=ep.intro,
+                turns=ts,
+                won=ep.won,
+                lost=ep.lost,
+                score=ep.score,
+                max_score=ep.max_score,
+                turns_used=len(ts),
+                feedback=games.feedback_line(ep, args.max_turns),
+            )
+        )
         ep.close()
     return records, stats
 
@@ -139,7 +191,9 @@ def play(agent, paths, args, knowledge=None, desc="play"):
 def render(episode, args, knowledge):
     """The turn prompt for an episode's current state (the one place prompt options are applied)."""
     admissible = episode.admissible if args.list_commands else None
-    return games.render_turn(episode.objective, episode.history, admissible, knowledge, args.history, example=not args.no_example)
+    return games.render_turn(
+        episode.objective, episode.history, admissible, knowledge, args.history, example=not args.no_example
+    )
 
 
 def summarize(records, stats):
@@ -147,7 +201,8 @@ def summarize(records, stats):
     all_turns = [t for r in records for t in r["turns"]]
     n_turns = max(len(all_turns), 1)
     return dict(
-        games=len(records), won=sum(r["won"] for r in records) / max(len(records), 1),
+        games=len(records),
+        won=sum(r["won"] for r in records) / max(len(records), 1),
         valid=sum(t["valid"] for t in all_turns) / n_turns,
         empty=sum(t["command_status"] == "empty" for t in all_turns) / n_turns,
         multi=sum(t["command_status"] == "multi" for t in all_turns) / n_turns,
@@ -160,9 +215,13 @@ def summarize(records, stats):
 
 def show_trajectory(record):
     """Print one trajectory the way a person reads a game."""
-    print(f"--- sample: {record['game']} (episode {record['episode']}) ---\nGoal: {record['objective']}\n{record['intro']}")
+    print(
+        f"--- sample: {record['game']} (episode {record['episode']}) ---\nGoal: {record['objective']}\n{record['intro']}"
+    )
     for t in record["turns"]:
-        print(f"[model] {t['response']!r} -> sent {t['command']!r} ({t['command_status']}{', valid' if t['valid'] else ''})\n{t['reply']}")
+        print(
+            f"[model] {t['response']!r} -> sent {t['command']!r} ({t['command_status']}{', valid' if t['valid'] else ''})\n{t['reply']}"
+        )
     print(record["feedback"] + "\n---")
 
 
@@ -191,7 +250,9 @@ def main(args):
     torch.manual_seed(args.seed)
     model, tokenizer = common.load_model(args.model, args.device, quiet=args.quiet)
     try:
-        records, stats = play(model_agent(model, tokenizer, args), paths, args, knowledge, desc=f"collect {os.path.basename(args.out)}")
+        records, stats = play(
+            model_agent(model, tokenizer, args), paths, args, knowledge, desc=f"collect {os.path.basename(args.out)}"
+        )
     except ValueError as e:
         raise common.InputError(str(e))
     run = args.run or common.run_name(args.out)
@@ -201,8 +262,10 @@ def main(args):
     s = summarize(records, stats)
     if not args.quiet:
         show_trajectory(records[0])
-    print(f"collect | games {s['games']} | won {s['won']:.2f} | valid {s['valid']:.2f} | empty {s['empty']:.2f} | "
-          f"turns {s['turns']:.1f} | tokens/turn {s['tokens_per_turn']:.1f} | tokens/s {s['tokens_per_s']:.0f} | {args.out}")
+    print(
+        f"collect | games {s['games']} | won {s['won']:.2f} | valid {s['valid']:.2f} | empty {s['empty']:.2f} | "
+        f"turns {s['turns']:.1f} | tokens/turn {s['tokens_per_turn']:.1f} | tokens/s {s['tokens_per_s']:.0f} | {args.out}"
+    )
     return records, s
 
 

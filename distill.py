@@ -14,6 +14,7 @@ Simplified relative to the paper: HF `generate` for sampling instead of vLLM; on
 the teacher as a second frozen copy of the weights; memory is kept down by computing logits only at
 response positions, in chunks that are recomputed in the backward pass, and by micro-batching.
 """
+
 import argparse
 import copy
 import json
@@ -36,23 +37,60 @@ import games
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_model_args(p)
-    p.add_argument("--trajectories", required=True, help="deployment trajectories (collect.py JSONL); every turn prompt is a training input")
+    p.add_argument(
+        "--trajectories",
+        required=True,
+        help="deployment trajectories (collect.py JSONL); every turn prompt is a training input",
+    )
     p.add_argument("--knowledge", required=True, help="knowledge pool (extract.py JSONL); records with in_pool true")
     p.add_argument("--out", required=True, help="output model folder (HF save_pretrained); skipped if it exists")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    p.add_argument("--steps", type=common.positive_int, default=20, help="optimiser steps, one per freshly sampled batch [paper: 20-100]")
+    p.add_argument(
+        "--steps",
+        type=common.positive_int,
+        default=20,
+        help="optimiser steps, one per freshly sampled batch [paper: 20-100]",
+    )
     p.add_argument("--batch-size", type=common.positive_int, default=8, help="prompts per step")
-    p.add_argument("--lr", type=float, default=1e-5, help="constant learning rate [paper: 1e-6 for 4B/8B, 5e-6 for 1.7B; small models need more]")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=1e-5,
+        help="constant learning rate [paper: 1e-6 for 4B/8B, 5e-6 for 1.7B; small models need more]",
+    )
     p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
-    p.add_argument("--topk", type=int, default=256, help="sum the KL over the student's top-k tokens (0 = full vocabulary)")
+    p.add_argument(
+        "--topk", type=int, default=256, help="sum the KL over the student's top-k tokens (0 = full vocabulary)"
+    )
     p.add_argument("--max-new-tokens", type=common.positive_int, default=24, help="student response cap")
-    p.add_argument("--max-seq-len", type=common.positive_int, default=4096, help="longest prompt+response; a longer one is an error, never cut")
-    p.add_argument("--micro-batch-tokens", type=common.positive_int, default=4096, help="tokens per forward/backward (gradient accumulation)")
-    p.add_argument("--chunk", type=common.positive_int, default=128, help="response positions per logits chunk (memory)")
-    p.add_argument("--gradient-checkpointing", action="store_true", help="recompute transformer activations in the backward pass")
-    p.add_argument("--save-every", type=int, default=0, help="also save OUT/step_N every N steps (0 = only the final model)")
-    p.add_argument("--print-every", type=int, default=10, help="print a student response with the teacher's knowledge every N steps")
+    p.add_argument(
+        "--max-seq-len",
+        type=common.positive_int,
+        default=4096,
+        help="longest prompt+response; a longer one is an error, never cut",
+    )
+    p.add_argument(
+        "--micro-batch-tokens",
+        type=common.positive_int,
+        default=4096,
+        help="tokens per forward/backward (gradient accumulation)",
+    )
+    p.add_argument(
+        "--chunk", type=common.positive_int, default=128, help="response positions per logits chunk (memory)"
+    )
+    p.add_argument(
+        "--gradient-checkpointing", action="store_true", help="recompute transformer activations in the backward pass"
+    )
+    p.add_argument(
+        "--save-every", type=int, default=0, help="also save OUT/step_N every N steps (0 = only the final model)"
+    )
+    p.add_argument(
+        "--print-every",
+        type=int,
+        default=10,
+        help="print a student response with the teacher's knowledge every N steps",
+    )
     p.add_argument("--metrics", default=None, help="metrics JSONL (default: distill_metrics.jsonl beside --out)")
     p.add_argument("--run", default=None, help="run name recorded in the metrics (default: the folder holding round_R)")
     p.add_argument("--round", type=int, default=0, help="round number recorded in the metrics")
@@ -95,22 +133,43 @@ def hidden_at(model, sequences, starts, lengths, pad_id):
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for i, s in enumerate(sequences):  # right padding: positions stay 0..len-1
-        ids[i, :len(s)], mask[i, :len(s)] = torch.tensor(s), 1
+        ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
     device = next(model.parameters()).device
     hidden = model.model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state  # (B, T, H)
-    return [hidden[i, st - 1:st - 1 + n] for i, (st, n) in enumerate(zip(starts, lengths))]
+    return [hidden[i, st - 1 : st - 1 + n] for i, (st, n) in enumerate(zip(starts, lengths))]
 
 
 def micro_batch_loss(student, teacher, pairs, n_total, args):
     """Backward the summed KL of some sequences divided by the batch's response-token count, so
     accumulating micro-batches gives the exact token mean of the whole batch. Returns sums."""
-    s_hidden = hidden_at(student, [p["student_ids"] for p in pairs], [p["student_start"] for p in pairs], [len(p["response_ids"]) for p in pairs], args.pad_id)
+    s_hidden = hidden_at(
+        student,
+        [p["student_ids"] for p in pairs],
+        [p["student_start"] for p in pairs],
+        [len(p["response_ids"]) for p in pairs],
+        args.pad_id,
+    )
     with torch.no_grad():
-        t_hidden = hidden_at(teacher, [p["teacher_ids"] for p in pairs], [p["teacher_start"] for p in pairs], [len(p["response_ids"]) for p in pairs], args.pad_id)
+        t_hidden = hidden_at(
+            teacher,
+            [p["teacher_ids"] for p in pairs],
+            [p["teacher_start"] for p in pairs],
+            [len(p["response_ids"]) for p in pairs],
+            args.pad_id,
+        )
     h_s, h_t = torch.cat(s_hidden), torch.cat(t_hidden)  # (N, H) each, N = response tokens of the micro-batch
     total = torch.zeros(3, device=h_s.device)
     for c in range(0, h_s.shape[0], args.chunk):
-        sums = checkpoint(chunk_kl, student.lm_head, teacher.lm_head, h_s[c:c + args.chunk], h_t[c:c + args.chunk], args.temperature, args.topk, use_reentrant=False)
+        sums = checkpoint(
+            chunk_kl,
+            student.lm_head,
+            teacher.lm_head,
+            h_s[c : c + args.chunk],
+            h_t[c : c + args.chunk],
+            args.temperature,
+            args.topk,
+            use_reentrant=False,
+        )
         total = total + torch.stack(sums)
     (total[0] / n_total).backward()
     return total.detach()
@@ -122,9 +181,16 @@ def micro_batch_loss(student, teacher, pairs, n_total, args):
 def load_prompts(path):
     """Every turn prompt (chat messages) of every trajectory, with where it came from."""
     records = common.read_jsonl(path, required=("turns",))
-    prompts = [(f"{r.get('game')}#{r.get('episode')}:{t.get('turn')}", t["messages"]) for r in records for t in r["turns"] if t.get("messages")]
+    prompts = [
+        (f"{r.get('game')}#{r.get('episode')}:{t.get('turn')}", t["messages"])
+        for r in records
+        for t in r["turns"]
+        if t.get("messages")
+    ]
     if not prompts:
-        raise common.InputError(f"{path}: no turn prompts (expected trajectories from collect.py with non-empty `turns`)")
+        raise common.InputError(
+            f"{path}: no turn prompts (expected trajectories from collect.py with non-empty `turns`)"
+        )
     return prompts
 
 
@@ -141,9 +207,11 @@ def generation_marker(tokenizer, thinking=False):
     """The text the chat template puts after the last message to start the assistant's turn."""
     probe = [{"role": "user", "content": "x"}]
     with_marker = common.chat_text(tokenizer, probe, thinking)
-    without = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=False, enable_thinking=thinking)
+    without = tokenizer.apply_chat_template(
+        probe, tokenize=False, add_generation_prompt=False, enable_thinking=thinking
+    )
     assert with_marker.startswith(without), "chat template: the generation prompt is not a suffix"
-    return with_marker[len(without):]
+    return with_marker[len(without) :]
 
 
 def build_pair(tokenizer, student_text, teacher_text, response_ids, marker, max_seq_len):
@@ -153,19 +221,31 @@ def build_pair(tokenizer, student_text, teacher_text, response_ids, marker, max_
     the same after either prompt (the sampled ids are then valid in both). A sequence longer than
     max_seq_len is an error: cutting the teacher's prompt silently would change what it knows.
     """
-    assert student_text.endswith(marker) and teacher_text.endswith(marker), "student/teacher prompts do not end with the same assistant marker"
+    assert student_text.endswith(marker) and teacher_text.endswith(marker), (
+        "student/teacher prompts do not end with the same assistant marker"
+    )
     s_prompt = tokenizer(student_text, add_special_tokens=False).input_ids
     t_prompt = tokenizer(teacher_text, add_special_tokens=False).input_ids
     text = tokenizer.decode(response_ids)
     s_full = tokenizer(student_text + text, add_special_tokens=False).input_ids
     t_full = tokenizer(teacher_text + text, add_special_tokens=False).input_ids
-    assert s_full[:len(s_prompt)] == s_prompt and t_full[:len(t_prompt)] == t_prompt and s_full[len(s_prompt):] == t_full[len(t_prompt):], \
-        "the response does not tokenize identically after the student's and the teacher's prompts"
+    assert (
+        s_full[: len(s_prompt)] == s_prompt
+        and t_full[: len(t_prompt)] == t_prompt
+        and s_full[len(s_prompt) :] == t_full[len(t_prompt) :]
+    ), "the response does not tokenize identically after the student's and the teacher's prompts"
     for name, prompt in (("student", s_prompt), ("teacher", t_prompt)):
         if len(prompt) + len(response_ids) > max_seq_len:
-            raise ValueError(f"{name} sequence of {len(prompt) + len(response_ids)} tokens exceeds --max-seq-len {max_seq_len}; raise it, never truncate")
-    return dict(student_ids=s_prompt + response_ids, teacher_ids=t_prompt + response_ids, response_ids=response_ids,
-                student_start=len(s_prompt), teacher_start=len(t_prompt))
+            raise ValueError(
+                f"{name} sequence of {len(prompt) + len(response_ids)} tokens exceeds --max-seq-len {max_seq_len}; raise it, never truncate"
+            )
+    return dict(
+        student_ids=s_prompt + response_ids,
+        teacher_ids=t_prompt + response_ids,
+        response_ids=response_ids,
+        student_start=len(s_prompt),
+        teacher_start=len(t_prompt),
+    )
 
 
 def micro_batches(pairs, budget):
@@ -229,22 +309,33 @@ def main(args):
         t0 = time.time()
         if len(order) < args.batch_size:  # walk the prompts in a fresh random order, epoch after epoch
             order += rng.sample(range(len(prompts)), len(prompts))
-        batch, order = [prompts[i] for i in order[:args.batch_size]], order[args.batch_size:]
+        batch, order = [prompts[i] for i in order[: args.batch_size]], order[args.batch_size :]
         knowledge = [rng.choice(pool) for _ in batch]  # one pool entry per prompt
         student_texts = [common.chat_text(tokenizer, m, args.thinking) for _, m in batch]
-        teacher_texts = [common.chat_text(tokenizer, games.insert_knowledge(m, k), args.thinking) for (_, m), (_, k) in zip(batch, knowledge)]
+        teacher_texts = [
+            common.chat_text(tokenizer, games.insert_knowledge(m, k), args.thinking)
+            for (_, m), (_, k) in zip(batch, knowledge)
+        ]
         student.eval()  # 1. the student samples on-policy, full support, at temperature τ
         with autocast:
-            responses = common.generate_ids(student, tokenizer, student_texts, args.max_new_tokens, args.temperature, 1.0, 0)
+            responses = common.generate_ids(
+                student, tokenizer, student_texts, args.max_new_tokens, args.temperature, 1.0, 0
+            )
         try:
-            pairs = [build_pair(tokenizer, s, t, r, marker, args.max_seq_len) for s, t, r in zip(student_texts, teacher_texts, responses)]
+            pairs = [
+                build_pair(tokenizer, s, t, r, marker, args.max_seq_len)
+                for s, t, r in zip(student_texts, teacher_texts, responses)
+            ]
         except ValueError as e:
             raise common.InputError(f"{args.trajectories}: {e}")
         # 2. both score the sample; the loss is backpropagated micro-batch by micro-batch
         student.train()
         n_total = sum(len(r) for r in responses)
         with autocast:
-            sums = sum(micro_batch_loss(student, teacher, group, n_total, args) for group in micro_batches(pairs, args.micro_batch_tokens))
+            sums = sum(
+                micro_batch_loss(student, teacher, group, n_total, args)
+                for group in micro_batches(pairs, args.micro_batch_tokens)
+            )
         grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), args.clip)
         skipped = not torch.isfinite(grad_norm)
         if not skipped:  # a non-finite step is skipped, and logged
@@ -252,23 +343,39 @@ def main(args):
         optimizer.zero_grad(set_to_none=True)
         seconds = time.time() - t0
         lengths = [len(r) for r in responses]
-        record = dict(run=run, round=args.round, step=step, kl=sums[0].item() / n_total, student_topk_mass=sums[1].item() / n_total,
-                      teacher_topk_mass=sums[2].item() / n_total, response_len_mean=n_total / len(responses), response_len_max=max(lengths),
-                      capped=sum(r[-1] != tokenizer.eos_token_id for r in responses), grad_norm=grad_norm.item(), skipped=skipped, lr=args.lr,
-                      tokens_per_s=sum(len(p["student_ids"]) + len(p["teacher_ids"]) for p in pairs) / seconds, seconds=seconds,
-                      peak_memory_mb=peak_memory_mb(device))
+        record = dict(
+            run=run,
+            round=args.round,
+            step=step,
+            kl=sums[0].item() / n_total,
+            student_topk_mass=sums[1].item() / n_total,
+            teacher_topk_mass=sums[2].item() / n_total,
+            response_len_mean=n_total / len(responses),
+            response_len_max=max(lengths),
+            capped=sum(r[-1] != tokenizer.eos_token_id for r in responses),
+            grad_norm=grad_norm.item(),
+            skipped=skipped,
+            lr=args.lr,
+            tokens_per_s=sum(len(p["student_ids"]) + len(p["teacher_ids"]) for p in pairs) / seconds,
+            seconds=seconds,
+            peak_memory_mb=peak_memory_mb(device),
+        )
         common.append_jsonl(metrics_path, record)
         history.append(record)
         if args.print_every and (step == 1 or step % args.print_every == 0):
-            print(f"\n--- step {step} | kl {record['kl']:.4f} | knowledge {knowledge[0][0]} ---\n{knowledge[0][1][:600]}\n"
-                  f"[prompt] ...{batch[0][1][-1]['content'][-300:]}\n[student] {tokenizer.decode(responses[0])!r}\n---")
+            print(
+                f"\n--- step {step} | kl {record['kl']:.4f} | knowledge {knowledge[0][0]} ---\n{knowledge[0][1][:600]}\n"
+                f"[prompt] ...{batch[0][1][-1]['content'][-300:]}\n[student] {tokenizer.decode(responses[0])!r}\n---"
+            )
         if args.save_every and step % args.save_every == 0 and step < args.steps:
             save_model(student, tokenizer, os.path.join(args.out + "_steps", f"step_{step}"), args)
     save_model(student, tokenizer, args.out, args)
     first, last = history[0], history[-1]
-    print(f"distill | steps {args.steps} | kl {first['kl']:.4f} -> {last['kl']:.4f} | top-k mass {last['student_topk_mass']:.3f} | "
-          f"len {last['response_len_mean']:.1f} | skipped {sum(h['skipped'] for h in history)} | tokens/s {sum(h['tokens_per_s'] for h in history) / len(history):.0f} | "
-          f"peak {max(h['peak_memory_mb'] for h in history):.0f} MB | {args.out}")
+    print(
+        f"distill | steps {args.steps} | kl {first['kl']:.4f} -> {last['kl']:.4f} | top-k mass {last['student_topk_mass']:.3f} | "
+        f"len {last['response_len_mean']:.1f} | skipped {sum(h['skipped'] for h in history)} | tokens/s {sum(h['tokens_per_s'] for h in history) / len(history):.0f} | "
+        f"peak {max(h['peak_memory_mb'] for h in history):.0f} MB | {args.out}"
+    )
     return history
 
 

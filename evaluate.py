@@ -20,6 +20,7 @@ eval_SET_curveC.jsonl with --knowledge-curve): per-game or per-prompt records, t
 Simplified relative to the paper: TextWorld games instead of TextArena's; IFEval on an evenly spaced
 subset of its prompts (`--ifeval-n`, 0 = all 541) with a response budget.
 """
+
 import argparse
 import glob
 import math
@@ -36,8 +37,20 @@ import common
 import ifeval
 
 PRESETS = {"id": "eval", "ood": "ood", "ifeval": None}  # set -> game preset (games.PRESETS)
-PLAY_FLAGS = ("max_turns", "history", "max_new_tokens", "list_commands", "match", "episodes", "batch_size", "thinking",
-              "temperature", "top_p", "top_k", "quiet")  # passed on to collect.play
+PLAY_FLAGS = (
+    "max_turns",
+    "history",
+    "max_new_tokens",
+    "list_commands",
+    "match",
+    "episodes",
+    "batch_size",
+    "thinking",
+    "temperature",
+    "top_p",
+    "top_k",
+    "quiet",
+)  # passed on to collect.play
 
 
 def set_list(text):
@@ -49,36 +62,80 @@ def set_list(text):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     common.add_model_args(p)
-    p.add_argument("--sets", "--set", type=set_list, default=["id"], help="what to evaluate: id, ood, ifeval (comma separated)")
-    p.add_argument("--out-dir", default=".", help="folder for eval_SET[_incontext|_curveC].jsonl (e.g. runs/RUN/round_R)")
+    p.add_argument(
+        "--sets", "--set", type=set_list, default=["id"], help="what to evaluate: id, ood, ifeval (comma separated)"
+    )
+    p.add_argument(
+        "--out-dir", default=".", help="folder for eval_SET[_incontext|_curveC].jsonl (e.g. runs/RUN/round_R)"
+    )
     p.add_argument("--out", default=None, help="output file instead of the name in --out-dir (one set only)")
     p.add_argument("--force", action="store_true", help="redo an evaluation whose output exists")
     p.add_argument("--round", type=int, default=0, help="round recorded in every record (0 = the base model)")
-    p.add_argument("--run", default=None, help="run name recorded in every record (default: the folder holding round_R)")
+    p.add_argument(
+        "--run", default=None, help="run name recorded in every record (default: the folder holding round_R)"
+    )
     p.add_argument("--quiet", action="store_true", help="no sample, no progress bars")
     g = p.add_argument_group("games (id, ood)")
-    g.add_argument("--n", type=common.positive_int, default=20, help="games in the held-out set (and in the OOD set unless --n-ood)")
+    g.add_argument(
+        "--n",
+        type=common.positive_int,
+        default=20,
+        help="games in the held-out set (and in the OOD set unless --n-ood)",
+    )
     g.add_argument("--n-ood", type=common.positive_int, default=None, help="games in the OOD set (default: --n)")
     g.add_argument("--games", default=None, help="play every finished game in this folder instead of the preset sets")
-    g.add_argument("--games-dir", default="games", help="cache folder for generated games (GAMES_DIR/eval, GAMES_DIR/ood)")
+    g.add_argument(
+        "--games-dir", default="games", help="cache folder for generated games (GAMES_DIR/eval, GAMES_DIR/ood)"
+    )
     g.add_argument("--max-turns", type=common.positive_int, default=12, help="turn limit per game")
     g.add_argument("--history", type=int, default=4, help="turns of the log shown in the prompt (0 = all)")
-    g.add_argument("--max-new-tokens", type=common.positive_int, default=24, help="response cap per turn (raise it for thinking models)")
-    g.add_argument("--list-commands", type=int, default=1, choices=[0, 1], help="1: list the admissible commands in the prompt")
+    g.add_argument(
+        "--max-new-tokens",
+        type=common.positive_int,
+        default=24,
+        help="response cap per turn (raise it for thinking models)",
+    )
+    g.add_argument(
+        "--list-commands", type=int, default=1, choices=[0, 1], help="1: list the admissible commands in the prompt"
+    )
     g.add_argument("--match", default="closest", choices=["closest", "exact"], help="as in collect.py")
     g.add_argument("--episodes", type=common.positive_int, default=1, help="episodes per game")
-    g.add_argument("--batch-size", type=common.positive_int, default=32, help="most games (or IFEval prompts) in one generate call")
-    g.add_argument("--knowledge", default=None, help="knowledge JSONL (extract.py) or text file: play with it in context")
+    g.add_argument(
+        "--batch-size", type=common.positive_int, default=32, help="most games (or IFEval prompts) in one generate call"
+    )
+    g.add_argument(
+        "--knowledge", default=None, help="knowledge JSONL (extract.py) or text file: play with it in context"
+    )
     g.add_argument("--knowledge-id", default=None, help="which knowledge record (default: the first pool entry)")
-    g.add_argument("--knowledge-curve", type=int, default=None, metavar="C", help="play with every snapshot of chain C (the in-context curve)")
+    g.add_argument(
+        "--knowledge-curve",
+        type=int,
+        default=None,
+        metavar="C",
+        help="play with every snapshot of chain C (the in-context curve)",
+    )
     g = p.add_argument_group("instruction following (ifeval)")
     g.add_argument("--ifeval-n", type=int, default=50, help="IFEval prompts, evenly spaced over the 541 (0 = all)")
-    g.add_argument("--ifeval-max-new-tokens", type=common.positive_int, default=256, help="response cap (raise it for thinking models)")
+    g.add_argument(
+        "--ifeval-max-new-tokens",
+        type=common.positive_int,
+        default=256,
+        help="response cap (raise it for thinking models)",
+    )
     g.add_argument("--ifeval-temperature", type=float, default=0.0, help="sampling temperature for IFEval; 0 = greedy")
-    g.add_argument("--ifeval-file", default=None, help="prompts in IFEval's input_data.jsonl format (default: the packaged IFEval)")
-    p.add_argument("--report", default=None, metavar="RUN", help="write RUN/report.md and RUN/report.png from RUN/round_*/eval_*.jsonl, then exit")
+    g.add_argument(
+        "--ifeval-file", default=None, help="prompts in IFEval's input_data.jsonl format (default: the packaged IFEval)"
+    )
+    p.add_argument(
+        "--report",
+        default=None,
+        metavar="RUN",
+        help="write RUN/report.md and RUN/report.png from RUN/round_*/eval_*.jsonl, then exit",
+    )
     return p.parse_args(argv)
 
 
@@ -133,9 +190,15 @@ def ifeval_metrics(records):
         raise common.InputError("no IFEval records to summarise")
     n, followed = len(records), sum(all(r["followed"]) for r in records)
     flat, flat_loose = [f for r in records for f in r["followed"]], [f for r in records for f in r["followed_loose"]]
-    m = dict(n=n, prompt_accuracy=followed / n, prompt_accuracy_ci=wilson(followed, n),
-             instruction_accuracy=sum(flat) / len(flat), prompt_accuracy_loose=sum(all(r["followed_loose"]) for r in records) / n,
-             instruction_accuracy_loose=sum(flat_loose) / len(flat_loose), cut=sum(r["cut"] for r in records) / n)
+    m = dict(
+        n=n,
+        prompt_accuracy=followed / n,
+        prompt_accuracy_ci=wilson(followed, n),
+        instruction_accuracy=sum(flat) / len(flat),
+        prompt_accuracy_loose=sum(all(r["followed_loose"]) for r in records) / n,
+        instruction_accuracy_loose=sum(flat_loose) / len(flat_loose),
+        cut=sum(r["cut"] for r in records) / n,
+    )
     m["tokens_per_response"], m["tokens_per_response_ci"] = mean_ci([r["response_tokens"] for r in records])
     return m
 
@@ -147,7 +210,9 @@ def output_path(args, name):
     """Where one set's evaluation goes (the name the report and loop.sh expect)."""
     if args.out:
         return args.out
-    suffix = f"_curve{args.knowledge_curve}" if args.knowledge_curve is not None else "_incontext" if args.knowledge else ""
+    suffix = (
+        f"_curve{args.knowledge_curve}" if args.knowledge_curve is not None else "_incontext" if args.knowledge else ""
+    )
     return os.path.join(args.out_dir, f"eval_{name}{suffix}.jsonl")
 
 
@@ -190,15 +255,35 @@ def ifeval_set(model, tokenizer, args, prompts):
     torch.manual_seed(args.seed)
     outputs = []
     for i in tqdm(range(0, len(texts), args.batch_size), desc="eval ifeval", disable=args.quiet, leave=False):
-        outputs += common.generate(model, tokenizer, texts[i:i + args.batch_size], args.ifeval_max_new_tokens,
-                                   args.ifeval_temperature, args.top_p, args.top_k)
+        outputs += common.generate(
+            model,
+            tokenizer,
+            texts[i : i + args.batch_size],
+            args.ifeval_max_new_tokens,
+            args.ifeval_temperature,
+            args.top_p,
+            args.top_k,
+        )
     records = []
     for p, (response, n_tokens) in zip(prompts, outputs):
         answer = common.split_thinking(response)[1]  # the checker reads the answer, not the reasoning
         strict, loose = ifeval.check(p, answer)
-        records.append(dict(kind="prompt", eval_set="ifeval", key=p["key"], prompt=p["prompt"], instruction_id_list=p["instruction_id_list"],
-                            kwargs=p["kwargs"], response=response, response_tokens=n_tokens, answer=answer, followed=strict,
-                            followed_loose=loose, cut=n_tokens >= args.ifeval_max_new_tokens))
+        records.append(
+            dict(
+                kind="prompt",
+                eval_set="ifeval",
+                key=p["key"],
+                prompt=p["prompt"],
+                instruction_id_list=p["instruction_id_list"],
+                kwargs=p["kwargs"],
+                response=response,
+                response_tokens=n_tokens,
+                answer=answer,
+                followed=strict,
+                followed_loose=loose,
+                cut=n_tokens >= args.ifeval_max_new_tokens,
+            )
+        )
     return records, [dict(knowledge_id=None, **ifeval_metrics(records))]
 
 
@@ -212,11 +297,17 @@ def load_summaries(run):
         match = re.fullmatch(r"round_(\d+)", os.path.basename(os.path.dirname(path)))
         if not match:
             continue
-        name = os.path.basename(path)[len("eval_"):-len(".jsonl")]
+        name = os.path.basename(path)[len("eval_") : -len(".jsonl")]
         summaries = [r for r in common.read_jsonl(path) if r.get("kind") == "summary"]
-        need = ("prompt_accuracy", "prompt_accuracy_ci") if name.startswith("ifeval") else ("pass_rate", "pass_rate_ci", "tokens_per_turn")
+        need = (
+            ("prompt_accuracy", "prompt_accuracy_ci")
+            if name.startswith("ifeval")
+            else ("pass_rate", "pass_rate_ci", "tokens_per_turn")
+        )
         if not summaries or any(k not in s for s in summaries for k in need):
-            raise common.InputError(f"{path}: expected a summary record (kind 'summary') with {', '.join(need)}; rerun the evaluation with --force")
+            raise common.InputError(
+                f"{path}: expected a summary record (kind 'summary') with {', '.join(need)}; rerun the evaluation with --force"
+            )
         found[(int(match.group(1)), name)] = summaries
     if not found:
         raise common.InputError(f"{run}: no evaluations found (expected {run}/round_R/eval_*.jsonl)")
@@ -228,21 +319,43 @@ def write_report(run):
     found = load_summaries(run)
     rounds = sorted({r for r, _ in found})
     get = lambda r, name, key: found[(r, name)][-1].get(key) if (r, name) in found else None
-    cell = lambda r, name, key: "-" if get(r, name, key) is None else f"{get(r, name, key):.2f}" + (
-        " [{:.2f}, {:.2f}]".format(*get(r, name, key + "_ci")) if get(r, name, key + "_ci") else "")
-    columns = [("pass rate (held-out)", "id", "pass_rate"), ("with knowledge in context", "id_incontext", "pass_rate"),
-               ("score", "id", "score"), ("tokens/turn", "id", "tokens_per_turn"), ("tokens/turn in context", "id_incontext", "tokens_per_turn"),
-               ("turns", "id", "turns"), ("OOD games pass rate", "ood", "pass_rate"), ("IFEval prompt-level strict", "ifeval", "prompt_accuracy")]
+    cell = lambda r, name, key: (
+        "-"
+        if get(r, name, key) is None
+        else f"{get(r, name, key):.2f}"
+        + (" [{:.2f}, {:.2f}]".format(*get(r, name, key + "_ci")) if get(r, name, key + "_ci") else "")
+    )
+    columns = [
+        ("pass rate (held-out)", "id", "pass_rate"),
+        ("with knowledge in context", "id_incontext", "pass_rate"),
+        ("score", "id", "score"),
+        ("tokens/turn", "id", "tokens_per_turn"),
+        ("tokens/turn in context", "id_incontext", "tokens_per_turn"),
+        ("turns", "id", "turns"),
+        ("OOD games pass rate", "ood", "pass_rate"),
+        ("IFEval prompt-level strict", "ifeval", "prompt_accuracy"),
+    ]
     lines = ["| round | " + " | ".join(c[0] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     lines += [f"| {r} | " + " | ".join(cell(r, name, key) for _, name, key in columns) + " |" for r in rounds]
     curves = sorted(k for k in found if "_curve" in k[1])
     if curves:
-        lines += ["", "In-context curve (held-out pass rate with the snapshot after N trajectories):", "",
-                  "| round | set | knowledge | step | pass rate |", "|---|---|---|---|---|"]
-        lines += [f"| {r} | {name} | {s['knowledge_id']} | {s.get('step')} | {s['pass_rate']:.2f} |" for r, name in curves for s in found[(r, name)]]
+        lines += [
+            "",
+            "In-context curve (held-out pass rate with the snapshot after N trajectories):",
+            "",
+            "| round | set | knowledge | step | pass rate |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r} | {name} | {s['knowledge_id']} | {s.get('step')} | {s['pass_rate']:.2f} |"
+            for r, name in curves
+            for s in found[(r, name)]
+        ]
     table = "\n".join(lines)
-    header = (f"# {os.path.basename(os.path.abspath(run))}\n\nRound 0 is the base model, round r is θ_r after r rounds; 'in context' is the "
-              "start-of-round policy θ_(r-1) playing with round r's knowledge (the distillation teacher). 95% intervals in brackets.\n\n")
+    header = (
+        f"# {os.path.basename(os.path.abspath(run))}\n\nRound 0 is the base model, round r is θ_r after r rounds; 'in context' is the "
+        "start-of-round policy θ_(r-1) playing with round r's knowledge (the distillation teacher). 95% intervals in brackets.\n\n"
+    )
     with open(os.path.join(run, "report.md.tmp"), "w", encoding="utf-8") as f:
         f.write(header + table + "\n")
     os.replace(os.path.join(run, "report.md.tmp"), os.path.join(run, "report.md"))
@@ -258,17 +371,38 @@ def plot_report(found, rounds, curves, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("pass rate", [("id", "pass_rate", "held-out"), ("id_incontext", "pass_rate", "knowledge in context"), ("ood", "pass_rate", "OOD games")]),
-              ("response tokens per turn", [("id", "tokens_per_turn", "held-out"), ("id_incontext", "tokens_per_turn", "knowledge in context")]),
-              ("IFEval prompt-level strict accuracy", [("ifeval", "prompt_accuracy", "IFEval")])]
-    fig, axes = plt.subplots(1, len(panels) + bool(curves), figsize=(4.4 * (len(panels) + bool(curves)), 3.6), squeeze=False)
+    panels = [
+        (
+            "pass rate",
+            [
+                ("id", "pass_rate", "held-out"),
+                ("id_incontext", "pass_rate", "knowledge in context"),
+                ("ood", "pass_rate", "OOD games"),
+            ],
+        ),
+        (
+            "response tokens per turn",
+            [("id", "tokens_per_turn", "held-out"), ("id_incontext", "tokens_per_turn", "knowledge in context")],
+        ),
+        ("IFEval prompt-level strict accuracy", [("ifeval", "prompt_accuracy", "IFEval")]),
+    ]
+    fig, axes = plt.subplots(
+        1, len(panels) + bool(curves), figsize=(4.4 * (len(panels) + bool(curves)), 3.6), squeeze=False
+    )
     for ax, (title, series) in zip(axes[0], panels):
         for k, (name, key, label) in enumerate(series):
-            points = [(r, found[(r, name)][-1]) for r in rounds if (r, name) in found and found[(r, name)][-1].get(key) is not None]
+            points = [
+                (r, found[(r, name)][-1])
+                for r in rounds
+                if (r, name) in found and found[(r, name)][-1].get(key) is not None
+            ]
             if points:
                 xs, ys = [r + 0.06 * k for r, _ in points], [s[key] for _, s in points]
                 cis = [s.get(key + "_ci") or (s[key], s[key]) for _, s in points]
-                errors = [[max(y - lo, 0) for y, (lo, _) in zip(ys, cis)], [max(hi - y, 0) for y, (_, hi) in zip(ys, cis)]]
+                errors = [
+                    [max(y - lo, 0) for y, (lo, _) in zip(ys, cis)],
+                    [max(hi - y, 0) for y, (_, hi) in zip(ys, cis)],
+                ]
                 ax.errorbar(xs, ys, yerr=errors, fmt="os^"[k] + "-", capsize=3, label=label)
         ax.set_title(title, fontsize=10), ax.set_xlabel("round"), ax.set_xticks(rounds), ax.legend(fontsize=8)
         if "tokens" not in title:
@@ -276,7 +410,11 @@ def plot_report(found, rounds, curves, path):
     for r, name in curves:
         steps = found[(r, name)]
         axes[0][-1].plot([s.get("step") or 0 for s in steps], [s["pass_rate"] for s in steps], "o-", label=f"round {r}")
-        axes[0][-1].set_title("in-context curve", fontsize=10), axes[0][-1].set_xlabel("trajectories read"), axes[0][-1].legend(fontsize=8)
+        (
+            axes[0][-1].set_title("in-context curve", fontsize=10),
+            axes[0][-1].set_xlabel("trajectories read"),
+            axes[0][-1].legend(fontsize=8),
+        )
     fig.tight_layout()
     fig.savefig(path[:-4] + ".tmp.png", dpi=110)
     os.replace(path[:-4] + ".tmp.png", path)
@@ -302,8 +440,13 @@ def main(args):
     if not todo:
         return []
     # every input is checked before the model loads
-    paths = {name: collect.game_paths(args.games, args.games_dir, PRESETS[name], (args.n_ood or args.n) if name == "ood" else args.n)
-             for name in todo if name != "ifeval"}
+    paths = {
+        name: collect.game_paths(
+            args.games, args.games_dir, PRESETS[name], (args.n_ood or args.n) if name == "ood" else args.n
+        )
+        for name in todo
+        if name != "ifeval"
+    }
     texts = knowledge_texts(args) if paths else None
     prompts = ifeval.load_prompts(args.ifeval_n, args.ifeval_file) if "ifeval" in todo else None
     model, tokenizer = common.load_model(args.model, args.device, quiet=args.quiet)
@@ -312,7 +455,10 @@ def main(args):
         out, start = output_path(args, name), time.time()
         if name == "ifeval":
             records, summaries = ifeval_set(model, tokenizer, args, prompts)
-            settings = {k: getattr(args, k) for k in ("ifeval_n", "ifeval_max_new_tokens", "ifeval_temperature", "thinking", "seed")}
+            settings = {
+                k: getattr(args, k)
+                for k in ("ifeval_n", "ifeval_max_new_tokens", "ifeval_temperature", "thinking", "seed")
+            }
         else:
             records, summaries = play_set(model, tokenizer, paths[name], args, texts, name)
             settings = {k: getattr(args, k) for k in PLAY_FLAGS + ("seed",) if k != "quiet"}
@@ -320,7 +466,15 @@ def main(args):
         for r in records:
             r.update(run=run, round=args.round, model=args.model)
         for s in summaries:
-            s.update(kind="summary", eval_set=name, run=run, round=args.round, model=args.model, seconds=round(time.time() - start, 1), settings=settings)
+            s.update(
+                kind="summary",
+                eval_set=name,
+                run=run,
+                round=args.round,
+                model=args.model,
+                seconds=round(time.time() - start, 1),
+                settings=settings,
+            )
         common.write_jsonl(out, records + summaries)
         if not args.quiet:
             show_sample(records[0])
@@ -334,17 +488,23 @@ def show_sample(record):
     """One game as a person reads it, or one IFEval prompt with its answer and verdicts."""
     if record["kind"] == "game":
         return collect.show_trajectory(record)
-    print(f"--- sample: IFEval prompt {record['key']} ---\n{record['prompt']}\n[model] {record['response'][:800]}\n"
-          f"followed (strict): {dict(zip(record['instruction_id_list'], record['followed']))}\n---")
+    print(
+        f"--- sample: IFEval prompt {record['key']} ---\n{record['prompt']}\n[model] {record['response'][:800]}\n"
+        f"followed (strict): {dict(zip(record['instruction_id_list'], record['followed']))}\n---"
+    )
 
 
 def summary_line(s):
     ci = lambda key: "[{:.2f}, {:.2f}]".format(*s[key + "_ci"])
     if s["eval_set"] == "ifeval":
-        return (f"evaluate ifeval | round {s['round']} | prompts {s['n']} | prompt-level strict {s['prompt_accuracy']:.2f} {ci('prompt_accuracy')} | "
-                f"instruction-level {s['instruction_accuracy']:.2f} | loose {s['prompt_accuracy_loose']:.2f} | tokens {s['tokens_per_response']:.0f} | cut {s['cut']:.2f}")
-    return (f"evaluate {s['eval_set']} | round {s['round']} | knowledge {s['knowledge_id']} | games {s['n']} | pass {s['pass_rate']:.2f} {ci('pass_rate')} | "
-            f"score {s['score']:.2f} | turns {s['turns']:.1f} | tokens/turn {s['tokens_per_turn']:.1f} {ci('tokens_per_turn')} | valid {s['valid']:.2f}")
+        return (
+            f"evaluate ifeval | round {s['round']} | prompts {s['n']} | prompt-level strict {s['prompt_accuracy']:.2f} {ci('prompt_accuracy')} | "
+            f"instruction-level {s['instruction_accuracy']:.2f} | loose {s['prompt_accuracy_loose']:.2f} | tokens {s['tokens_per_response']:.0f} | cut {s['cut']:.2f}"
+        )
+    return (
+        f"evaluate {s['eval_set']} | round {s['round']} | knowledge {s['knowledge_id']} | games {s['n']} | pass {s['pass_rate']:.2f} {ci('pass_rate')} | "
+        f"score {s['score']:.2f} | turns {s['turns']:.1f} | tokens/turn {s['tokens_per_turn']:.1f} {ci('tokens_per_turn')} | valid {s['valid']:.2f}"
+    )
 
 
 if __name__ == "__main__":

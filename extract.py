@@ -14,6 +14,7 @@ Simplified relative to the paper: TextWorld trajectories; K=4 chains over a few 
 default (paper: K=10, 100 steps, 50 used); the prompt is our own. `--source raw` builds the same pool
 from the raw trajectories (the paper's ablation), `--extractor-model` lets another model write it.
 """
+
 import argparse
 import os
 import re
@@ -30,7 +31,7 @@ STRUCTURED_PROMPT = (
     "What does this game teach about its rules (how commands must be phrased, what must happen before "
     "what) and about winning quickly? Write one or two new, general lessons that would help in other "
     "games of this kind. Do not repeat a lesson you already know. Write each lesson on its own line "
-    "starting with \"- EXPERIENCE ITEM:\"."
+    'starting with "- EXPERIENCE ITEM:".'
 )
 # No example item: the 135M default model copies an example into its knowledge word for word, so an
 # example that is a strategy for these games would be our hint, not the model's experience. The
@@ -51,23 +52,79 @@ MARKER = re.compile(r"\s*-?\s*EXPERIENCE ITEM\s*:\s*", re.IGNORECASE)
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_model_args(p)
-    p.add_argument("--trajectories", required=True, help="extraction trajectories (collect.py JSONL), read in file order")
-    p.add_argument("--out", required=True, help="knowledge JSONL, one record per chain and snapshot; skipped if it exists")
+    p.add_argument(
+        "--trajectories", required=True, help="extraction trajectories (collect.py JSONL), read in file order"
+    )
+    p.add_argument(
+        "--out", required=True, help="knowledge JSONL, one record per chain and snapshot; skipped if it exists"
+    )
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    p.add_argument("--chains", type=common.positive_int, default=4, help="independent chains K (the pool size) [paper: 10]")
+    p.add_argument(
+        "--chains", type=common.positive_int, default=4, help="independent chains K (the pool size) [paper: 10]"
+    )
     p.add_argument("--steps", type=int, default=0, help="trajectories each chain reads (0 = all in the file)")
-    p.add_argument("--use-steps", type=int, default=0, help="the snapshot after N steps goes into the pool (0 = the last) [paper: 50 of 100]")
-    p.add_argument("--max-knowledge-tokens", type=common.positive_int, default=512, help="knowledge budget; the oldest items go first [paper: 2048/8192]")
-    p.add_argument("--max-new-items", type=common.positive_int, default=2, help="at most this many items kept from one output")
-    p.add_argument("--max-new-tokens", type=common.positive_int, default=96, help="extractor output cap (raise it for thinking models)")
-    p.add_argument("--max-turns-shown", type=common.positive_int, default=20, help="turns of a trajectory shown (the last ones if longer)")
-    p.add_argument("--show-knowledge", type=int, default=1, choices=[0, 1], help="1: the extractor sees the knowledge accumulated so far")
-    p.add_argument("--prompt-version", default="structured-v2", choices=sorted(PROMPTS), help="structured (marked items) or free text")
-    p.add_argument("--answer-prefix", type=int, default=1, choices=[0, 1], help="1: start the answer with the item marker (structured prompt, thinking off)")
-    p.add_argument("--extractor-model", default=None, help="another model writes the knowledge (default: --model, the policy itself)")
-    p.add_argument("--source", default="knowledge", choices=["knowledge", "raw"], help="raw: the pool holds the trajectories themselves")
+    p.add_argument(
+        "--use-steps",
+        type=int,
+        default=0,
+        help="the snapshot after N steps goes into the pool (0 = the last) [paper: 50 of 100]",
+    )
+    p.add_argument(
+        "--max-knowledge-tokens",
+        type=common.positive_int,
+        default=512,
+        help="knowledge budget; the oldest items go first [paper: 2048/8192]",
+    )
+    p.add_argument(
+        "--max-new-items", type=common.positive_int, default=2, help="at most this many items kept from one output"
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=common.positive_int,
+        default=96,
+        help="extractor output cap (raise it for thinking models)",
+    )
+    p.add_argument(
+        "--max-turns-shown",
+        type=common.positive_int,
+        default=20,
+        help="turns of a trajectory shown (the last ones if longer)",
+    )
+    p.add_argument(
+        "--show-knowledge",
+        type=int,
+        default=1,
+        choices=[0, 1],
+        help="1: the extractor sees the knowledge accumulated so far",
+    )
+    p.add_argument(
+        "--prompt-version",
+        default="structured-v2",
+        choices=sorted(PROMPTS),
+        help="structured (marked items) or free text",
+    )
+    p.add_argument(
+        "--answer-prefix",
+        type=int,
+        default=1,
+        choices=[0, 1],
+        help="1: start the answer with the item marker (structured prompt, thinking off)",
+    )
+    p.add_argument(
+        "--extractor-model",
+        default=None,
+        help="another model writes the knowledge (default: --model, the policy itself)",
+    )
+    p.add_argument(
+        "--source",
+        default="knowledge",
+        choices=["knowledge", "raw"],
+        help="raw: the pool holds the trajectories themselves",
+    )
     p.add_argument("--round", type=int, default=0, help="round number recorded in every record")
-    p.add_argument("--run", default=None, help="run name recorded in every record (default: the folder holding round_R)")
+    p.add_argument(
+        "--run", default=None, help="run name recorded in every record (default: the folder holding round_R)"
+    )
     return p.parse_args(argv)
 
 
@@ -148,13 +205,18 @@ def main(args):
         return None
     trajectories = load_trajectories(args.trajectories)
     if args.steps:
-        trajectories = trajectories[:args.steps]
+        trajectories = trajectories[: args.steps]
     ids = [f"{r.get('game')}#{r.get('episode')}" for r in trajectories]
     texts = [format_trajectory(r, args.max_turns_shown) for r in trajectories]
     torch.manual_seed(args.seed)
-    model, tokenizer = common.load_model(args.extractor_model or args.model, args.device) if args.source == "knowledge" else (None, None)
+    model, tokenizer = (
+        common.load_model(args.extractor_model or args.model, args.device)
+        if args.source == "knowledge"
+        else (None, None)
+    )
     if args.extractor_model or model is None:  # the budget is measured with the policy's tokenizer
         from transformers import AutoTokenizer
+
         count_tokenizer = AutoTokenizer.from_pretrained(common.resolve_model(args.model))
     else:
         count_tokenizer = tokenizer
@@ -169,10 +231,25 @@ def main(args):
     def snapshot(step):
         for c, items in enumerate(chains):
             text = render_knowledge(items)
-            snapshots.append(dict(knowledge_id=f"r{args.round}-c{c}-s{step}", chain=c, step=step, knowledge=text, items=list(items),
-                                  n_items=len(items), n_tokens=count(text), trajectory_ids=ids[:step], in_pool=step == use_step,
-                                  model=args.extractor_model or args.model, run=run, round=args.round, prompt_version=args.prompt_version,
-                                  seed=args.seed, source=args.source))
+            snapshots.append(
+                dict(
+                    knowledge_id=f"r{args.round}-c{c}-s{step}",
+                    chain=c,
+                    step=step,
+                    knowledge=text,
+                    items=list(items),
+                    n_items=len(items),
+                    n_tokens=count(text),
+                    trajectory_ids=ids[:step],
+                    in_pool=step == use_step,
+                    model=args.extractor_model or args.model,
+                    run=run,
+                    round=args.round,
+                    prompt_version=args.prompt_version,
+                    seed=args.seed,
+                    source=args.source,
+                )
+            )
 
     snapshot(0)
     for step, text in enumerate(tqdm(texts, desc="extract"), 1):
@@ -180,9 +257,17 @@ def main(args):
             chains = [add_items(items, [text], 1, args.max_knowledge_tokens, count) for items in chains]
         else:  # step i of every chain in one batched call
             prefix = ANSWER_PREFIX[args.prompt_version] if args.answer_prefix and not args.thinking else ""
-            prompts = [common.chat_text(tokenizer, extraction_messages(text, items, args), args.thinking) + prefix for items in chains]
+            prompts = [
+                common.chat_text(tokenizer, extraction_messages(text, items, args), args.thinking) + prefix
+                for items in chains
+            ]
             t0 = time.time()
-            outputs = [(prefix + o, n) for o, n in common.generate(model, tokenizer, prompts, args.max_new_tokens, args.temperature, args.top_p, args.top_k)]
+            outputs = [
+                (prefix + o, n)
+                for o, n in common.generate(
+                    model, tokenizer, prompts, args.max_new_tokens, args.temperature, args.top_p, args.top_k
+                )
+            ]
             gen_seconds += time.time() - t0
             for c, (output, n) in enumerate(outputs):
                 new = parse_items(output, args.prompt_version)
@@ -194,11 +279,17 @@ def main(args):
     common.write_jsonl(args.out, snapshots)
     pool = [s for s in snapshots if s["in_pool"]]
     if sample_output:
-        print(f"--- sample extractor prompt (chain 0, step 1) ---\n{sample_output[0][-1500:]}\n--- its output ---\n{sample_output[1]}")
-    print(f"--- knowledge {pool[0]['knowledge_id']} ({pool[0]['n_tokens']} tokens) ---\n{pool[0]['knowledge'][:3000]}\n---")
+        print(
+            f"--- sample extractor prompt (chain 0, step 1) ---\n{sample_output[0][-1500:]}\n--- its output ---\n{sample_output[1]}"
+        )
+    print(
+        f"--- knowledge {pool[0]['knowledge_id']} ({pool[0]['n_tokens']} tokens) ---\n{pool[0]['knowledge'][:3000]}\n---"
+    )
     n_calls = len(texts) * args.chains
-    print(f"extract | chains {args.chains} | steps {len(texts)} | items/chain {sum(p['n_items'] for p in pool) / len(pool):.1f} | "
-          f"parse failures {failures}/{n_calls if args.source == 'knowledge' else 0} | tokens/s {new_tokens / max(gen_seconds, 1e-9):.1f} | {args.out}")
+    print(
+        f"extract | chains {args.chains} | steps {len(texts)} | items/chain {sum(p['n_items'] for p in pool) / len(pool):.1f} | "
+        f"parse failures {failures}/{n_calls if args.source == 'knowledge' else 0} | tokens/s {new_tokens / max(gen_seconds, 1e-9):.1f} | {args.out}"
+    )
     return snapshots
 
 

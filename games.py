@@ -10,6 +10,7 @@ that training games can never be evaluation or OOD games:
 
 Make a set by hand:  python games.py --preset eval --n 24 --out games
 """
+
 import argparse
 import os
 import re
@@ -24,7 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 FAMILIES = {
     "coin": ("tw-coin_collector", lambda level: ["--level", str(level)]),
     "treasure": ("tw-treasure_hunter", lambda level: ["--level", str(level)]),
-    "simple": ("tw-simple", lambda level: ["--rewards", ["dense", "balanced", "sparse"][level - 1], "--goal", "detailed"]),
+    "simple": (
+        "tw-simple",
+        lambda level: ["--rewards", ["dense", "balanced", "sparse"][level - 1], "--goal", "detailed"],
+    ),
     "cooking": ("tw-cooking", lambda level: ["--recipe", str(level), "--take", str(level), "--go", "1", "--open"]),
 }
 # preset -> list of (family, level), cycled over the games of a set
@@ -68,7 +72,17 @@ def make_game(folder, name, family, level, seed):
         return path
     challenge, options = FAMILIES[family]
     with tempfile.TemporaryDirectory(dir=folder, prefix=".make-") as tmp:
-        cmd = ["tw-make", challenge, *options(level), "--seed", str(seed), "--output", os.path.join(tmp, name + ".z8"), "--silent", "-f"]
+        cmd = [
+            "tw-make",
+            challenge,
+            *options(level),
+            "--seed",
+            str(seed),
+            "--output",
+            os.path.join(tmp, name + ".z8"),
+            "--silent",
+            "-f",
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"tw-make failed for {name}: {' '.join(cmd)}\n{done.stderr[-2000:]}")
@@ -89,7 +103,11 @@ def list_games(folder):
     """The finished games in a folder (both .z8 and .json present), sorted, with a clear error if none."""
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder}: no such game folder; make one with `python games.py --out {folder}`")
-    games = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".z8") and os.path.isfile(os.path.join(folder, f[:-3] + ".json")))
+    games = sorted(
+        os.path.join(folder, f)
+        for f in os.listdir(folder)
+        if f.endswith(".z8") and os.path.isfile(os.path.join(folder, f[:-3] + ".json"))
+    )
     if not games:
         raise FileNotFoundError(f"{folder}: no finished games (expected NAME.z8 with NAME.json beside it)")
     return games
@@ -101,7 +119,13 @@ def list_games(folder):
 def clean(text):
     """Game text without TextWorld's ASCII-art banner, the '>' prompt and the status bar."""
     lines = text.replace("\r", "").split("\n")
-    lines = [l for l in lines if "$$" not in l and not re.fullmatch(r"[\s_|\\/]*[_|\\/][\s_|\\/]*", l) and "Would you like to RESTART" not in l]
+    lines = [
+        l
+        for l in lines
+        if "$$" not in l
+        and not re.fullmatch(r"[\s_|\\/]*[_|\\/][\s_|\\/]*", l)
+        and "Would you like to RESTART" not in l
+    ]
     while lines and not lines[-1].strip():
         lines.pop()
     if lines and lines[-1].lstrip().startswith(">"):  # the prompt line carries the status bar
@@ -118,7 +142,9 @@ def check_story_file(path):
     scale = {1: 2, 2: 2, 3: 2, 4: 4, 5: 4, 6: 8, 7: 8, 8: 8}.get(version)
     declared = int.from_bytes(data[0x1A:0x1C], "big") * scale if scale and len(data) >= 64 else 0
     if not scale or len(data) < 64 or not 64 <= declared <= len(data):
-        raise ValueError(f"{path}: not a playable TextWorld game (not a complete z-machine story file; remake it with games.py)")
+        raise ValueError(
+            f"{path}: not a playable TextWorld game (not a complete z-machine story file; remake it with games.py)"
+        )
 
 
 class Episode:
@@ -130,7 +156,16 @@ class Episode:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: game file not found")
         check_story_file(path)
-        infos = textworld.EnvInfos(admissible_commands=True, policy_commands=True, objective=True, max_score=True, won=True, lost=True, score=True, feedback=True)
+        infos = textworld.EnvInfos(
+            admissible_commands=True,
+            policy_commands=True,
+            objective=True,
+            max_score=True,
+            won=True,
+            lost=True,
+            score=True,
+            feedback=True,
+        )
         try:
             self.env = textworld.start(path, request_infos=infos)
             state = self.env.reset()
@@ -188,7 +223,9 @@ def render_turn(objective, history, admissible=None, knowledge=None, max_turns=8
     """The chat messages of one turn. Knowledge, if any, goes in through `insert_knowledge`, the
     same function distillation uses to build the teacher's prompt from a stored student prompt."""
     commands = f"Commands you can use: {', '.join(admissible)}\n\n" if admissible else ""
-    user = TURN_PROMPT.format(objective=objective or "(not stated)", log=render_log(history, max_turns), commands=commands)
+    user = TURN_PROMPT.format(
+        objective=objective or "(not stated)", log=render_log(history, max_turns), commands=commands
+    )
     messages = [{"role": "system", "content": SYSTEM_PROMPT}]
     if example:
         messages += [{"role": "user", "content": EXAMPLE_TURN}, {"role": "assistant", "content": EXAMPLE_ANSWER}]
@@ -257,7 +294,9 @@ def parse_args():
     p.add_argument("--preset", default="eval", choices=sorted(PRESETS), help="which game distribution and seed range")
     p.add_argument("--n", type=int, default=24, help="number of games")
     p.add_argument("--round", type=int, default=0, help="training round (train preset only)")
-    p.add_argument("--split", default="extract", choices=sorted(SPLIT_OFFSET), help="training split (train preset only)")
+    p.add_argument(
+        "--split", default="extract", choices=sorted(SPLIT_OFFSET), help="training split (train preset only)"
+    )
     p.add_argument("--out", default="games", help="cache folder; games go to OUT/PRESET/")
     p.add_argument("--jobs", type=int, default=None, help="parallel tw-make processes (default: all cores)")
     return p.parse_args()
@@ -265,5 +304,7 @@ def parse_args():
 
 if __name__ == "__main__":
     args = parse_args()
-    paths = make_games(os.path.join(args.out, args.preset), game_specs(args.preset, args.n, args.round, args.split), args.jobs)
+    paths = make_games(
+        os.path.join(args.out, args.preset), game_specs(args.preset, args.n, args.round, args.split), args.jobs
+    )
     print(f"games | {args.preset} | {len(paths)} games in {os.path.join(args.out, args.preset)}")

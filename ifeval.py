@@ -19,6 +19,7 @@ So the scores are IFEval's own. Differences from a published IFEval number: `--i
 evenly spaced subset (the same prompts every round), and responses are cut at a token budget, which
 fails long-answer prompts ("300+ words") on length.
 """
+
 import functools
 import importlib.util
 import os
@@ -38,7 +39,9 @@ def google_ifeval():
     folder = os.path.join(spec.submodule_search_locations[0], "tasks", "ifeval") if spec else ""
     if not os.path.isfile(os.path.join(folder, "data", "input_data.jsonl")):
         raise common.InputError(f"IFEval needs `{INSTALL}` (IFEval's prompts and checker, offline)")
-    spec = importlib.util.spec_from_file_location("google_ifeval", os.path.join(folder, "__init__.py"), submodule_search_locations=[folder])
+    spec = importlib.util.spec_from_file_location(
+        "google_ifeval", os.path.join(folder, "__init__.py"), submodule_search_locations=[folder]
+    )
     package = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = package  # its modules import each other relatively (`from . import ...`)
     spec.loader.exec_module(package)
@@ -60,9 +63,12 @@ def install_punkt(root=os.path.join(common.CACHE_DIR, "nltk_data")):
             from punkt.data import english as model
         except ImportError:
             raise common.InputError(f"IFEval needs `{INSTALL}` (NLTK's English sentence model, offline)")
-        files = {"abbrev_types.txt": sorted(model.ABBREV_TYPES), "sent_starters.txt": sorted(model.SENT_STARTERS),
-                 "collocations.tab": sorted("\t".join(pair) for pair in model.COLLOCATIONS),
-                 "ortho_context.tab": sorted(f"{word}\t{flags}" for word, flags in model.ORTHO_CONTEXT.items())}
+        files = {
+            "abbrev_types.txt": sorted(model.ABBREV_TYPES),
+            "sent_starters.txt": sorted(model.SENT_STARTERS),
+            "collocations.tab": sorted("\t".join(pair) for pair in model.COLLOCATIONS),
+            "ortho_context.tab": sorted(f"{word}\t{flags}" for word, flags in model.ORTHO_CONTEXT.items()),
+        }
         os.makedirs(os.path.dirname(folder), exist_ok=True)
         tmp = tempfile.mkdtemp(dir=os.path.dirname(folder), prefix=".english-")
         for name, lines in files.items():
@@ -84,7 +90,9 @@ def load_prompts(n=0, path=None):
     for p in prompts:
         unknown = [i for i in p["instruction_id_list"] if i not in package.INSTRUCTION_DICT]
         if unknown or len(p["kwargs"]) != len(p["instruction_id_list"]):
-            raise common.InputError(f"{path}: prompt {p['key']}: unknown instruction(s) {unknown} or not one kwargs dict per instruction")
+            raise common.InputError(
+                f"{path}: prompt {p['key']}: unknown instruction(s) {unknown} or not one kwargs dict per instruction"
+            )
     if not prompts:
         raise common.InputError(f"{path}: no prompts")
     if 0 < n < len(prompts):
@@ -95,8 +103,12 @@ def load_prompts(n=0, path=None):
 def check(prompt, response):
     """(strict, loose): per instruction, followed or not, judged by IFEval's own functions."""
     package = google_ifeval()
-    example = package.InputExample(key=prompt["key"], instruction_id_list=prompt["instruction_id_list"], prompt=prompt["prompt"],
-                                   kwargs=[{k: v for k, v in kw.items() if v is not None} for kw in prompt["kwargs"]])
+    example = package.InputExample(
+        key=prompt["key"],
+        instruction_id_list=prompt["instruction_id_list"],
+        prompt=prompt["prompt"],
+        kwargs=[{k: v for k, v in kw.items() if v is not None} for kw in prompt["kwargs"]],
+    )
     responses = {prompt["prompt"]: response}
     strict = package.test_instruction_following_strict(example, responses).follow_instruction_list
     loose = package.test_instruction_following_loose(example, responses).follow_instruction_list

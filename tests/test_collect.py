@@ -1,5 +1,6 @@
 """collect.py, games.py and the shared helpers: the harness plays games correctly, batched play equals
 one-at-a-time play, records round-trip, bad input fails clearly without touching earlier outputs."""
+
 import json
 import os
 import shutil
@@ -13,25 +14,30 @@ import games
 
 
 def args_for(tiny_model, tiny_games, out, *extra):
-    return collect.parse_args(["--model", tiny_model, "--games", tiny_games, "--out", str(out), "--max-turns", "3", "--quiet", *extra])
+    return collect.parse_args(
+        ["--model", tiny_model, "--games", tiny_games, "--out", str(out), "--max-turns", "3", "--quiet", *extra]
+    )
 
 
 # ----------------------------------------------------------------------------- pure helpers
 
 
-@pytest.mark.parametrize("answer, expected", [
-    ("go north", ("go north", "ok")),
-    ("Take the Key.", ("take the key", "ok")),
-    ("Command: open door", ("open door", "ok")),
-    ("I would [go east] now", ("go east", "ok")),
-    ("[look] or maybe [take coin]", ("take coin", "ok")),
-    ("open door then go east", ("open door", "multi")),
-    ("go west, inventory, look", ("go west", "multi")),
-    ("take key; unlock door", ("take key", "multi")),
-    ("go north\ngo south", ("go north", "multi")),
-    ("", ("", "empty")),
-    ("   \n ...", ("", "empty")),
-])
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        ("go north", ("go north", "ok")),
+        ("Take the Key.", ("take the key", "ok")),
+        ("Command: open door", ("open door", "ok")),
+        ("I would [go east] now", ("go east", "ok")),
+        ("[look] or maybe [take coin]", ("take coin", "ok")),
+        ("open door then go east", ("open door", "multi")),
+        ("go west, inventory, look", ("go west", "multi")),
+        ("take key; unlock door", ("take key", "multi")),
+        ("go north\ngo south", ("go north", "multi")),
+        ("", ("", "empty")),
+        ("   \n ...", ("", "empty")),
+    ],
+)
 def test_parse_command(answer, expected):
     assert games.parse_command(answer) == expected
 
@@ -39,7 +45,9 @@ def test_parse_command(answer, expected):
 def test_thinking_is_split_off_before_parsing():
     assert common.split_thinking("<think>go north?</think>\ngo south") == ("<think>go north?</think>", "go south")
     assert common.split_thinking("<think>still thinking, no answer") == ("<think>still thinking, no answer", "")
-    answer, command, status, valid = collect.choose_command("<think>maybe west</think> go east", ["go east", "look"], "exact")
+    answer, command, status, valid = collect.choose_command(
+        "<think>maybe west</think> go east", ["go east", "look"], "exact"
+    )
     assert (answer, command, status, valid) == ("go east", "go east", "ok", True)
 
 
@@ -85,7 +93,7 @@ def test_seed_sets_never_collide():
     assert not ev & ood
     for i, t in enumerate(train):
         assert not t & ev and not t & ood
-        assert all(not t & u for u in train[i + 1:])  # fresh games every round and split
+        assert all(not t & u for u in train[i + 1 :])  # fresh games every round and split
     with pytest.raises(ValueError):
         games.game_seeds("train", 5001)
 
@@ -128,11 +136,14 @@ def test_model_argument_errors(tmp_path):
 
 def test_walkthrough_agent_wins_every_game(tiny_games, tmp_path):
     """An agent that types TextWorld's walkthrough through the same prompt/parse/step path must win."""
+
     def walkthrough(episodes, messages):
         return [(f"[{ep.walkthrough[len(ep.history) - 1]}]", 1) for ep in episodes]
 
     paths = games.list_games(tiny_games)
-    args = collect.parse_args(["--games", tiny_games, "--max-turns", "30", "--quiet", "--list-commands", "0", "--match", "exact"])
+    args = collect.parse_args(
+        ["--games", tiny_games, "--max-turns", "30", "--quiet", "--list-commands", "0", "--match", "exact"]
+    )
     records, stats = collect.play(walkthrough, paths, args)
     assert len(records) == 3
     for r in records:
@@ -169,7 +180,21 @@ def test_lockstep_equals_one_game_at_a_time(tiny_model, tiny_games, tmp_path):
     paths = games.list_games(tiny_games)
     runs = []
     for lockstep in ("1", "0"):
-        args = collect.parse_args(["--games", tiny_games, "--max-turns", "3", "--quiet", "--temperature", "0", "--lockstep", lockstep, "--max-new-tokens", "8"])
+        args = collect.parse_args(
+            [
+                "--games",
+                tiny_games,
+                "--max-turns",
+                "3",
+                "--quiet",
+                "--temperature",
+                "0",
+                "--lockstep",
+                lockstep,
+                "--max-new-tokens",
+                "8",
+            ]
+        )
         records, _ = collect.play(collect.model_agent(model, tokenizer, args), paths, args)
         runs.append([[(t["response"], t["command"]) for t in r["turns"]] for r in records])
     assert runs[0] == runs[1]
@@ -179,9 +204,16 @@ def test_lockstep_equals_one_game_at_a_time(tiny_model, tiny_games, tmp_path):
 def test_collect_end_to_end(tiny_model, tiny_games, tmp_path):
     out = tmp_path / "round_1" / "extract.jsonl"
     know = tmp_path / "k.jsonl"
-    common.write_jsonl(str(know), [{"knowledge_id": "r1-c0-s1", "knowledge": "- old", "in_pool": False},
-                                   {"knowledge_id": "r1-c0-s2", "knowledge": "- take the coin first", "in_pool": True}])
-    records, summary = collect.main(args_for(tiny_model, tiny_games, out, "--episodes", "2", "--round", "1", "--knowledge", str(know)))
+    common.write_jsonl(
+        str(know),
+        [
+            {"knowledge_id": "r1-c0-s1", "knowledge": "- old", "in_pool": False},
+            {"knowledge_id": "r1-c0-s2", "knowledge": "- take the coin first", "in_pool": True},
+        ],
+    )
+    records, summary = collect.main(
+        args_for(tiny_model, tiny_games, out, "--episodes", "2", "--round", "1", "--knowledge", str(know))
+    )
     again = common.read_jsonl(str(out))
     assert again == json.loads(json.dumps(records))  # the file holds exactly what was played
     assert len(again) == 6 and {r["episode"] for r in again} == {0, 1}
@@ -193,11 +225,25 @@ def test_collect_end_to_end(tiny_model, tiny_games, tmp_path):
     assert t["messages"][-1]["role"] == "user" and "- take the coin first" in t["messages"][-1]["content"]
     assert r["objective"] in t["messages"][-1]["content"]
     assert isinstance(t["response"], str) and t["response_tokens"] >= 1
-    assert set(t) >= {"turn", "messages", "response", "response_tokens", "answer", "command", "command_status", "valid", "reply", "score"}
+    assert set(t) >= {
+        "turn",
+        "messages",
+        "response",
+        "response_tokens",
+        "answer",
+        "command",
+        "command_status",
+        "valid",
+        "reply",
+        "score",
+    }
     assert 0 <= summary["won"] <= 1 and summary["games"] == 6
 
 
-@pytest.mark.parametrize("problem", ["missing_folder", "empty_folder", "corrupt_game", "truncated_game", "knowledge_missing", "knowledge_malformed"])
+@pytest.mark.parametrize(
+    "problem",
+    ["missing_folder", "empty_folder", "corrupt_game", "truncated_game", "knowledge_missing", "knowledge_malformed"],
+)
 def test_bad_input_is_a_clear_error_and_keeps_earlier_output(problem, tiny_model, tiny_games, tmp_path):
     out = tmp_path / "trajectories.jsonl"
     out.write_text('{"earlier": "output"}\n')
@@ -224,9 +270,17 @@ def test_bad_input_is_a_clear_error_and_keeps_earlier_output(problem, tiny_model
     elif problem == "knowledge_malformed":
         (tmp_path / "k.jsonl").write_text('{"knowledge_id": "a", "knowledge": "x"}\nnot json\n')
         extra = ["--knowledge", str(tmp_path / "k.jsonl")]
-    args = collect.parse_args(["--model", tiny_model, "--games", games_dir, "--out", str(out), "--max-turns", "2", "--quiet", *extra])
-    expected = {"missing_folder": "no such game folder", "empty_folder": "no finished games", "corrupt_game": "not a playable TextWorld game", "truncated_game": "not a complete z-machine story",
-                "knowledge_missing": "cannot read knowledge file", "knowledge_malformed": r"k.jsonl:2: not valid JSON"}[problem]
+    args = collect.parse_args(
+        ["--model", tiny_model, "--games", games_dir, "--out", str(out), "--max-turns", "2", "--quiet", *extra]
+    )
+    expected = {
+        "missing_folder": "no such game folder",
+        "empty_folder": "no finished games",
+        "corrupt_game": "not a playable TextWorld game",
+        "truncated_game": "not a complete z-machine story",
+        "knowledge_missing": "cannot read knowledge file",
+        "knowledge_malformed": r"k.jsonl:2: not valid JSON",
+    }[problem]
     with pytest.raises(common.InputError, match=expected):
         collect.main(args)
     assert out.read_text() == '{"earlier": "output"}\n'

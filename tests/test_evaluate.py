@@ -1,5 +1,6 @@
 """evaluate.py and ifeval.py: metrics and intervals against hand-computed values, IFEval's checker on
 passing and failing answers, end-to-end runs with a tiny model, the report on a fake run, bad input."""
+
 import json
 import os
 
@@ -16,7 +17,12 @@ def game(won, score, max_score, tokens):
 
 
 def test_game_metrics_by_hand():
-    records = [game(True, 1, 1, [4, 6]), game(False, 0, 2, [10, 10, 10, 10]), game(True, 2, 2, [5]), game(False, 1, 2, [1, 2, 3])]
+    records = [
+        game(True, 1, 1, [4, 6]),
+        game(False, 0, 2, [10, 10, 10, 10]),
+        game(True, 2, 2, [5]),
+        game(False, 1, 2, [1, 2, 3]),
+    ]
     m = evaluate.game_metrics(records)
     assert m["n"] == 4 and m["won"] == 2 and m["pass_rate"] == 0.5
     assert m["pass_rate_ci"] == pytest.approx(evaluate.wilson(2, 4))
@@ -27,7 +33,10 @@ def test_game_metrics_by_hand():
     assert m["valid"] == pytest.approx(6 / 10)
     # turns 2, 4, 1, 3: mean 2.5, sd sqrt(5/3), half width 1.96 * sd / sqrt(4)
     assert m["turns_ci"] == pytest.approx((2.5 - 1.96 * (5 / 3) ** 0.5 / 2, 2.5 + 1.96 * (5 / 3) ** 0.5 / 2))
-    assert evaluate.mean_ci([0, 0, 1], bounds=(0, 1))[1] == (0, pytest.approx(1 / 3 + 1.96 * (1 / 3 / 3) ** 0.5))  # never below 0
+    assert evaluate.mean_ci([0, 0, 1], bounds=(0, 1))[1] == (
+        0,
+        pytest.approx(1 / 3 + 1.96 * (1 / 3 / 3) ** 0.5),
+    )  # never below 0
     low, high = m["tokens_per_turn_ci"]
     assert 1 <= low < m["tokens_per_turn"] < high <= 10  # the per-turn rate of the games lies in [1, 10]
 
@@ -50,13 +59,21 @@ def test_per_turn_bootstrap_resamples_whole_games():
 
 
 def test_ifeval_metrics_by_hand():
-    records = [dict(followed=[True, True], followed_loose=[True, True], response_tokens=4, cut=False),
-               dict(followed=[True, False], followed_loose=[True, True], response_tokens=6, cut=True),
-               dict(followed=[False], followed_loose=[False], response_tokens=2, cut=False)]
+    records = [
+        dict(followed=[True, True], followed_loose=[True, True], response_tokens=4, cut=False),
+        dict(followed=[True, False], followed_loose=[True, True], response_tokens=6, cut=True),
+        dict(followed=[False], followed_loose=[False], response_tokens=2, cut=False),
+    ]
     m = evaluate.ifeval_metrics(records)
     assert m["prompt_accuracy"] == pytest.approx(1 / 3) and m["instruction_accuracy"] == pytest.approx(3 / 5)
-    assert m["prompt_accuracy_loose"] == pytest.approx(2 / 3) and m["instruction_accuracy_loose"] == pytest.approx(4 / 5)
-    assert m["prompt_accuracy_ci"] == pytest.approx(evaluate.wilson(1, 3)) and m["tokens_per_response"] == 4 and m["cut"] == pytest.approx(1 / 3)
+    assert m["prompt_accuracy_loose"] == pytest.approx(2 / 3) and m["instruction_accuracy_loose"] == pytest.approx(
+        4 / 5
+    )
+    assert (
+        m["prompt_accuracy_ci"] == pytest.approx(evaluate.wilson(1, 3))
+        and m["tokens_per_response"] == 4
+        and m["cut"] == pytest.approx(1 / 3)
+    )
 
 
 # ----------------------------------------------------------------------------- IFEval, offline
@@ -76,15 +93,30 @@ def test_ifeval_prompt_set_is_ifeval(prompts):
     assert [p["key"] for p in subset] == [everything[i]["key"] for i in (0, 108, 216, 324, 432)]
 
 
-@pytest.mark.parametrize("key, passing, failing", [
-    (1001, "Day one: Tokyo. Day two: Kyoto.", "Day one: Tokyo, then Kyoto."),  # no commas
-    (1051, "dear sam, please go and vote on tuesday.", "Dear Sam, please go and vote."),  # lowercase
-    (1094, '```json\n{"moms": ["Ann", "Bea"]}\n```', "Ann, Bea, Cat"),  # a JSON block
-    (1322, "<<Kotlin vs Java>>\nKotlin is concise.", "Kotlin vs Java\nKotlin is concise."),  # a title
-    (1220, "A poem.\nIs there anything else I can help with?", "Is there anything else I can help with? A poem."),  # end phrase
-    (1381, "La la. We need a slide. Build it now.", " ".join(f"Line {i} of the song." for i in range(10))),  # fewer than 10 sentences
-    (1000, "*Part one* and *part two* and *part three* " + "word " * 300, "*Part one* and *part two* " + "word " * 300),
-])
+@pytest.mark.parametrize(
+    "key, passing, failing",
+    [
+        (1001, "Day one: Tokyo. Day two: Kyoto.", "Day one: Tokyo, then Kyoto."),  # no commas
+        (1051, "dear sam, please go and vote on tuesday.", "Dear Sam, please go and vote."),  # lowercase
+        (1094, '```json\n{"moms": ["Ann", "Bea"]}\n```', "Ann, Bea, Cat"),  # a JSON block
+        (1322, "<<Kotlin vs Java>>\nKotlin is concise.", "Kotlin vs Java\nKotlin is concise."),  # a title
+        (
+            1220,
+            "A poem.\nIs there anything else I can help with?",
+            "Is there anything else I can help with? A poem.",
+        ),  # end phrase
+        (
+            1381,
+            "La la. We need a slide. Build it now.",
+            " ".join(f"Line {i} of the song." for i in range(10)),
+        ),  # fewer than 10 sentences
+        (
+            1000,
+            "*Part one* and *part two* and *part three* " + "word " * 300,
+            "*Part one* and *part two* " + "word " * 300,
+        ),
+    ],
+)
 def test_ifeval_checker_on_passing_and_failing_answers(prompts, key, passing, failing):
     strict, _ = ifeval.check(prompts[key], passing)
     assert all(strict) and len(strict) == len(prompts[key]["instruction_id_list"])
@@ -102,7 +134,11 @@ def test_sentence_counts_use_nltk_english_punkt(tmp_path):
 
     ifeval.install_punkt(str(tmp_path))
     assert sorted(os.listdir(tmp_path / "tokenizers" / "punkt_tab" / "english")) == [
-        "abbrev_types.txt", "collocations.tab", "ortho_context.tab", "sent_starters.txt"]
+        "abbrev_types.txt",
+        "collocations.tab",
+        "ortho_context.tab",
+        "sent_starters.txt",
+    ]
     text = "Dr. Smith came home at 5 p.m. yesterday. Mr. Brown stayed. It was late."
     assert nltk.sent_tokenize(text) == ["Dr. Smith came home at 5 p.m. yesterday.", "Mr. Brown stayed.", "It was late."]
 
@@ -112,13 +148,36 @@ def test_sentence_counts_use_nltk_english_punkt(tmp_path):
 
 def test_all_sets_in_one_call(tiny_model, tiny_games, tmp_path):
     out_dir = tmp_path / "run" / "round_1"
-    argv = ["--model", tiny_model, "--games", tiny_games, "--max-turns", "2", "--round", "1", "--sets", "id,ood,ifeval",
-            "--ifeval-n", "3", "--ifeval-max-new-tokens", "6", "--out-dir", str(out_dir), "--quiet"]
+    argv = [
+        "--model",
+        tiny_model,
+        "--games",
+        tiny_games,
+        "--max-turns",
+        "2",
+        "--round",
+        "1",
+        "--sets",
+        "id,ood,ifeval",
+        "--ifeval-n",
+        "3",
+        "--ifeval-max-new-tokens",
+        "6",
+        "--out-dir",
+        str(out_dir),
+        "--quiet",
+    ]
     summaries = evaluate.main(evaluate.parse_args(argv))
     assert [s["eval_set"] for s in summaries] == ["id", "ood", "ifeval"]
     for s in summaries:
         records = common.read_jsonl(str(out_dir / f"eval_{s['eval_set']}.jsonl"))
-        assert records[-1] == json.loads(json.dumps(s)) and s["kind"] == "summary" and s["round"] == 1 and s["run"] == "run" and s["model"] == tiny_model
+        assert (
+            records[-1] == json.loads(json.dumps(s))
+            and s["kind"] == "summary"
+            and s["round"] == 1
+            and s["run"] == "run"
+            and s["model"] == tiny_model
+        )
         items = records[:-1]
         assert {r["eval_set"] for r in items} == {s["eval_set"]} and {r["round"] for r in items} == {1}
         if s["eval_set"] == "ifeval":
@@ -128,9 +187,13 @@ def test_all_sets_in_one_call(tiny_model, tiny_games, tmp_path):
             assert s["prompt_accuracy"] == sum(all(r["followed"]) for r in items) / 3
             assert all(r["followed"] == ifeval.check(r, r["answer"])[0] for r in items)
         else:
-            assert len(items) == 3 and all(r["kind"] == "game" and r["knowledge_id"] is None and 1 <= r["turns_used"] <= 2 for r in items)
+            assert len(items) == 3 and all(
+                r["kind"] == "game" and r["knowledge_id"] is None and 1 <= r["turns_used"] <= 2 for r in items
+            )
             assert s["pass_rate"] == sum(r["won"] for r in items) / 3 and s["settings"]["max_turns"] == 2
-            assert s["tokens_per_turn"] == pytest.approx(sum(t["response_tokens"] for r in items for t in r["turns"]) / sum(r["turns_used"] for r in items))
+            assert s["tokens_per_turn"] == pytest.approx(
+                sum(t["response_tokens"] for r in items for t in r["turns"]) / sum(r["turns_used"] for r in items)
+            )
             assert "What you learned" not in items[0]["turns"][0]["messages"][-1]["content"]
     before = (out_dir / "eval_id.jsonl").read_bytes()
     assert evaluate.main(evaluate.parse_args(argv)) == []  # everything exists: skipped, nothing loaded or rewritten
@@ -139,9 +202,24 @@ def test_all_sets_in_one_call(tiny_model, tiny_games, tmp_path):
 
 def test_knowledge_in_context_and_the_curve(tiny_model, tiny_games, tmp_path):
     know = tmp_path / "knowledge.jsonl"
-    common.write_jsonl(str(know), [dict(knowledge_id=f"r1-c0-s{s}", chain=0, step=s, knowledge=f"- TIP {s}", in_pool=s == 2) for s in (2, 1)]
-                       + [dict(knowledge_id="r1-c1-s2", chain=1, step=2, knowledge="- OTHER", in_pool=True)])
-    base = ["--model", tiny_model, "--games", tiny_games, "--max-turns", "1", "--round", "1", "--out-dir", str(tmp_path), "--quiet"]
+    common.write_jsonl(
+        str(know),
+        [dict(knowledge_id=f"r1-c0-s{s}", chain=0, step=s, knowledge=f"- TIP {s}", in_pool=s == 2) for s in (2, 1)]
+        + [dict(knowledge_id="r1-c1-s2", chain=1, step=2, knowledge="- OTHER", in_pool=True)],
+    )
+    base = [
+        "--model",
+        tiny_model,
+        "--games",
+        tiny_games,
+        "--max-turns",
+        "1",
+        "--round",
+        "1",
+        "--out-dir",
+        str(tmp_path),
+        "--quiet",
+    ]
     (s,) = evaluate.main(evaluate.parse_args(base + ["--knowledge", str(know)]))
     played = [r for r in common.read_jsonl(str(tmp_path / "eval_id_incontext.jsonl")) if r["kind"] == "game"]
     assert s["knowledge_id"] == "r1-c0-s2" and {r["knowledge_id"] for r in played} == {"r1-c0-s2"}
@@ -149,7 +227,9 @@ def test_knowledge_in_context_and_the_curve(tiny_model, tiny_games, tmp_path):
     summaries = evaluate.main(evaluate.parse_args(base + ["--knowledge", str(know), "--knowledge-curve", "0"]))
     assert [(x["knowledge_id"], x["step"]) for x in summaries] == [("r1-c0-s1", 1), ("r1-c0-s2", 2)]  # in step order
     played = [r for r in common.read_jsonl(str(tmp_path / "eval_id_curve0.jsonl")) if r["kind"] == "game"]
-    assert len(played) == 6 and all(f"- TIP {r['knowledge_id'][-1]}" in r["turns"][0]["messages"][-1]["content"] for r in played)
+    assert len(played) == 6 and all(
+        f"- TIP {r['knowledge_id'][-1]}" in r["turns"][0]["messages"][-1]["content"] for r in played
+    )
 
 
 # ----------------------------------------------------------------------------- the report
@@ -160,15 +240,34 @@ def fake_run(tmp_path):
     for r, (pass_rate, tokens, ifa) in enumerate([(0.3, 12.0, 0.5), (0.4, 10.0, 0.5), (0.55, 8.0, 0.45)]):
         d = run / f"round_{r}"
         d.mkdir(parents=True)
-        summary = dict(kind="summary", eval_set="id", round=r, pass_rate=pass_rate, pass_rate_ci=[pass_rate - 0.1, pass_rate + 0.1],
-                       tokens_per_turn=tokens, tokens_per_turn_ci=[tokens - 1, tokens + 1], turns=9.0, score=pass_rate + 0.1)
+        summary = dict(
+            kind="summary",
+            eval_set="id",
+            round=r,
+            pass_rate=pass_rate,
+            pass_rate_ci=[pass_rate - 0.1, pass_rate + 0.1],
+            tokens_per_turn=tokens,
+            tokens_per_turn_ci=[tokens - 1, tokens + 1],
+            turns=9.0,
+            score=pass_rate + 0.1,
+        )
         common.write_jsonl(str(d / "eval_id.jsonl"), [dict(kind="game", won=True), summary])
-        common.write_jsonl(str(d / "eval_ood.jsonl"), [dict(summary, eval_set="ood", pass_rate=pass_rate / 2, pass_rate_ci=None)])
-        common.write_jsonl(str(d / "eval_ifeval.jsonl"), [dict(kind="prompt"), dict(kind="summary", round=r, prompt_accuracy=ifa, prompt_accuracy_ci=[0.3, 0.6])])
+        common.write_jsonl(
+            str(d / "eval_ood.jsonl"), [dict(summary, eval_set="ood", pass_rate=pass_rate / 2, pass_rate_ci=None)]
+        )
+        common.write_jsonl(
+            str(d / "eval_ifeval.jsonl"),
+            [dict(kind="prompt"), dict(kind="summary", round=r, prompt_accuracy=ifa, prompt_accuracy_ci=[0.3, 0.6])],
+        )
         if r:
-            common.write_jsonl(str(d / "eval_id_incontext.jsonl"), [dict(summary, pass_rate=0.5, tokens_per_turn=11.0, tokens_per_turn_ci=[10.5, 11.5])])
-    common.write_jsonl(str(run / "round_1" / "eval_id_curve0.jsonl"),
-                       [dict(summary, knowledge_id=f"r1-c0-s{s}", step=s, pass_rate=0.1 * s) for s in (1, 2)])
+            common.write_jsonl(
+                str(d / "eval_id_incontext.jsonl"),
+                [dict(summary, pass_rate=0.5, tokens_per_turn=11.0, tokens_per_turn_ci=[10.5, 11.5])],
+            )
+    common.write_jsonl(
+        str(run / "round_1" / "eval_id_curve0.jsonl"),
+        [dict(summary, knowledge_id=f"r1-c0-s{s}", step=s, pass_rate=0.1 * s) for s in (1, 2)],
+    )
     return run
 
 
@@ -177,13 +276,19 @@ def test_report_on_a_fake_run(tmp_path):
     evaluate.main(evaluate.parse_args(["--report", str(run)]))
     table = (run / "report.md").read_text()
     assert "| 0 | 0.30 [0.20, 0.40] | - | 0.40 | 12.00 [11.00, 13.00] | - | 9.00 | 0.15 | 0.50 [0.30, 0.60] |" in table
-    assert "| 2 | 0.55 [0.45, 0.65] | 0.50 [0.45, 0.65] | 0.65 | 8.00 [7.00, 9.00] | 11.00 [10.50, 11.50] | 9.00 | 0.28 | 0.45 [0.30, 0.60] |" in table
+    assert (
+        "| 2 | 0.55 [0.45, 0.65] | 0.50 [0.45, 0.65] | 0.65 | 8.00 [7.00, 9.00] | 11.00 [10.50, 11.50] | 9.00 | 0.28 | 0.45 [0.30, 0.60] |"
+        in table
+    )
     assert "| 1 | id_curve0 | r1-c0-s2 | 2 | 0.20 |" in table
     png = (run / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     from PIL import Image
 
-    assert Image.open(run / "report.png").size == (4 * 484, 396)  # four 4.4-inch panels (the curve is the fourth) at 110 dpi
+    assert Image.open(run / "report.png").size == (
+        4 * 484,
+        396,
+    )  # four 4.4-inch panels (the curve is the fourth) at 110 dpi
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -203,8 +308,12 @@ def test_bad_input(tiny_model, tiny_games, tmp_path):
     with pytest.raises(common.InputError, match="needs --knowledge"):
         run_("--model", tiny_model, "--games", tiny_games, "--knowledge-curve", "0")
     bad = tmp_path / "prompts.jsonl"
-    common.write_jsonl(str(bad), [dict(key=7, prompt="Say hi.", instruction_id_list=["punctuation:no_semicolons"], kwargs=[{}])])
-    with pytest.raises(common.InputError, match=r"prompts.jsonl: prompt 7: unknown instruction\(s\) \['punctuation:no_semicolons'\]"):
+    common.write_jsonl(
+        str(bad), [dict(key=7, prompt="Say hi.", instruction_id_list=["punctuation:no_semicolons"], kwargs=[{}])]
+    )
+    with pytest.raises(
+        common.InputError, match=r"prompts.jsonl: prompt 7: unknown instruction\(s\) \['punctuation:no_semicolons'\]"
+    ):
         run_("--model", tiny_model, "--sets", "ifeval", "--ifeval-file", str(bad))
     with pytest.raises(SystemExit):
         evaluate.parse_args(["--sets", "id,games"])

@@ -1,5 +1,6 @@
 """extract.py: item parsing, the token budget against a brute force, accumulation order, chains that
 differ only by randomness, an end-to-end run with a tiny model, and bad input."""
+
 import itertools
 
 import pytest
@@ -10,21 +11,26 @@ import extract
 count_words = lambda text: len(text.split())
 
 
-@pytest.mark.parametrize("output, expected", [
-    ("- EXPERIENCE ITEM: take the key first.", ["take the key first."]),
-    ("Some talk\n- EXPERIENCE ITEM: a\nmore talk\n- experience item:   b  c ", ["a", "b c"]),
-    ("- EXPERIENCE ITEM: one - EXPERIENCE ITEM: two", ["one", "two"]),
-    ("<think>- EXPERIENCE ITEM: not this</think>\n- EXPERIENCE ITEM: this", ["this"]),
-    ("<think>- EXPERIENCE ITEM: unfinished thought", []),
-    ("no marker at all, just advice", []),
-    ("- EXPERIENCE ITEM:   ", []),
-])
+@pytest.mark.parametrize(
+    "output, expected",
+    [
+        ("- EXPERIENCE ITEM: take the key first.", ["take the key first."]),
+        ("Some talk\n- EXPERIENCE ITEM: a\nmore talk\n- experience item:   b  c ", ["a", "b c"]),
+        ("- EXPERIENCE ITEM: one - EXPERIENCE ITEM: two", ["one", "two"]),
+        ("<think>- EXPERIENCE ITEM: not this</think>\n- EXPERIENCE ITEM: this", ["this"]),
+        ("<think>- EXPERIENCE ITEM: unfinished thought", []),
+        ("no marker at all, just advice", []),
+        ("- EXPERIENCE ITEM:   ", []),
+    ],
+)
 def test_parse_items(output, expected):
     assert extract.parse_items(output, "structured-v2") == expected
 
 
 def test_parse_free_text():
-    assert extract.parse_items("<think>hm</think>  Open doors\n before going through. ", "freetext-v1") == ["Open doors before going through."]
+    assert extract.parse_items("<think>hm</think>  Open doors\n before going through. ", "freetext-v1") == [
+        "Open doors before going through."
+    ]
     assert extract.parse_items("<think>only thinking</think>", "freetext-v1") == []
 
 
@@ -54,10 +60,23 @@ def test_accumulation_appends_dedups_and_drops_oldest_whole_items():
 
 
 def trajectory(game, won):
-    turns = [dict(turn=0, messages=[], response="go north", command="go north", reply="You can't go that way."),
-             dict(turn=1, messages=[], response="take the coin", command="take coin", reply="You take the coin.")]
-    feedback = "Result: WON in 2 turns (score 1/1). The game said: You win" if won else "Result: NOT FINISHED, the turn limit of 2 turns ran out"
-    return dict(game=game, episode=0, objective=f"Take the coin{'' if game == 'g' else ' in ' + game}.", intro="-= Room =-", turns=turns, feedback=feedback)
+    turns = [
+        dict(turn=0, messages=[], response="go north", command="go north", reply="You can't go that way."),
+        dict(turn=1, messages=[], response="take the coin", command="take coin", reply="You take the coin."),
+    ]
+    feedback = (
+        "Result: WON in 2 turns (score 1/1). The game said: You win"
+        if won
+        else "Result: NOT FINISHED, the turn limit of 2 turns ran out"
+    )
+    return dict(
+        game=game,
+        episode=0,
+        objective=f"Take the coin{'' if game == 'g' else ' in ' + game}.",
+        intro="-= Room =-",
+        turns=turns,
+        feedback=feedback,
+    )
 
 
 def test_trajectory_text_shows_every_turn_and_the_result():
@@ -72,8 +91,24 @@ def run(tiny_model, tmp_path, *extra):
     traj = tmp_path / "extract_in.jsonl"
     common.write_jsonl(str(traj), [trajectory(f"g{i}", i % 2 == 0) for i in range(3)])
     out = tmp_path / "knowledge.jsonl"
-    args = extract.parse_args(["--model", tiny_model, "--trajectories", str(traj), "--out", str(out), "--chains", "3",
-                               "--max-new-tokens", "12", "--round", "2", "--force", *extra])
+    args = extract.parse_args(
+        [
+            "--model",
+            tiny_model,
+            "--trajectories",
+            str(traj),
+            "--out",
+            str(out),
+            "--chains",
+            "3",
+            "--max-new-tokens",
+            "12",
+            "--round",
+            "2",
+            "--force",
+            *extra,
+        ]
+    )
     return extract.main(args), out
 
 
@@ -86,20 +121,37 @@ def test_end_to_end_with_a_tiny_model(tiny_model, tmp_path, monkeypatch):
     def generate(model, tokenizer, prompts, *a, **k):
         outs = real(model, tokenizer, prompts, *a, **k)
         calls.append(prompts)
-        return [(f"- EXPERIENCE ITEM: lesson {len(calls)}.{c}" if c != 1 else text, n) for c, (text, n) in enumerate(outs)]
+        return [
+            (f"- EXPERIENCE ITEM: lesson {len(calls)}.{c}" if c != 1 else text, n) for c, (text, n) in enumerate(outs)
+        ]
 
     monkeypatch.setattr(common, "generate", generate)
     snapshots, out = run(tiny_model, tmp_path, "--use-steps", "2")
     assert len(calls) == 3 and all(len(p) == 3 for p in calls)  # one batched call per step over all chains
-    assert all(p.endswith("<|im_start|>assistant\n- EXPERIENCE ITEM:") for p in calls[0])  # the answer starts with the marker
+    assert all(
+        p.endswith("<|im_start|>assistant\n- EXPERIENCE ITEM:") for p in calls[0]
+    )  # the answer starts with the marker
     assert "Lessons you already know:\n- lesson 1.0" in calls[1][0]  # chain 0 sees its own knowledge
     records = common.read_jsonl(str(out))
     assert records == snapshots and len(records) == 3 * 4  # chains x (steps + the empty start)
     by_id = {r["knowledge_id"]: r for r in records}
-    assert by_id["r2-c0-s0"]["knowledge"] == "" and by_id["r2-c0-s3"]["items"] == ["lesson 1.0", "lesson 2.0", "lesson 3.0"]
-    assert by_id["r2-c0-s3"]["trajectory_ids"] == ["g0#0", "g1#0", "g2#0"] and by_id["r2-c2-s1"]["knowledge"] == "- lesson 1.2"
+    assert by_id["r2-c0-s0"]["knowledge"] == "" and by_id["r2-c0-s3"]["items"] == [
+        "lesson 1.0",
+        "lesson 2.0",
+        "lesson 3.0",
+    ]
+    assert (
+        by_id["r2-c0-s3"]["trajectory_ids"] == ["g0#0", "g1#0", "g2#0"]
+        and by_id["r2-c2-s1"]["knowledge"] == "- lesson 1.2"
+    )
     assert [r["knowledge_id"] for r in records if r["in_pool"]] == ["r2-c0-s2", "r2-c1-s2", "r2-c2-s2"]
-    assert all(r["round"] == 2 and r["prompt_version"] == "structured-v2" and r["source"] == "knowledge" and r["n_tokens"] >= r["n_items"] for r in records)
+    assert all(
+        r["round"] == 2
+        and r["prompt_version"] == "structured-v2"
+        and r["source"] == "knowledge"
+        and r["n_tokens"] >= r["n_items"]
+        for r in records
+    )
 
 
 def test_chains_differ_only_by_randomness(tiny_model, tmp_path):
@@ -119,8 +171,14 @@ def test_raw_trajectory_pool(tiny_model, tmp_path):
     assert "Turn 1. You: go north" in pool[0]["knowledge"] and "Result: WON" in pool[0]["knowledge"]
 
 
-@pytest.mark.parametrize("content, expected", [("", "no trajectories"), ('{"turns": [], "feedback": "x"}\n{"turns": [\n', r"t.jsonl:2: not valid JSON"),
-                                               ('{"turns": []}\n', r"t.jsonl:1: record lacks key\(s\) \['feedback'\]")])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("", "no trajectories"),
+        ('{"turns": [], "feedback": "x"}\n{"turns": [\n', r"t.jsonl:2: not valid JSON"),
+        ('{"turns": []}\n', r"t.jsonl:1: record lacks key\(s\) \['feedback'\]"),
+    ],
+)
 def test_bad_input_is_clear_and_keeps_earlier_output(content, expected, tiny_model, tmp_path):
     traj = tmp_path / "t.jsonl"
     traj.write_text(content)
@@ -131,4 +189,8 @@ def test_bad_input_is_clear_and_keeps_earlier_output(content, expected, tiny_mod
         extract.main(args)
     assert out.read_text() == "earlier\n"
     with pytest.raises(common.InputError, match="file not found"):
-        extract.main(extract.parse_args(["--model", tiny_model, "--trajectories", str(tmp_path / "none.jsonl"), "--out", str(out), "--force"]))
+        extract.main(
+            extract.parse_args(
+                ["--model", tiny_model, "--trajectories", str(tmp_path / "none.jsonl"), "--out", str(out), "--force"]
+            )
+        )

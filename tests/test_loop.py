@@ -1,5 +1,6 @@
 """loop.sh end to end in the smoke setting with a tiny model: every artifact of every round has
 content; a run killed mid-stage resumes, and nothing finished before the kill is touched."""
+
 import hashlib
 import json
 import os
@@ -14,8 +15,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def loop_env(tiny_model, run, games_dir):
-    env = dict(os.environ, SETTING="smoke", MODEL=tiny_model, RUN=str(run), GAMES=str(games_dir), ROUNDS="2",
-               IFEVAL_N="2", STEPS="2", PY=sys.executable, HF_HUB_OFFLINE="1")
+    env = dict(
+        os.environ,
+        SETTING="smoke",
+        MODEL=tiny_model,
+        RUN=str(run),
+        GAMES=str(games_dir),
+        ROUNDS="2",
+        IFEVAL_N="2",
+        STEPS="2",
+        PY=sys.executable,
+        HF_HUB_OFFLINE="1",
+    )
     return env
 
 
@@ -35,7 +46,14 @@ def read(path):
 def finished_run(tiny_model, tmp_path_factory):
     base = tmp_path_factory.mktemp("loop")
     run, games_dir = base / "run", base / "games"
-    done = subprocess.run(["bash", "loop.sh"], cwd=ROOT, env=loop_env(tiny_model, run, games_dir), capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(
+        ["bash", "loop.sh"],
+        cwd=ROOT,
+        env=loop_env(tiny_model, run, games_dir),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return run, games_dir, done.stdout
 
@@ -58,7 +76,9 @@ def test_every_artifact_of_every_round_has_content(finished_run, tiny_model):
         knowledge = read(d / "knowledge.jsonl")
         assert {k["chain"] for k in knowledge} == {0, 1} and sum(k["in_pool"] for k in knowledge) == 2
         assert all(k["round"] == r for k in knowledge)
-        assert {x["run"] for x in extract + deploy + knowledge + read(d / "distill_metrics.jsonl")} == {run.name}  # traceable to the run
+        assert {x["run"] for x in extract + deploy + knowledge + read(d / "distill_metrics.jsonl")} == {
+            run.name
+        }  # traceable to the run
         assert os.path.isfile(d / "model" / "config.json") and os.path.isfile(d / "model" / "args.json")
         steps = read(d / "distill_metrics.jsonl")
         assert [s["step"] for s in steps][-1] >= 1 and all("kl" in s for s in steps)
@@ -85,7 +105,15 @@ def test_a_killed_run_resumes_without_corruption(finished_run, tiny_model):
     (run / "report.md").unlink()
     before = {p: digest(run / p) for p in ("round_0", "round_1", "round_2/knowledge.jsonl", "round_2/deploy.jsonl")}
     env = loop_env(tiny_model, run, games_dir)
-    proc = subprocess.Popen(["bash", "loop.sh"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        ["bash", "loop.sh"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 600
     seen = ""
     while "-- distill r2:" not in seen and time.time() < deadline:
