@@ -13,6 +13,8 @@ CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "qwen3_chat_template.jinja"), encoding="utf-8") as f:
+    QWEN3_TEMPLATE = f.read()  # Qwen3's public chat template (Qwen/Qwen3-1.7B's tokenizer_config.json), as a file
 CORPUS = [
     "go north go south go east go west take key open door unlock door with key look inventory examine",
     "You are in a kitchen. There is a coin on the floor. Your objective is to take the coin.",
@@ -22,8 +24,12 @@ CORPUS = [
 ]
 
 
-def make_tiny_model(folder, vocab_size=384, seed=0, arch="llama", tie=True):
-    """A random ~1M-parameter chat model saved as an HF folder."""
+def make_tiny_model(folder, vocab_size=384, seed=0, arch="llama", tie=True, template="chatml"):
+    """A random ~1M-parameter chat model saved as an HF folder.
+
+    template "qwen3": Qwen3's real chat template (tests/qwen3_chat_template.jinja, its thinking switch
+    included), `<think>`/`</think>` as ordinary added tokens (decoded text keeps them, as Qwen3's do) and
+    two EOS ids in the generation config (`<|im_end|>` and `<|endoftext|>`, as Qwen3 lists them)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
@@ -31,7 +37,7 @@ def make_tiny_model(folder, vocab_size=384, seed=0, arch="llama", tie=True):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + (["<think>", "</think>"] if template != "qwen3" else [])
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
@@ -40,6 +46,11 @@ def make_tiny_model(folder, vocab_size=384, seed=0, arch="llama", tie=True):
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token="<|im_start|>"
     )
     tokenizer.chat_template = CHATML
+    if template == "qwen3":
+        from tokenizers import AddedToken
+
+        tokenizer.add_tokens([AddedToken("<think>", special=False), AddedToken("</think>", special=False)])
+        tokenizer.chat_template = QWEN3_TEMPLATE
     torch.manual_seed(seed)
     kw = dict(
         vocab_size=len(tokenizer),
@@ -58,6 +69,8 @@ def make_tiny_model(folder, vocab_size=384, seed=0, arch="llama", tie=True):
         model = Qwen3ForCausalLM(Qwen3Config(head_dim=16, **kw))
     else:
         model = LlamaForCausalLM(LlamaConfig(**kw))
+    if template == "qwen3":
+        model.generation_config.eos_token_id = [tokenizer.eos_token_id, tokenizer.pad_token_id]
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
@@ -66,6 +79,12 @@ def make_tiny_model(folder, vocab_size=384, seed=0, arch="llama", tie=True):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     return make_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(tmp_path_factory):
+    """A tiny random Qwen3 with Qwen3's chat template and tokens (see make_tiny_model)."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_qwen3"), arch="qwen3", template="qwen3")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,75 @@
+"""A stand-in for a thinking model's sampler (Qwen3 with thinking on), for tests of the paper setting.
+
+A tiny random model never writes `<think>...</think>` or a usable command, so the paths that a real
+Qwen3 takes (reasoning first, the command or the knowledge items after `</think>`, a response that
+starts with a newline) would never run. `generate_ids` replaces `common.generate_ids`: it answers every
+prompt the way Qwen3 does, in token ids of the real tokenizer, cut at `max_new_tokens` exactly as
+`generate` would cut it (so a cap too small for the reasoning leaves the answer inside `<think>`).
+
+- a turn prompt ("Your command:"): reasoning, then one of the listed commands in brackets;
+- an extraction prompt ("EXPERIENCE ITEM"): reasoning, then two marked items;
+- anything else (IFEval): reasoning, then a short answer.
+With thinking off (the prompt already ends in `<think>\\n\\n</think>\\n\\n`) there is no reasoning.
+Every third response starts with a newline, as sampled ones sometimes do.
+
+In-process: `monkeypatch.setattr(common, "generate_ids", thinking_stub.generate_ids)`.
+For loop.sh: `PY="python tests/thinking_stub.py" bash loop.sh` runs each stage with the stub in place.
+"""
+import os
+import re
+import runpy
+import sys
+
+REASONING_WORDS = {"turn": 60, "extract": 150, "other": 40}  # ~2.5 tiny-tokenizer tokens a word
+CALLS = {"n": 0}
+
+
+def kind_of(prompt):
+    if "EXPERIENCE ITEM" in prompt:
+        return "extract"
+    if "Your command:" in prompt:
+        return "turn"
+    return "other"
+
+
+def answer_for(prompt, kind, n):
+    if kind == "turn":
+        user = prompt.rsplit("<|im_start|>user", 1)[-1]
+        listed = re.search(r"Commands you can use: (.*)", user)
+        commands = [c.strip() for c in listed.group(1).split(",")] if listed else ["look"]
+        return f"[{commands[n % len(commands)]}]"
+    if kind == "extract":
+        return (f"- EXPERIENCE ITEM: Lesson {n}: open a container before taking what is inside.\n"
+                f"- EXPERIENCE ITEM: Lesson {n}: read the goal, then go where it points.")
+    return "Here is my answer, in plain words, with no commas."
+
+
+def response_text(prompt, n):
+    kind = kind_of(prompt)
+    answer = answer_for(prompt, kind, n)
+    thinking_off = prompt.rstrip(" \n").endswith("</think>")
+    lead = "\n" if n % 3 == 0 else ""
+    if thinking_off:
+        return lead + answer
+    reasoning = " ".join(["let me think about what the game wants next"] * (REASONING_WORDS[kind] // 9))
+    return f"{lead}<think>\n{reasoning}\n</think>\n\n{answer}"
+
+
+def generate_ids(model, tokenizer, prompts, max_new_tokens, *args, **kwargs):
+    """Token ids of a thinking model's answers, each ended by EOS unless cut at max_new_tokens."""
+    out = []
+    for prompt in prompts:
+        CALLS["n"] += 1
+        ids = tokenizer(response_text(prompt, CALLS["n"]), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        out.append(ids[:max_new_tokens])
+    return out
+
+
+if __name__ == "__main__":  # python tests/thinking_stub.py STAGE.py ARGS...: run a stage with the stub
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, root)
+    import common
+
+    common.generate_ids = generate_ids
+    sys.argv = sys.argv[1:]
+    runpy.run_path(sys.argv[0], run_name="__main__")
