@@ -15,6 +15,8 @@ Every third response starts with a newline, as sampled ones sometimes do.
 In-process: `monkeypatch.setattr(common, "generate_ids", thinking_stub.generate_ids)`.
 For loop.sh: `PY="python tests/thinking_stub.py" bash loop.sh` runs each stage with the stub in place.
 """
+
+import json
 import os
 import re
 import runpy
@@ -39,8 +41,10 @@ def answer_for(prompt, kind, n):
         commands = [c.strip() for c in listed.group(1).split(",")] if listed else ["look"]
         return f"[{commands[n % len(commands)]}]"
     if kind == "extract":
-        return (f"- EXPERIENCE ITEM: Lesson {n}: open a container before taking what is inside.\n"
-                f"- EXPERIENCE ITEM: Lesson {n}: read the goal, then go where it points.")
+        return (
+            f"- EXPERIENCE ITEM: Lesson {n}: open a container before taking what is inside.\n"
+            f"- EXPERIENCE ITEM: Lesson {n}: read the goal, then go where it points."
+        )
     return "Here is my answer, in plain words, with no commas."
 
 
@@ -55,14 +59,42 @@ def response_text(prompt, n):
     return f"{lead}<think>\n{reasoning}\n</think>\n\n{answer}"
 
 
+def log(**record):
+    """With OEL_STUB_LOG=FILE set, append what the stage asked for to FILE (JSONL), for tests to read."""
+    if os.environ.get("OEL_STUB_LOG"):
+        with open(os.environ["OEL_STUB_LOG"], "a", encoding="utf-8") as f:
+            f.write(json.dumps(dict(stage=os.path.basename(sys.argv[0]), **record)) + "\n")
+
+
 def generate_ids(model, tokenizer, prompts, max_new_tokens, *args, **kwargs):
     """Token ids of a thinking model's answers, each ended by EOS unless cut at max_new_tokens."""
     out = []
     for prompt in prompts:
         CALLS["n"] += 1
-        ids = tokenizer(response_text(prompt, CALLS["n"]), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        text = response_text(prompt, CALLS["n"])
+        ids = tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         out.append(ids[:max_new_tokens])
+        sampling = dict(zip(("temperature", "top_p", "top_k"), args))
+        sampling.update({k: v for k, v in kwargs.items() if k in ("temperature", "top_p", "top_k")})
+        log(
+            event="generate",
+            prompt=prompt,
+            response=tokenizer.decode(out[-1]),
+            max_new_tokens=max_new_tokens,
+            **sampling,
+        )
     return out
+
+
+def logged(chat_text):
+    """common.chat_text that also logs every prompt it renders (the teacher's included)."""
+
+    def wrapper(tokenizer, messages, *args, **kwargs):
+        text = chat_text(tokenizer, messages, *args, **kwargs)
+        log(event="chat_text", text=text)
+        return text
+
+    return wrapper
 
 
 if __name__ == "__main__":  # python tests/thinking_stub.py STAGE.py ARGS...: run a stage with the stub
@@ -71,5 +103,6 @@ if __name__ == "__main__":  # python tests/thinking_stub.py STAGE.py ARGS...: ru
     import common
 
     common.generate_ids = generate_ids
+    common.chat_text = logged(common.chat_text)
     sys.argv = sys.argv[1:]
     runpy.run_path(sys.argv[0], run_name="__main__")
