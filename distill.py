@@ -52,25 +52,15 @@ def ranged(kind, low, inclusive=True):
     return parse
 
 
-def only(value, kind):
-    """argparse type accepting one value. The sampler keeps full support: the KL is taken over the sampler's
-    whole distribution at τ, and a truncated sampler would draw samples that the loss does not model."""
-
-    def parse(text):
-        if kind(text) != value:
-            raise argparse.ArgumentTypeError(f"distillation samples at full support; only {value} is accepted")
-        return value
-
-    return parse
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], conflict_handler="resolve")
     common.add_model_args(p)
     # distillation's own ranges for the shared sampling flags (these definitions replace the shared ones)
     p.add_argument("--temperature", type=ranged(float, 0, False), default=0.7, help="sampling temperature τ (> 0)")
-    p.add_argument("--top-p", type=only(1.0, float), default=1.0, help="1 only: distillation samples at full support")
-    p.add_argument("--top-k", type=only(0, int), default=0, help="0 only: distillation samples at full support")
+    # the sampler keeps full support: the KL is taken over its whole distribution at τ, and a truncated
+    # sampler would draw samples that the loss does not model
+    p.add_argument("--top-p", type=float, choices=[1.0], default=1.0, help="1 only: sampling at full support")
+    p.add_argument("--top-k", type=int, choices=[0], default=0, help="0 only: sampling at full support")
     p.add_argument("--seed", type=ranged(int, 0), default=0, help="random seed (prompt order, knowledge, sampling)")
     p.add_argument("--trajectories", required=True, help="deployment trajectories (collect.py JSONL): turn prompts")
     p.add_argument("--knowledge", required=True, help="knowledge pool (extract.py JSONL); records with in_pool true")
@@ -214,6 +204,7 @@ KINDS = {
     "evaluation": "evaluate.py output (records with `kind`; held-out games are never trained on)",
     None: "a record of no known kind",
 }
+REQUIRED = {"trajectories": ("turns",), "knowledge": ("knowledge_id", "knowledge", "in_pool")}
 
 
 def read_records(path, expected):
@@ -227,6 +218,8 @@ def read_records(path, expected):
         kind = kind or ("knowledge" if "in_pool" in r else None)
         if kind != expected:
             raise common.InputError(f"{path}:{n}: this is {KINDS[kind]}; expected {KINDS[expected]}")
+        if [k for k in REQUIRED[expected] if k not in r]:
+            raise common.InputError(f"{path}:{n}: a record without {REQUIRED[expected]}; expected {KINDS[expected]}")
     return list(zip(lines, records))
 
 
@@ -381,24 +374,18 @@ def peak_memory_mb(device):
 
 
 def check_lengths(args, tokenizer, prompts, pool, marker_ids, model_path):
-    """The sequence length limit, derived or checked, before the model loads."""
+    """The sequence length limit, derived or checked against --max-seq-len and the model's window."""
     from transformers import AutoConfig
 
     longest, pid, kid = plan_lengths(tokenizer, prompts, pool, args.thinking, marker_ids)
-    need = longest + args.max_new_tokens
+    need, limit = longest + args.max_new_tokens, args.max_seq_len or longest + args.max_new_tokens
     where = f"the longest teacher prompt ({pid} with knowledge {kid}) has {longest} tokens"
-    if args.max_seq_len and args.max_seq_len < need:
-        raise common.InputError(
-            f"--max-seq-len {args.max_seq_len} is too small: {where}, + --max-new-tokens {args.max_new_tokens} "
-            f"= {need}; raise it or leave it out (derived)"
-        )
-    window = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
-    if window and need > window:
-        raise common.InputError(f"{where}, + --max-new-tokens = {need}: beyond the model's {window}-token window")
-    print(
-        f"distill | {len(prompts)} prompts x {len(pool)} knowledge entries | {where} | limit {args.max_seq_len or need}"
-    )
-    return args.max_seq_len or need
+    window = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None) or need
+    if limit < need or need > window:
+        too_small = f"--max-seq-len {limit} is too small" if limit < need else f"the model's window is {window}"
+        raise common.InputError(f"{too_small}: {where}, + --max-new-tokens {args.max_new_tokens} = {need}")
+    print(f"distill | {len(prompts)} prompts x {len(pool)} knowledge entries | {where} | limit {limit}")
+    return limit
 
 
 def main(args):

@@ -259,7 +259,8 @@ def no_model(*args, **kwargs):
         ("knowledge_as_trajectories", r"knowledge.jsonl:1: this is a knowledge pool .*expected trajectories"),
         ("trajectories_as_knowledge", r"deploy.jsonl:1: this is trajectories .*expected a knowledge pool"),
         ("turn_without_messages", r"deploy.jsonl:1: a turn without `messages`"),
-        ("max_seq_len_too_small", r"--max-seq-len 30 is too small: the longest teacher prompt \(g\d#0:0 with"),
+        ("beyond_the_window", r"the model's window is 4096: the longest teacher prompt .* = \d+"),
+        ("max_seq_len_too_small", r"--max-seq-len 30 is too small: the longest teacher prompt \(g\d#0:0 with .* = \d+"),
     ],
 )
 def test_bad_input_is_an_error_before_the_model_loads(problem, expected, tiny_model, tmp_path, monkeypatch):
@@ -287,6 +288,8 @@ def test_bad_input_is_an_error_before_the_model_loads(problem, expected, tiny_mo
         records = common.read_jsonl(traj)
         records[0]["turns"][1] = dict(turn=1, response="x")
         common.write_jsonl(traj, records)
+    if problem == "beyond_the_window":  # the tiny model has 4096 positions
+        common.write_jsonl(know, [dict(knowledge_id="long", knowledge="- go north " * 3000, in_pool=True)])
     if problem == "max_seq_len_too_small":
         extra = ["--max-seq-len", "30"]
     out = tmp_path / "model"
