@@ -290,12 +290,8 @@ def plan_lengths(tokenizer, prompts, pool, thinking, marker_ids):
     the longest. Each step still checks its own sequences exactly.
     """
     tokenize = lambda texts: tokenizer(texts, add_special_tokens=False).input_ids
-    blocks = [
-        len(ids)
-        for ids in tokenize(
-            [games.insert_knowledge([{"role": "user", "content": ""}], k)[0]["content"] for _, k in pool]
-        )
-    ]
+    block = lambda k: games.insert_knowledge([{"role": "user", "content": ""}], k)[0]["content"]  # what k adds
+    blocks = [len(ids) for ids in tokenize([block(k) for _, k in pool])]
     students = tokenize([pair_texts(tokenizer, m, pool[0][1], thinking, pid)[0] for pid, m in prompts])
     for (pid, _), ids in zip(prompts, students):
         if ids[-len(marker_ids) :] != marker_ids:

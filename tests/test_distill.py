@@ -480,3 +480,22 @@ def test_qwen3_thinking_end_to_end(tiny_qwen3, tmp_path, monkeypatch):
     assert any(r.startswith("\n<think>") for r in responses) and all("<think>" in r for r in responses)
     assert all(p.endswith("<|im_start|>assistant\n") for p, _ in seen["sampled"])  # thinking on: no empty block
     assert len(history) == 3 and all(math.isfinite(m["kl"]) for m in history) and out.exists()
+
+
+def test_the_derived_length_is_the_longest_of_every_prompt_with_every_entry(tiny_qwen3):
+    """plan_lengths tokenizes only the longest prompts with the longest entries; on prompts and entries of
+    many lengths it finds the same maximum as rendering every pair."""
+    _, tokenizer = common.load_model(tiny_qwen3, "cpu", quiet=True)
+    words = "go north, take the coin, open the door; examine it. "
+    prompts = [
+        (f"g#{i}", [dict(MESSAGES[0]), dict(role="user", content=words * (i % 7) + "Your command:")]) for i in range(20)
+    ]
+    pool = [(f"k{j}", "- " + words * (3 * j + 1)) for j in range(5)]
+    marker_ids = tokenizer(distill.generation_marker(tokenizer, True), add_special_tokens=False).input_ids
+    longest, pid, kid = distill.plan_lengths(tokenizer, prompts, pool, True, marker_ids)
+    every = {
+        (p, k): len(tokenizer(distill.pair_texts(tokenizer, m, text, True, p)[1], add_special_tokens=False).input_ids)
+        for p, m in prompts
+        for k, text in pool
+    }
+    assert longest == max(every.values()) == every[(pid, kid)] and kid == "k4"
