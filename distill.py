@@ -16,8 +16,9 @@ the student's current weights with the knowledge, no copy. One AdamW step per fr
 Simplified relative to the papers: HF `generate` for sampling instead of vLLM; one GPU (or CPU), with
 the teacher as a second frozen copy of the weights; memory is kept down by computing logits only at
 response positions, in chunks that are recomputed in the backward pass, and by micro-batching. OPCD's
-off-policy baseline samples the teacher's responses once before training; a frozen teacher sampling each
-step draws from the same distribution.
+off-policy baseline samples the teacher's responses once before training (a frozen teacher sampling each
+step draws from the same distribution) on the states of the teacher's own games; here the teacher answers
+the deployment turn prompts, the states the student visited, so only the sampler and the loss differ.
 """
 
 import argparse
