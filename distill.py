@@ -1,23 +1,30 @@
 """Stage 3 of the OEL loop: consolidate the knowledge into the weights by on-policy context distillation.
 
 The student (the policy θ_{r-1}, trained) sees a turn prompt of a deployment trajectory with NO
-knowledge; a frozen copy of the same start-of-round weights, the teacher, sees the same prompt WITH one
-knowledge text of the pool (drawn per prompt) inserted by games.insert_knowledge, the renderer collect.py
-uses. Each step the student samples a response, both score it token by token, and the loss is the
-reverse KL, student to teacher, at the sampling temperature, summed over the student's top-k tokens and
-averaged over response tokens. One AdamW step per freshly sampled batch. No reward, no SFT term.
+knowledge; the teacher sees the same prompt WITH one knowledge text of the pool (drawn per prompt)
+inserted by games.insert_knowledge, the renderer collect.py uses. `--mode on-policy` (the method): the
+student samples a response, both score it token by token, and the loss is the reverse KL, student to
+teacher, at the sampling temperature, summed over the student's top-k tokens and averaged over response
+tokens. `--mode off-policy` (OPCD's baseline, "context distillation"): the teacher samples with the
+knowledge and the loss is the forward KL, teacher to student, over the teacher's top-k tokens, on those
+samples. `--teacher frozen` (the method) keeps a copy of the start-of-round weights; `--teacher live` uses
+the student's current weights with the knowledge, no copy. One AdamW step per freshly sampled batch.
 
     python distill.py --model smollm2-135m --trajectories runs/demo/round_1/deploy.jsonl \\
         --knowledge runs/demo/round_1/knowledge.jsonl --out runs/demo/round_1/model
 
-Simplified relative to the paper: HF `generate` for sampling instead of vLLM; one GPU (or CPU), with
+Simplified relative to the papers: HF `generate` for sampling instead of vLLM; one GPU (or CPU), with
 the teacher as a second frozen copy of the weights; memory is kept down by computing logits only at
-response positions, in chunks that are recomputed in the backward pass, and by micro-batching.
+response positions, in chunks that are recomputed in the backward pass, and by micro-batching. OPCD's
+off-policy baseline samples the teacher's responses once before training (a frozen teacher sampling each
+step draws from the same distribution) on the states of the teacher's own games; here the teacher answers
+the deployment turn prompts, the states the student visited, so only the sampler and the loss differ.
 """
 
 import argparse
 import copy
 import json
+import math
 import os
 import random
 import resource
@@ -34,66 +41,73 @@ import common
 import games
 
 
+def ranged(kind, low, inclusive=True):
+    """argparse type: a finite number of `kind` >= low (> low when not inclusive)."""
+
+    def parse(text):
+        value = kind(text)
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"expected a finite number {'>=' if inclusive else '>'} {low}, got {text}")
+        return value
+
+    return parse
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], conflict_handler="resolve")
     common.add_model_args(p)
-    p.add_argument(
-        "--trajectories",
-        required=True,
-        help="deployment trajectories (collect.py JSONL); every turn prompt is a training input",
-    )
+    # distillation's own ranges for the shared sampling flags (these definitions replace the shared ones)
+    p.add_argument("--temperature", type=ranged(float, 0, False), default=0.7, help="sampling temperature τ (> 0)")
+    # the sampler keeps full support: the KL is taken over its whole distribution at τ, and a truncated
+    # sampler would draw samples that the loss does not model
+    p.add_argument("--top-p", type=float, choices=[1.0], default=1.0, help="1 only: sampling at full support")
+    p.add_argument("--top-k", type=int, choices=[0], default=0, help="0 only: sampling at full support")
+    p.add_argument("--seed", type=ranged(int, 0), default=0, help="random seed (prompt order, knowledge, sampling)")
+    p.add_argument("--trajectories", required=True, help="deployment trajectories (collect.py JSONL): turn prompts")
     p.add_argument("--knowledge", required=True, help="knowledge pool (extract.py JSONL); records with in_pool true")
     p.add_argument("--out", required=True, help="output model folder (HF save_pretrained); skipped if it exists")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument(
-        "--steps",
-        type=common.positive_int,
-        default=20,
-        help="optimiser steps, one per freshly sampled batch [paper: 20-100]",
+        "--mode",
+        choices=("on-policy", "off-policy"),
+        default="on-policy",
+        help="on-policy: the student samples, reverse KL (the method); off-policy: the teacher samples with the "
+        "knowledge, forward KL over the teacher's top-k (OPCD's context-distillation baseline)",
     )
+    p.add_argument(
+        "--teacher",
+        choices=("frozen", "live"),
+        default="frozen",
+        help="frozen: a copy of the start-of-round weights (the method); live: the student's current weights "
+        "with the knowledge in context, no copy",
+    )
+    p.add_argument("--steps", type=common.positive_int, default=20, help="optimiser steps, one per batch [20-100]")
     p.add_argument("--batch-size", type=common.positive_int, default=8, help="prompts per step")
     p.add_argument(
         "--lr",
-        type=float,
+        type=ranged(float, 0, False),
         default=1e-5,
-        help="constant learning rate [paper: 1e-6 for 4B/8B, 5e-6 for 1.7B; small models need more]",
+        help="constant learning rate (> 0) [paper: 1e-6 for 4B/8B, 5e-6 for 1.7B; small models need more]",
     )
-    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
-    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip")
-    p.add_argument(
-        "--topk", type=int, default=256, help="sum the KL over the student's top-k tokens (0 = full vocabulary)"
-    )
-    p.add_argument("--max-new-tokens", type=common.positive_int, default=24, help="student response cap")
+    p.add_argument("--weight-decay", type=ranged(float, 0), default=0.01, help="AdamW weight decay (>= 0)")
+    p.add_argument("--clip", type=ranged(float, 0, False), default=1.0, help="gradient-norm clip (> 0)")
+    p.add_argument("--topk", type=ranged(int, 0), default=256, help="KL over the sampler's top-k tokens (0 = all)")
+    p.add_argument("--max-new-tokens", type=common.positive_int, default=24, help="response cap")
     p.add_argument(
         "--max-seq-len",
         type=common.positive_int,
-        default=4096,
-        help="longest prompt+response; a longer one is an error, never cut",
+        default=None,
+        help="longest prompt+response (default: derived, the longest teacher prompt + --max-new-tokens); "
+        "checked before the model loads; a longer sequence is an error, never cut",
     )
-    p.add_argument(
-        "--micro-batch-tokens",
-        type=common.positive_int,
-        default=4096,
-        help="tokens per forward/backward (gradient accumulation)",
-    )
-    p.add_argument(
-        "--chunk", type=common.positive_int, default=128, help="response positions per logits chunk (memory)"
-    )
-    p.add_argument(
-        "--gradient-checkpointing", action="store_true", help="recompute transformer activations in the backward pass"
-    )
-    p.add_argument(
-        "--save-every", type=int, default=0, help="also save OUT/step_N every N steps (0 = only the final model)"
-    )
-    p.add_argument(
-        "--print-every",
-        type=int,
-        default=10,
-        help="print a student response with the teacher's knowledge every N steps",
-    )
+    p.add_argument("--micro-batch-tokens", type=common.positive_int, default=4096, help="tokens per forward/backward")
+    p.add_argument("--chunk", type=common.positive_int, default=128, help="response positions per logits chunk")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in the backward")
+    p.add_argument("--save-every", type=ranged(int, 0), default=0, help="also save OUT_steps/step_N every N steps")
+    p.add_argument("--print-every", type=ranged(int, 0), default=10, help="print a sample every N steps (0: never)")
     p.add_argument("--metrics", default=None, help="metrics JSONL (default: distill_metrics.jsonl beside --out)")
     p.add_argument("--run", default=None, help="run name recorded in the metrics (default: the folder holding round_R)")
-    p.add_argument("--round", type=int, default=0, help="round number recorded in the metrics")
+    p.add_argument("--round", type=ranged(int, 0), default=0, help="round number recorded in the metrics")
     return p.parse_args(argv)
 
 
@@ -117,90 +131,132 @@ def reverse_kl(student_logits, teacher_logits, temperature, topk):
     return kl, p_s.sum(-1).detach(), logp_t.exp().sum(-1).detach()
 
 
-def chunk_kl(student_head, teacher_head, h_student, h_teacher, temperature, topk):
+def forward_kl(student_logits, teacher_logits, temperature, topk):
+    """Per position KL(teacher || student) over the teacher's top-k tokens, no renormalisation: the loss of
+    OPCD's off-policy baseline (its code: kl_penalty "full" with the teacher as the weighting side, top-k
+    indices from the teacher). The same formula as reverse_kl with the roles swapped; the teacher's logits
+    carry no gradient, so only log p_s is differentiated. Returns (kl, student mass, teacher mass) on the support."""
+    kl, teacher_mass, student_mass = reverse_kl(teacher_logits, student_logits, temperature, topk)
+    return kl, student_mass, teacher_mass
+
+
+KL = {"on-policy": reverse_kl, "off-policy": forward_kl}
+
+
+def reference_loss(student, teacher, pairs, *, mode, temperature, topk):
+    """The batch loss written plainly: full logits of each whole sequence, the mean over response tokens of
+    the per-token KL. micro_batch_loss computes exactly this, in chunks and micro-batches (tested)."""
+    total, n_tokens, device = 0.0, 0, next(student.parameters()).device
+    for p in pairs:
+        s_logits = student(torch.tensor([p["student_ids"]], device=device)).logits[0]  # (T_s, V)
+        with torch.no_grad():
+            t_logits = teacher(torch.tensor([p["teacher_ids"]], device=device)).logits[0]  # (T_t, V)
+        s_at, t_at = p["student_start"] - 1, p["teacher_start"] - 1  # position p predicts token p+1
+        kl, _, _ = KL[mode](s_logits[s_at:-1], t_logits[t_at:-1], temperature, topk)  # (R,)
+        total, n_tokens = total + kl.sum(), n_tokens + len(p["response_ids"])
+    return total / n_tokens
+
+
+def chunk_kl(student_head, teacher_head, h_student, h_teacher, mode, temperature, topk):
     """Summed KL (and masses) over a chunk of response positions from hidden states (n, H).
     Run under torch.utils.checkpoint, so only one chunk's (n, V) logits ever live at once."""
     with torch.no_grad():
         teacher_logits = teacher_head(h_teacher)  # (n, V)
-    kl, mass_s, mass_t = reverse_kl(student_head(h_student), teacher_logits, temperature, topk)
+    kl, mass_s, mass_t = KL[mode](student_head(h_student), teacher_logits, temperature, topk)
     return kl.sum(), mass_s.sum(), mass_t.sum()
 
 
-def hidden_at(model, sequences, starts, lengths, pad_id):
-    """Final hidden states at the positions that predict each response token: [(R_i, H)].
-    Position p's logits predict token p+1, so response tokens [s, s+R) come from [s-1, s+R-1)."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+def hidden_at(model, pairs, side, pad_id):
+    """Final hidden states of the `side` ("student" or "teacher") sequences at the positions that predict
+    each response token: [(R_i, H)]. Position p's logits predict token p+1, so response tokens [s, s+R)
+    come from positions [s-1, s+R-1)."""
+    sequences = [p[f"{side}_ids"] for p in pairs]
+    ids = torch.full((len(sequences), max(map(len, sequences))), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for i, s in enumerate(sequences):  # right padding: positions stay 0..len-1
         ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
     device = next(model.parameters()).device
     hidden = model.model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state  # (B, T, H)
-    return [hidden[i, st - 1 : st - 1 + n] for i, (st, n) in enumerate(zip(starts, lengths))]
+    starts = [p[f"{side}_start"] - 1 for p in pairs]
+    return [hidden[i, s : s + len(p["response_ids"])] for i, (s, p) in enumerate(zip(starts, pairs))]
 
 
-def micro_batch_loss(student, teacher, pairs, n_total, args):
+def micro_batch_loss(student, teacher, pairs, n_total, *, mode, temperature, topk, chunk, pad_id):
     """Backward the summed KL of some sequences divided by the batch's response-token count, so
-    accumulating micro-batches gives the exact token mean of the whole batch. Returns sums."""
-    s_hidden = hidden_at(
-        student,
-        [p["student_ids"] for p in pairs],
-        [p["student_start"] for p in pairs],
-        [len(p["response_ids"]) for p in pairs],
-        args.pad_id,
-    )
+    accumulating micro-batches gives the exact token mean of the whole batch. Returns the sums."""
+    s_hidden = hidden_at(student, pairs, "student", pad_id)
     with torch.no_grad():
-        t_hidden = hidden_at(
-            teacher,
-            [p["teacher_ids"] for p in pairs],
-            [p["teacher_start"] for p in pairs],
-            [len(p["response_ids"]) for p in pairs],
-            args.pad_id,
-        )
+        t_hidden = hidden_at(teacher, pairs, "teacher", pad_id)
     h_s, h_t = torch.cat(s_hidden), torch.cat(t_hidden)  # (N, H) each, N = response tokens of the micro-batch
-    total = torch.zeros(3, device=h_s.device)
-    for c in range(0, h_s.shape[0], args.chunk):
-        sums = checkpoint(
-            chunk_kl,
-            student.lm_head,
-            teacher.lm_head,
-            h_s[c : c + args.chunk],
-            h_t[c : c + args.chunk],
-            args.temperature,
-            args.topk,
-            use_reentrant=False,
-        )
-        total = total + torch.stack(sums)
-    (total[0] / n_total).backward()
-    return total.detach()
+    heads, setting = (student.lm_head, teacher.lm_head), (mode, temperature, topk)
+    kl = student_mass = teacher_mass = 0.0
+    for c in range(0, h_s.shape[0], chunk):
+        sums = checkpoint(chunk_kl, *heads, h_s[c : c + chunk], h_t[c : c + chunk], *setting, use_reentrant=False)
+        kl, student_mass, teacher_mass = kl + sums[0], student_mass + sums[1], teacher_mass + sums[2]
+    (kl / n_total).backward()
+    return {"kl": kl.item(), "student_mass": student_mass.item(), "teacher_mass": teacher_mass.item()}
 
 
 # ----------------------------------------------------------------------------- data
 
+KINDS = {
+    "trajectories": "trajectories (collect.py: records with `turns`)",
+    "knowledge": "a knowledge pool (extract.py: records with `knowledge_id`, `knowledge`, `in_pool`)",
+    "evaluation": "evaluate.py output (records with `kind`; held-out games are never trained on)",
+    None: "a record of no known kind",
+}
+REQUIRED = {"trajectories": ("turns",), "knowledge": ("knowledge_id", "knowledge", "in_pool")}
+
+
+def read_records(path, expected):
+    """[(line number, record)] of a JSONL file whose every record is of the expected kind; a file of
+    another stage is named as such (a knowledge file given as trajectories, an evaluation file...)."""
+    records = common.read_jsonl(path)
+    with open(path, encoding="utf-8") as f:
+        lines = [n for n, line in enumerate(f, 1) if line.strip()]
+    for n, r in zip(lines, records):
+        kind = "evaluation" if "kind" in r else "trajectories" if "turns" in r else None
+        kind = kind or ("knowledge" if "in_pool" in r else None)
+        if kind != expected:
+            raise common.InputError(f"{path}:{n}: this is {KINDS[kind]}; expected {KINDS[expected]}")
+        if [k for k in REQUIRED[expected] if k not in r]:
+            raise common.InputError(f"{path}:{n}: a record without {REQUIRED[expected]}; expected {KINDS[expected]}")
+    return list(zip(lines, records))
+
 
 def load_prompts(path):
-    """Every turn prompt (chat messages) of every trajectory, with where it came from."""
-    records = common.read_jsonl(path, required=("turns",))
-    prompts = [
-        (f"{r.get('game')}#{r.get('episode')}:{t.get('turn')}", t["messages"])
-        for r in records
-        for t in r["turns"]
-        if t.get("messages")
-    ]
+    """Every turn prompt (chat messages) of every trajectory: [(where it came from, messages)]."""
+    prompts = []
+    for n, r in read_records(path, "trajectories"):
+        if not isinstance(r["turns"], list):
+            raise common.InputError(f"{path}:{n}: `turns` is not a list of turns")
+        for t in r["turns"]:
+            messages = t.get("messages") if isinstance(t, dict) else None
+            ok = isinstance(messages, list) and messages
+            ok = ok and all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in messages)
+            if not ok:
+                raise common.InputError(f"{path}:{n}: a turn without `messages` (a list of {{role, content}})")
+            prompts.append((f"{r.get('game')}#{r.get('episode')}:{t.get('turn')}", messages))
     if not prompts:
-        raise common.InputError(
-            f"{path}: no turn prompts (expected trajectories from collect.py with non-empty `turns`)"
-        )
+        raise common.InputError(f"{path}: no turn prompts (expected trajectories from collect.py with turns)")
     return prompts
 
 
 def load_pool(path):
-    """The knowledge pool: [(knowledge_id, text)] of records with in_pool true."""
-    records = common.read_jsonl(path, required=("knowledge_id", "knowledge"))
-    pool = [(r["knowledge_id"], r["knowledge"]) for r in records if r.get("in_pool")]
+    """The knowledge pool: [(knowledge_id, text)] of records with in_pool true; an empty entry is an error
+    (its teacher would see no knowledge, and the KL of that prompt would be 0 by construction)."""
+    records = read_records(path, "knowledge")
+    pool = [(n, r["knowledge_id"], r["knowledge"]) for n, r in records if r["in_pool"]]
     if not pool:
         raise common.InputError(f"{path}: the knowledge pool is empty (no record with in_pool true)")
-    return pool
+    empty = [f"line {n} ({kid})" for n, kid, text in pool if not (isinstance(text, str) and text.strip())]
+    if empty:
+        raise common.InputError(
+            f"{path}: {len(empty)} of {len(pool)} pool entries have no knowledge text: {', '.join(empty[:5])}. "
+            "The extractor wrote no item; with a thinking model the answer usually stayed inside <think>: rerun "
+            "extract.py with a larger --max-new-tokens"
+        )
+    return [(kid, text) for _, kid, text in pool]
 
 
 def generation_marker(tokenizer, thinking=False):
@@ -210,41 +266,71 @@ def generation_marker(tokenizer, thinking=False):
     without = tokenizer.apply_chat_template(
         probe, tokenize=False, add_generation_prompt=False, enable_thinking=thinking
     )
-    assert with_marker.startswith(without), "chat template: the generation prompt is not a suffix"
+    if not with_marker.startswith(without):
+        raise common.InputError("the chat template's generation prompt is not a suffix of the conversation")
     return with_marker[len(without) :]
 
 
-def build_pair(tokenizer, student_text, teacher_text, response_ids, marker, max_seq_len):
-    """Student and teacher token sequences that share the response token for token.
+def pair_texts(tokenizer, messages, knowledge, thinking, where):
+    """(student prompt, teacher prompt): the same turn without and with the knowledge. A teacher prompt
+    that lacks the knowledge text, or equals the student's, is an error: the KL would teach nothing."""
+    student = common.chat_text(tokenizer, messages, thinking)
+    teacher = common.chat_text(tokenizer, games.insert_knowledge(messages, knowledge), thinking)
+    if knowledge.strip() not in teacher or teacher == student:
+        raise common.InputError(f"{where}: the teacher's prompt does not carry the knowledge (check the chat template)")
+    return student, teacher
 
-    Asserts that both prompts end with the assistant marker and that the response text tokenizes
-    the same after either prompt (the sampled ids are then valid in both). A sequence longer than
-    max_seq_len is an error: cutting the teacher's prompt silently would change what it knows.
+
+def plan_lengths(tokenizer, prompts, pool, thinking, marker_ids):
+    """Before the model loads: (longest teacher prompt in tokens, its prompt id, its knowledge id).
+
+    Every prompt is rendered without and with a pool entry, and every entry with one prompt (pair_texts
+    checks each; every student prompt must end with the marker's ids). Tokens add up almost exactly (a
+    prompt with knowledge k is as long as without it plus k's block, give or take a token where they meet),
+    so only the prompts within 64 tokens of the longest are tokenized with the entries within 64 tokens of
+    the longest. Each step still checks its own sequences exactly.
     """
-    assert student_text.endswith(marker) and teacher_text.endswith(marker), (
-        "student/teacher prompts do not end with the same assistant marker"
-    )
-    s_prompt = tokenizer(student_text, add_special_tokens=False).input_ids
-    t_prompt = tokenizer(teacher_text, add_special_tokens=False).input_ids
-    text = tokenizer.decode(response_ids)
-    s_full = tokenizer(student_text + text, add_special_tokens=False).input_ids
-    t_full = tokenizer(teacher_text + text, add_special_tokens=False).input_ids
-    assert (
-        s_full[: len(s_prompt)] == s_prompt
-        and t_full[: len(t_prompt)] == t_prompt
-        and s_full[len(s_prompt) :] == t_full[len(t_prompt) :]
-    ), "the response does not tokenize identically after the student's and the teacher's prompts"
-    for name, prompt in (("student", s_prompt), ("teacher", t_prompt)):
+    tokenize = lambda texts: tokenizer(texts, add_special_tokens=False).input_ids
+    block = lambda k: games.insert_knowledge([{"role": "user", "content": ""}], k)[0]["content"]  # what k adds
+    blocks = [len(ids) for ids in tokenize([block(k) for _, k in pool])]
+    students = tokenize([pair_texts(tokenizer, m, pool[0][1], thinking, pid)[0] for pid, m in prompts])
+    for (pid, _), ids in zip(prompts, students):
+        if ids[-len(marker_ids) :] != marker_ids:
+            raise common.InputError(f"{pid}: the rendered prompt does not end with the assistant marker's tokens")
+    for kid, k in pool:
+        pair_texts(tokenizer, prompts[0][1], k, thinking, f"{prompts[0][0]} with knowledge {kid}")
+    longest = max(map(len, students))
+    long_prompts = [p for p, ids in zip(prompts, students) if len(ids) >= longest - 64]
+    long_entries = [e for e, n in zip(pool, blocks) if n >= max(blocks) - 64]
+    candidates = [(pid, m, kid, k) for pid, m in long_prompts for kid, k in long_entries]
+    texts = [pair_texts(tokenizer, m, k, thinking, f"{pid} with knowledge {kid}")[1] for pid, m, kid, k in candidates]
+    lengths = [len(ids) for ids in tokenize(texts)]
+    best = max(range(len(candidates)), key=lengths.__getitem__)
+    return lengths[best], candidates[best][0], candidates[best][2]
+
+
+def build_pair(student_prompt, teacher_prompt, response_ids, marker_ids, max_seq_len):
+    """Student and teacher token sequences that share the sampled response ids token for token.
+
+    Both prompts (token ids) must end with the assistant marker's ids, so the response follows the same
+    tokens on both sides; the sampled ids are reused as they are, never re-tokenized from text. A sequence
+    longer than max_seq_len is an error: cutting the teacher's prompt silently would change what it knows.
+    """
+    m = len(marker_ids)
+    if student_prompt[-m:] != marker_ids or teacher_prompt[-m:] != marker_ids:
+        raise common.InputError("the student's and the teacher's prompts do not end with the assistant marker's tokens")
+    for name, prompt in (("student", student_prompt), ("teacher", teacher_prompt)):
         if len(prompt) + len(response_ids) > max_seq_len:
-            raise ValueError(
-                f"{name} sequence of {len(prompt) + len(response_ids)} tokens exceeds --max-seq-len {max_seq_len}; raise it, never truncate"
+            raise common.InputError(
+                f"a {name} sequence of {len(prompt) + len(response_ids)} tokens exceeds --max-seq-len {max_seq_len}; "
+                "raise it (or leave it out: derived), never truncate"
             )
     return dict(
-        student_ids=s_prompt + response_ids,
-        teacher_ids=t_prompt + response_ids,
+        student_ids=student_prompt + response_ids,
+        teacher_ids=teacher_prompt + response_ids,
         response_ids=response_ids,
-        student_start=len(s_prompt),
-        teacher_start=len(t_prompt),
+        student_start=len(student_prompt),
+        teacher_start=len(teacher_prompt),
     )
 
 
@@ -261,7 +347,7 @@ def micro_batches(pairs, budget):
     return groups + [current] if current else groups
 
 
-def save_model(model, tokenizer, out, args):
+def save_model(model, tokenizer, out, settings):
     """save_pretrained into a temp folder beside `out`, then rename: a folder that exists is whole."""
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
@@ -269,7 +355,7 @@ def save_model(model, tokenizer, out, args):
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     with open(os.path.join(tmp, "args.json"), "w") as f:
-        json.dump({k: v for k, v in vars(args).items() if k != "pad_id"}, f, indent=1)
+        json.dump(settings, f, indent=1)
     if os.path.exists(out):
         shutil.rmtree(out)
     os.replace(tmp, out)
@@ -284,25 +370,53 @@ def peak_memory_mb(device):
 # ----------------------------------------------------------------------------- main
 
 
+def check_lengths(args, tokenizer, prompts, pool, marker_ids, model_path):
+    """The sequence length limit, derived or checked against --max-seq-len and the model's window."""
+    from transformers import AutoConfig
+
+    longest, pid, kid = plan_lengths(tokenizer, prompts, pool, args.thinking, marker_ids)
+    need, limit = longest + args.max_new_tokens, args.max_seq_len or longest + args.max_new_tokens
+    where = f"the longest teacher prompt ({pid} with knowledge {kid}) has {longest} tokens"
+    window = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None) or need
+    if limit < need or need > window:
+        too_small = f"--max-seq-len {limit} is too small" if limit < need else f"the model's window is {window}"
+        raise common.InputError(f"{too_small}: {where}, + --max-new-tokens {args.max_new_tokens} = {need}")
+    print(f"distill | {len(prompts)} prompts x {len(pool)} knowledge entries | {where} | limit {limit}")
+    return limit
+
+
 def main(args):
     if os.path.exists(args.out) and not args.force:
         print(f"distill | {args.out} exists, skipped (use --force to retrain)")
         return None
     prompts, pool = load_prompts(args.trajectories), load_pool(args.knowledge)
+    # every prompt, knowledge entry and length is checked with the tokenizer alone, before the model loads
+    from transformers import AutoTokenizer
+
+    model_path = common.resolve_model(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    marker_ids = tokenizer(generation_marker(tokenizer, args.thinking), add_special_tokens=False).input_ids
+    max_seq_len = check_lengths(args, tokenizer, prompts, pool, marker_ids, model_path)
     rng = random.Random(args.seed)
     torch.manual_seed(args.seed)
     # the student keeps fp32 master weights (a bf16 weight would swallow lr-1e-6 updates) and runs
     # its forward passes under bf16 autocast on a GPU; the teacher is a frozen bf16 copy there
     student, tokenizer = common.load_model(args.model, args.device, dtype=torch.float32)
     device, compute_dtype = common.pick_device(args.device)
-    teacher = copy.deepcopy(student).to(compute_dtype).eval().requires_grad_(False)
+    if args.teacher == "live":  # the student's own current weights, with the knowledge in context: no copy
+        teacher = student
+    else:
+        teacher = copy.deepcopy(student).to(compute_dtype).eval().requires_grad_(False)
     autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32)
     if args.gradient_checkpointing:
         student.gradient_checkpointing_enable()
     optimizer = torch.optim.AdamW(student.parameters(), lr=args.lr, betas=(0.9, 0.999), weight_decay=args.weight_decay)
-    args.pad_id = tokenizer.pad_token_id
-    marker = generation_marker(tokenizer, args.thinking)
+    settings = dict(vars(args), max_seq_len=max_seq_len)  # args.json: what ran, the derived limit included
+    loss_settings = dict(mode=args.mode, temperature=args.temperature, topk=args.topk)
     metrics_path = args.metrics or os.path.join(os.path.dirname(os.path.abspath(args.out)), "distill_metrics.jsonl")
+    if os.path.exists(metrics_path):  # an earlier attempt's records (killed, or retrained with --force) go
+        print(f"distill | {metrics_path}: an earlier attempt's metrics are replaced by this run's")
+    common.write_jsonl(metrics_path, [])  # a (re)started run starts its metrics afresh: one attempt per file
     run = args.run or common.run_name(args.out)
     order, history = [], []
     for step in tqdm(range(1, args.steps + 1), desc="distill"):
@@ -311,69 +425,70 @@ def main(args):
             order += rng.sample(range(len(prompts)), len(prompts))
         batch, order = [prompts[i] for i in order[: args.batch_size]], order[args.batch_size :]
         knowledge = [rng.choice(pool) for _ in batch]  # one pool entry per prompt
-        student_texts = [common.chat_text(tokenizer, m, args.thinking) for _, m in batch]
-        teacher_texts = [
-            common.chat_text(tokenizer, games.insert_knowledge(m, k), args.thinking)
-            for (_, m), (_, k) in zip(batch, knowledge)
+        texts = [
+            pair_texts(tokenizer, m, k, args.thinking, f"{pid} with {kid}")
+            for (pid, m), (kid, k) in zip(batch, knowledge)
         ]
-        student.eval()  # 1. the student samples on-policy, full support, at temperature τ
+        student_texts, teacher_texts = [s for s, _ in texts], [t for _, t in texts]
+        # 1. sample at temperature τ, full support: on-policy the student without the knowledge,
+        # off-policy the teacher with it
+        sampler, sampler_texts = (student, student_texts) if args.mode == "on-policy" else (teacher, teacher_texts)
+        sampler.eval()
         with autocast:
             responses = common.generate_ids(
-                student, tokenizer, student_texts, args.max_new_tokens, args.temperature, 1.0, 0
+                sampler, tokenizer, sampler_texts, args.max_new_tokens, args.temperature, 1.0, 0
             )
-        try:
-            pairs = [
-                build_pair(tokenizer, s, t, r, marker, args.max_seq_len)
-                for s, t, r in zip(student_texts, teacher_texts, responses)
-            ]
-        except ValueError as e:
-            raise common.InputError(f"{args.trajectories}: {e}")
-        # 2. both score the sample; the loss is backpropagated micro-batch by micro-batch
+        s_prompts = tokenizer(student_texts, add_special_tokens=False).input_ids
+        t_prompts = tokenizer(teacher_texts, add_special_tokens=False).input_ids
+        pairs = [build_pair(s, t, r, marker_ids, max_seq_len) for s, t, r in zip(s_prompts, t_prompts, responses)]
+        # 2. both score the samples; the loss, backpropagated micro-batch by micro-batch, is exactly
+        # reference_loss(student, teacher, pairs) of the whole batch (test_chunked_loss_equals_reference)
         student.train()
         n_total = sum(len(r) for r in responses)
+        sums = {"kl": 0.0, "student_mass": 0.0, "teacher_mass": 0.0}
         with autocast:
-            sums = sum(
-                micro_batch_loss(student, teacher, group, n_total, args)
-                for group in micro_batches(pairs, args.micro_batch_tokens)
-            )
+            for group in micro_batches(pairs, args.micro_batch_tokens):
+                part = micro_batch_loss(
+                    student, teacher, group, n_total, chunk=args.chunk, pad_id=tokenizer.pad_token_id, **loss_settings
+                )
+                sums = {k: sums[k] + part[k] for k in sums}
         grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), args.clip)
         skipped = not torch.isfinite(grad_norm)
         if not skipped:  # a non-finite step is skipped, and logged
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         seconds = time.time() - t0
-        lengths = [len(r) for r in responses]
-        record = dict(
-            run=run,
-            round=args.round,
-            step=step,
-            kl=sums[0].item() / n_total,
-            student_topk_mass=sums[1].item() / n_total,
-            teacher_topk_mass=sums[2].item() / n_total,
-            response_len_mean=n_total / len(responses),
-            response_len_max=max(lengths),
-            capped=sum(r[-1] != tokenizer.eos_token_id for r in responses),
-            grad_norm=grad_norm.item(),
-            skipped=skipped,
-            lr=args.lr,
-            tokens_per_s=sum(len(p["student_ids"]) + len(p["teacher_ids"]) for p in pairs) / seconds,
-            seconds=seconds,
-            peak_memory_mb=peak_memory_mb(device),
-        )
+        record = dict(run=run, round=args.round, step=step, mode=args.mode, teacher=args.teacher)
+        record["kl"] = sums["kl"] / n_total  # the loss: mean over response tokens
+        record["student_topk_mass"] = sums["student_mass"] / n_total  # student's mass on the KL's top-k support
+        record["teacher_topk_mass"] = sums["teacher_mass"] / n_total  # teacher's mass on that support
+        record["response_len_mean"] = n_total / len(responses)
+        record["response_len_max"] = max(len(r) for r in responses)
+        record["capped"] = sum(r[-1] != tokenizer.eos_token_id for r in responses)  # cut at --max-new-tokens
+        record["grad_norm"] = grad_norm.item()
+        record["skipped"] = skipped
+        record["lr"] = args.lr
+        record["tokens_per_s"] = sum(len(p["student_ids"]) + len(p["teacher_ids"]) for p in pairs) / seconds
+        record["seconds"] = seconds
+        record["peak_memory_mb"] = peak_memory_mb(device)
         common.append_jsonl(metrics_path, record)
         history.append(record)
         if args.print_every and (step == 1 or step % args.print_every == 0):
+            (kid, k), sampled_by = knowledge[0], "student" if args.mode == "on-policy" else "teacher"
             print(
-                f"\n--- step {step} | kl {record['kl']:.4f} | knowledge {knowledge[0][0]} ---\n{knowledge[0][1][:600]}\n"
-                f"[prompt] ...{batch[0][1][-1]['content'][-300:]}\n[student] {tokenizer.decode(responses[0])!r}\n---"
+                f"\n--- step {step} | kl {record['kl']:.4f} | knowledge {kid} ---\n{k[:600]}\n"
+                f"[prompt] ...{batch[0][1][-1]['content'][-300:]}\n"
+                f"[{sampled_by}] {tokenizer.decode(responses[0])!r}\n---"
             )
         if args.save_every and step % args.save_every == 0 and step < args.steps:
-            save_model(student, tokenizer, os.path.join(args.out + "_steps", f"step_{step}"), args)
-    save_model(student, tokenizer, args.out, args)
+            save_model(student, tokenizer, os.path.join(args.out + "_steps", f"step_{step}"), settings)
+    save_model(student, tokenizer, args.out, settings)
     first, last = history[0], history[-1]
     print(
-        f"distill | steps {args.steps} | kl {first['kl']:.4f} -> {last['kl']:.4f} | top-k mass {last['student_topk_mass']:.3f} | "
-        f"len {last['response_len_mean']:.1f} | skipped {sum(h['skipped'] for h in history)} | tokens/s {sum(h['tokens_per_s'] for h in history) / len(history):.0f} | "
+        f"distill | {args.mode}, {args.teacher} teacher | steps {args.steps} | kl {first['kl']:.4f} -> "
+        f"{last['kl']:.4f} | top-k mass {last['student_topk_mass']:.3f} | len {last['response_len_mean']:.1f} | "
+        f"skipped {sum(h['skipped'] for h in history)} | "
+        f"tokens/s {sum(h['tokens_per_s'] for h in history) / len(history):.0f} | "
         f"peak {max(h['peak_memory_mb'] for h in history):.0f} MB | {args.out}"
     )
     return history

@@ -1,8 +1,10 @@
-"""distill.py: the loss against a float64 brute force, ~0 with equal contexts, gradients against finite
-differences, chunking and micro-batching exact, the teacher frozen, the run end to end, bad input."""
+"""distill.py: both losses against a float64 brute force and in the right direction, ~0 with equal contexts
+in every mode, the chunked path equal to the plain reference, gradients against finite differences, the
+teacher frozen or live, inputs and arguments checked before the model loads, one metrics attempt per file,
+the runs end to end (on-/off-policy, frozen/live, Qwen3 with thinking on)."""
 
 import json
-import types
+import math
 
 import pytest
 import torch
@@ -14,75 +16,80 @@ import games
 TEMPERATURE = 0.7
 
 
-def brute_force_kl(student_logits, teacher_logits, temperature, topk):
-    """KL(student || teacher) over the student's top-k tokens, one position and one token at a time."""
+def brute_force_kl(p_logits, q_logits, temperature, topk):
+    """KL(p || q) over p's top-k tokens, one position and one token at a time."""
     out = []
-    for s_row, t_row in zip(student_logits.double().tolist(), teacher_logits.double().tolist()):
-        s = torch.tensor(s_row, dtype=torch.float64) / temperature
-        t = torch.tensor(t_row, dtype=torch.float64) / temperature
-        logp_s, logp_t = s - torch.logsumexp(s, 0), t - torch.logsumexp(t, 0)
-        keep = sorted(range(len(s_row)), key=lambda v: -logp_s[v].item())[: topk or len(s_row)]
-        total = 0.0
-        for v in keep:
-            total += logp_s[v].exp().item() * (logp_s[v].item() - logp_t[v].item())
-        out.append(total)
+    for p_row, q_row in zip(p_logits.double().tolist(), q_logits.double().tolist()):
+        p = torch.tensor(p_row, dtype=torch.float64) / temperature
+        q = torch.tensor(q_row, dtype=torch.float64) / temperature
+        logp, logq = p - torch.logsumexp(p, 0), q - torch.logsumexp(q, 0)
+        keep = sorted(range(len(p_row)), key=lambda v: -logp[v].item())[: topk or len(p_row)]
+        out.append(sum(logp[v].exp().item() * (logp[v].item() - logq[v].item()) for v in keep))
     return torch.tensor(out, dtype=torch.float64)
 
 
 @pytest.mark.parametrize("topk", [0, 1, 5, 50])
-def test_reverse_kl_matches_brute_force(topk):
+def test_both_losses_match_brute_force(topk):
     torch.manual_seed(topk)
     s, t = torch.randn(6, 50) * 3, torch.randn(6, 50) * 3
-    kl, mass_s, mass_t = distill.reverse_kl(s, t, TEMPERATURE, topk)
+    kl, mass_s, mass_t = distill.reverse_kl(s, t, TEMPERATURE, topk)  # over the student's top-k
     assert torch.allclose(kl.double(), brute_force_kl(s, t, TEMPERATURE, topk), atol=1e-5)
+    kl_f, mass_s_f, mass_t_f = distill.forward_kl(s, t, TEMPERATURE, topk)  # over the teacher's top-k
+    assert torch.allclose(kl_f.double(), brute_force_kl(t, s, TEMPERATURE, topk), atol=1e-5)
     if topk in (0, 50):
-        assert torch.allclose(mass_s, torch.ones(6)) and torch.allclose(mass_t, torch.ones(6))
-        assert (kl > 0).all()
+        for mass in (mass_s, mass_t, mass_s_f, mass_t_f):
+            assert torch.allclose(mass, torch.ones(6))
+        assert (kl > 0).all() and (kl_f > 0).all()
     else:
-        assert (mass_s < 1).all() and (mass_s > 0).all()
+        assert (mass_s < 1).all() and (mass_s > 0).all() and (mass_t_f < 1).all() and (mass_t_f > 0).all()
+        assert not torch.allclose(kl, kl_f)  # another support, another number
 
 
-def test_reverse_kl_is_zero_for_equal_distributions_and_has_the_right_direction():
+def test_each_loss_has_its_direction():
+    """An asymmetric pair: a sure student (one token at 0.95) and a uniform teacher over 4 tokens.
+    KL(student || teacher) = 1.12 and KL(teacher || student) = 1.67 by hand; a swapped argument fails."""
+    student, teacher = torch.tensor([[4.0, 0.0, 0.0, 0.0]]), torch.zeros(1, 4)
+    p = torch.softmax(student[0].double(), 0).tolist()
+    by_hand_reverse = sum(p[v] * math.log(p[v] / 0.25) for v in range(4))
+    by_hand_forward = sum(0.25 * math.log(0.25 / p[v]) for v in range(4))
+    assert abs(by_hand_reverse - 1.1245) < 1e-3 and abs(by_hand_forward - 1.6672) < 1e-3
+    assert abs(distill.reverse_kl(student, teacher, 1.0, 0)[0].item() - by_hand_reverse) < 1e-5
+    assert abs(distill.forward_kl(student, teacher, 1.0, 0)[0].item() - by_hand_forward) < 1e-5
     s = torch.randn(4, 30)
     assert distill.reverse_kl(s, s.clone(), TEMPERATURE, 0)[0].abs().max() < 1e-6
-    # reverse KL weighs by the student: a student sure of token 0 pays only for the teacher's view of token 0
-    student = torch.tensor([[10.0, 0.0, 0.0]])
-    teacher = torch.tensor([[0.0, 10.0, 0.0]])
-    forward = brute_force_kl(teacher, student, 1.0, 0)
-    reverse = distill.reverse_kl(student, teacher, 1.0, 0)[0].double()
-    assert torch.allclose(reverse, brute_force_kl(student, teacher, 1.0, 0)) and not torch.allclose(
-        reverse, forward + 1
-    )
 
 
 # ----------------------------------------------------------------------------- with a tiny model
-
-
-def tiny_args(**kw):
-    base = dict(temperature=TEMPERATURE, topk=0, chunk=4, micro_batch_tokens=10**6, pad_id=0)
-    base.update(kw)
-    return types.SimpleNamespace(**base)
-
 
 MESSAGES = [
     {"role": "system", "content": "Play the game."},
     {"role": "user", "content": "Goal: take the coin.\n\nGame:\nYou are in a room.\n\nYour command:"},
 ]
+MODES = [("on-policy", "frozen"), ("on-policy", "live"), ("off-policy", "frozen"), ("off-policy", "live")]
 
 
 def pairs_for(tokenizer, knowledge_texts, responses):
-    marker = distill.generation_marker(tokenizer)
+    """Pairs as main builds them; knowledge None gives a teacher with the student's own prompt."""
+    marker_ids = tokenizer(distill.generation_marker(tokenizer), add_special_tokens=False).input_ids
     pairs = []
     for k, r in zip(knowledge_texts, responses):
         s_text = common.chat_text(tokenizer, MESSAGES)
-        t_text = common.chat_text(tokenizer, games.insert_knowledge(MESSAGES, k))
-        pairs.append(distill.build_pair(tokenizer, s_text, t_text, r, marker, 4096))
+        t_text = common.chat_text(tokenizer, games.insert_knowledge(MESSAGES, k)) if k else s_text
+        s_ids, t_ids = (tokenizer(x, add_special_tokens=False).input_ids for x in (s_text, t_text))
+        pairs.append(distill.build_pair(s_ids, t_ids, r, marker_ids, 4096))
     return pairs
 
 
-def loss_of(student, teacher, pairs, args):
+def chunked_loss(student, teacher, pairs, mode="on-policy", topk=0, chunk=4, budget=10**6):
+    """The training path: micro-batches of chunks, gradients accumulated; returns the token-mean KL."""
     n_total = sum(len(p["response_ids"]) for p in pairs)
-    return distill.micro_batch_loss(student, teacher, pairs, n_total, args)[0].item() / n_total
+    kl = 0.0
+    for group in distill.micro_batches(pairs, budget):
+        sums = distill.micro_batch_loss(
+            student, teacher, group, n_total, mode=mode, temperature=TEMPERATURE, topk=topk, chunk=chunk, pad_id=0
+        )
+        kl += sums["kl"]
+    return kl / n_total
 
 
 @pytest.fixture()
@@ -93,53 +100,55 @@ def models(tiny_model):
     return student, teacher, tokenizer
 
 
-def test_loss_is_zero_with_equal_contexts_and_positive_with_knowledge(models):
+@pytest.mark.parametrize("mode, teacher_kind", MODES)
+def test_loss_is_zero_with_equal_contexts_and_positive_with_knowledge(models, mode, teacher_kind):
     student, teacher, tokenizer = models
-    responses = [
-        tokenizer("go north<|im_end|>", add_special_tokens=False).input_ids,
-        tokenizer("take coin", add_special_tokens=False).input_ids,
-    ]
-    same = loss_of(student, teacher, pairs_for(tokenizer, [None, ""], responses), tiny_args())
-    different = loss_of(
-        student, teacher, pairs_for(tokenizer, ["- open the door first", "- read the goal"], responses), tiny_args()
-    )
+    teacher = student if teacher_kind == "live" else teacher
+    responses = [tokenizer(t, add_special_tokens=False).input_ids for t in ("go north<|im_end|>", "take coin")]
+    same = chunked_loss(student, teacher, pairs_for(tokenizer, [None, None], responses), mode)
+    different = chunked_loss(student, teacher, pairs_for(tokenizer, ["- open the door first", "- a"], responses), mode)
     assert abs(same) < 1e-10 and different > 1e-4
 
 
-def test_chunks_and_micro_batches_give_the_same_loss_and_gradient(models):
+@pytest.mark.parametrize("mode", ["on-policy", "off-policy"])
+@pytest.mark.parametrize("topk", [0, 7])
+def test_chunked_loss_equals_reference(models, mode, topk):
+    """The chunked, checkpointed, micro-batched path (any chunk size and budget) has the value and the
+    gradient of reference_loss: full logits, the formula."""
     student, teacher, tokenizer = models
-    responses = [
-        tokenizer(t, add_special_tokens=False).input_ids
-        for t in ("go north<|im_end|>", "open the door then take the key", "look")
-    ]
+    texts = ("go north<|im_end|>", "open the door then take the key", "look")
+    responses = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
     pairs = pairs_for(tokenizer, ["- a", "- open containers first", "- b c"], responses)
-    grads = []
+    student.zero_grad()
+    reference = distill.reference_loss(student, teacher, pairs, mode=mode, temperature=TEMPERATURE, topk=topk)
+    reference.backward()
+    reference_grad = torch.cat([p.grad.flatten() for p in student.parameters()])
+    assert len(distill.micro_batches(pairs, 1)) == 3
     for chunk, budget in ((10**6, 10**6), (1, 10**6), (3, 1)):
         student.zero_grad()
-        n_total = sum(len(p["response_ids"]) for p in pairs)
-        total = sum(
-            distill.micro_batch_loss(student, teacher, g, n_total, tiny_args(chunk=chunk, micro_batch_tokens=budget))[0]
-            for g in distill.micro_batches(pairs, budget)
-        )
-        grads.append((total.item(), torch.cat([p.grad.flatten() for p in student.parameters() if p.grad is not None])))
-    for total, grad in grads[1:]:
-        assert abs(total - grads[0][0]) < 1e-9 and torch.allclose(grad, grads[0][1], atol=1e-10)
-    assert len(distill.micro_batches(pairs, 1)) == 3
+        loss = chunked_loss(student, teacher, pairs, mode, topk, chunk, budget)
+        grad = torch.cat([p.grad.flatten() for p in student.parameters()])
+        assert abs(loss - reference.item()) <= 1e-9 * reference.item() and reference.item() > 1e-6
+        assert torch.allclose(grad, reference_grad, rtol=1e-7, atol=1e-13) and grad.abs().max() > 1e-8
 
 
 def test_gradient_matches_finite_differences(tmp_path):
-    """The chunked, checkpointed loss has the gradient of the plain loss: exact (float64) on the
-    untied output head; through the transformer loosely, as its RMSNorm computes in float32."""
+    """The chunked loss has the gradient of the plain loss: exact (float64) on the untied output head;
+    through the transformer loosely, as its RMSNorm computes in float32."""
     import conftest
 
     folder = conftest.make_tiny_model(tmp_path / "untied", tie=False)
     student, tokenizer = common.load_model(folder, "cpu", dtype=torch.float64, quiet=True)
     teacher, _ = common.load_model(folder, "cpu", dtype=torch.float64, quiet=True)
-    pairs = pairs_for(
-        tokenizer, ["- open the door first"], [tokenizer("go north then take coin", add_special_tokens=False).input_ids]
-    )
+    response = tokenizer("go north then take coin", add_special_tokens=False).input_ids
+    pairs = pairs_for(tokenizer, ["- open the door first"], [response])
     student.zero_grad()
-    loss_of(student, teacher, pairs, tiny_args(topk=7, chunk=2))
+    chunked_loss(student, teacher, pairs, topk=7, chunk=2)
+
+    def loss():
+        with torch.no_grad():
+            return distill.reference_loss(student, teacher, pairs, mode="on-policy", temperature=TEMPERATURE, topk=7)
+
     for weight, eps, rel in (
         (student.lm_head.weight, 1e-6, 1e-5),
         (student.model.layers[0].mlp.down_proj.weight, 1e-2, 0.05),
@@ -148,56 +157,75 @@ def test_gradient_matches_finite_differences(tmp_path):
             analytic = weight.grad[idx].item()
             with torch.no_grad():
                 weight[idx] += eps
-                up = loss_of_no_grad(student, teacher, pairs)
+                up = loss().item()
                 weight[idx] -= 2 * eps
-                down = loss_of_no_grad(student, teacher, pairs)
+                down = loss().item()
                 weight[idx] += eps
-            assert abs((up - down) / (2 * eps) - analytic) <= rel * abs(analytic) + 1e-12, (
-                idx,
-                analytic,
-                (up - down) / (2 * eps),
-            )
-
-
-def loss_of_no_grad(student, teacher, pairs):
-    p = pairs[0]
-    s_logits = student(torch.tensor([p["student_ids"]])).logits[0, p["student_start"] - 1 : -1]
-    t_logits = teacher(torch.tensor([p["teacher_ids"]])).logits[0, p["teacher_start"] - 1 : -1]
-    return distill.reverse_kl(s_logits, t_logits, TEMPERATURE, 7)[0].mean().item()
+            numeric = (up - down) / (2 * eps)
+            assert abs(numeric - analytic) <= rel * abs(analytic) + 1e-12, (idx, analytic, numeric)
 
 
 def test_steps_on_a_fixed_batch_drive_the_kl_down(models):
     student, teacher, tokenizer = models
-    pairs = pairs_for(
-        tokenizer,
-        ["- open the door first", "- read the goal"],
-        [tokenizer(t, add_special_tokens=False).input_ids for t in ("go north", "take coin")],
-    )
+    responses = [tokenizer(t, add_special_tokens=False).input_ids for t in ("go north", "take coin")]
+    pairs = pairs_for(tokenizer, ["- open the door first", "- read the goal"], responses)
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     kls = []
     for _ in range(15):
-        kls.append(loss_of(student, teacher, pairs, tiny_args(topk=0)))
+        kls.append(chunked_loss(student, teacher, pairs))
         optimizer.step()
         optimizer.zero_grad()
     assert kls[-1] < 0.2 * kls[0] and kls[0] > 1e-5
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())  # the teacher never moves
 
 
-def test_misaligned_templates_are_caught(models):
+# ----------------------------------------------------------------------------- pairs of sequences
+
+
+def test_build_pair_checks_the_marker_ids_and_the_length(models):
     _, _, tokenizer = models
-    marker = distill.generation_marker(tokenizer)
-    s_text = common.chat_text(tokenizer, MESSAGES)
+    marker_ids = tokenizer(distill.generation_marker(tokenizer), add_special_tokens=False).input_ids
+    s_ids = tokenizer(common.chat_text(tokenizer, MESSAGES), add_special_tokens=False).input_ids
     response = tokenizer("go north", add_special_tokens=False).input_ids
-    with pytest.raises(AssertionError, match="assistant marker"):
-        distill.build_pair(
-            tokenizer, s_text, s_text[:-1], response, marker, 4096
-        )  # the teacher's marker lost its newline
-    with pytest.raises(ValueError, match="exceeds --max-seq-len"):
-        distill.build_pair(tokenizer, s_text, s_text, response, marker, 10)
+    with pytest.raises(common.InputError, match="assistant marker"):
+        distill.build_pair(s_ids, s_ids[:-1], response, marker_ids, 4096)  # the teacher's marker lost a token
+    with pytest.raises(common.InputError, match="exceeds --max-seq-len 10"):
+        distill.build_pair(s_ids, s_ids, response, marker_ids, 10)
+    pair = distill.build_pair(s_ids, s_ids, response, marker_ids, len(s_ids) + len(response))  # exactly fits
+    assert pair["student_ids"] == s_ids + response and pair["student_start"] == len(s_ids)
 
 
-# ----------------------------------------------------------------------------- end to end
+def test_sampled_ids_are_kept_as_they_are(tiny_qwen3):
+    """A sampled response need not re-tokenize to its own ids: with Qwen3's real tokenizer a leading newline
+    merges with the marker's, and any model can sample a non-canonical split ("l","o","o","k" for "look").
+    The old text round trip raised AssertionError on both; the sampled ids are now kept on both sides."""
+    _, tokenizer = common.load_model(tiny_qwen3, "cpu", quiet=True)
+    marker_ids = tokenizer(distill.generation_marker(tokenizer, True), add_special_tokens=False).input_ids
+    s_text = common.chat_text(tokenizer, MESSAGES, True)
+    t_text = common.chat_text(tokenizer, games.insert_knowledge(MESSAGES, "- look first"), True)
+    split = [tokenizer.convert_tokens_to_ids(c) for c in "\u010a[look]"]  # byte-level: \u010a is the newline
+    response = split + [tokenizer.eos_token_id]
+    round_trip = tokenizer(s_text + tokenizer.decode(response), add_special_tokens=False).input_ids
+    assert round_trip[-len(response) :] != response and tokenizer.decode(response).startswith("\n[look]")
+    s_ids, t_ids = (tokenizer(x, add_special_tokens=False).input_ids for x in (s_text, t_text))
+    pair = distill.build_pair(s_ids, t_ids, response, marker_ids, 4096)
+    assert pair["student_ids"][pair["student_start"] :] == response == pair["teacher_ids"][pair["teacher_start"] :]
+    assert (
+        pair["student_ids"][: pair["student_start"]] == s_ids and pair["teacher_ids"][: pair["teacher_start"]] == t_ids
+    )
+
+
+def test_a_teacher_prompt_without_the_knowledge_is_an_error(models, monkeypatch):
+    _, _, tokenizer = models
+    s, t = distill.pair_texts(tokenizer, MESSAGES, "- open the door first", False, "g#0:0")
+    assert "- open the door first" in t and "- open the door first" not in s
+    monkeypatch.setattr(games, "insert_knowledge", lambda messages, knowledge: messages)  # a renderer that drops it
+    with pytest.raises(common.InputError, match="g#0:0: the teacher's prompt does not carry the knowledge"):
+        distill.pair_texts(tokenizer, MESSAGES, "- open the door first", False, "g#0:0")
+
+
+# ----------------------------------------------------------------------------- inputs and arguments
 
 
 def write_inputs(tmp_path, turns=True):
@@ -216,71 +244,258 @@ def write_inputs(tmp_path, turns=True):
     return str(traj), str(know)
 
 
-def test_end_to_end_metrics_and_checkpoint(tiny_model, tmp_path, capsys):
-    traj, know = write_inputs(tmp_path)
-    out = tmp_path / "round_1" / "model"
-    args = distill.parse_args(
-        [
-            "--model",
-            tiny_model,
-            "--trajectories",
-            traj,
-            "--knowledge",
-            know,
-            "--out",
-            str(out),
-            "--steps",
-            "3",
-            "--batch-size",
-            "4",
-            "--max-new-tokens",
-            "6",
-            "--lr",
-            "1e-3",
-            "--print-every",
-            "2",
-            "--round",
-            "1",
-            "--topk",
-            "16",
-        ]
-    )
-    history = distill.main(args)
-    metrics = common.read_jsonl(str(tmp_path / "round_1" / "distill_metrics.jsonl"))
-    assert [m["step"] for m in metrics] == [1, 2, 3] and metrics == json.loads(json.dumps(history))
-    for m in metrics:
-        assert m["kl"] != 0 and 0 < m["student_topk_mass"] <= 1 + 1e-6 and 0 < m["teacher_topk_mass"] <= 1 + 1e-6
-        assert 1 <= m["response_len_mean"] <= 6 and m["response_len_max"] <= 6 and 0 <= m["capped"] <= 4
-        assert m["grad_norm"] > 0 and not m["skipped"] and m["round"] == 1 and m["peak_memory_mb"] > 0
-    assert json.load(open(out / "args.json"))["steps"] == 3
-    reloaded, tokenizer = common.load_model(str(out), "cpu", quiet=True)
-    original, _ = common.load_model(tiny_model, "cpu", quiet=True)
-    assert not torch.equal(reloaded.lm_head.weight, original.lm_head.weight)  # it trained
-    assert len(common.generate(reloaded, tokenizer, [common.chat_text(tokenizer, MESSAGES)], 4, 0.0)) == 1
-    printed = capsys.readouterr().out
-    assert "distill | steps 3" in printed and "[student]" in printed
-    assert distill.main(args) is None  # the output exists: skipped
+def no_model(*args, **kwargs):
+    raise AssertionError("the model was loaded before the input was checked")
 
 
 @pytest.mark.parametrize(
     "problem, expected",
     [
         ("empty_pool", "knowledge pool is empty"),
+        ("empty_entry", r"knowledge.jsonl: 1 of 2 pool entries have no knowledge text: line 3 \(r1-c1-s1\).*--max-new"),
         ("no_turns", "no turn prompts"),
         ("malformed", r"deploy.jsonl:3: not valid JSON"),
+        ("eval_as_trajectories", r"eval_id.jsonl:1: this is evaluate.py output"),
+        ("knowledge_as_trajectories", r"knowledge.jsonl:1: this is a knowledge pool .*expected trajectories"),
+        ("trajectories_as_knowledge", r"deploy.jsonl:1: this is trajectories .*expected a knowledge pool"),
+        ("turn_without_messages", r"deploy.jsonl:1: a turn without `messages`"),
+        ("beyond_the_window", r"the model's window is 4096: the longest teacher prompt .* = \d+"),
+        ("max_seq_len_too_small", r"--max-seq-len 30 is too small: the longest teacher prompt \(g\d#0:0 with .* = \d+"),
     ],
 )
-def test_bad_input(problem, expected, tiny_model, tmp_path):
+def test_bad_input_is_an_error_before_the_model_loads(problem, expected, tiny_model, tmp_path, monkeypatch):
     traj, know = write_inputs(tmp_path, turns=problem != "no_turns")
+    extra = []
     if problem == "empty_pool":
         common.write_jsonl(know, [dict(knowledge_id="x", knowledge="- a", in_pool=False)])
+    if problem == "empty_entry":  # a thinking extractor cut inside <think> leaves no item
+        records = common.read_jsonl(know)
+        records[2]["knowledge"] = "  \n"
+        common.write_jsonl(know, records)
     if problem == "malformed":
         with open(traj, "a") as f:
             f.write("{oops\n")
+    if problem == "eval_as_trajectories":
+        eval_file = str(tmp_path / "eval_id.jsonl")  # evaluate.py: games, then a summary whose `turns` is a mean
+        game = dict(common.read_jsonl(traj)[0], kind="game", eval_set="id")
+        common.write_jsonl(eval_file, [game, dict(kind="summary", eval_set="id", turns=3.5, n=1)])
+        traj = eval_file
+    if problem == "knowledge_as_trajectories":
+        traj = know
+    if problem == "trajectories_as_knowledge":
+        know = traj
+    if problem == "turn_without_messages":
+        records = common.read_jsonl(traj)
+        records[0]["turns"][1] = dict(turn=1, response="x")
+        common.write_jsonl(traj, records)
+    if problem == "beyond_the_window":  # the tiny model has 4096 positions
+        common.write_jsonl(know, [dict(knowledge_id="long", knowledge="- go north " * 3000, in_pool=True)])
+    if problem == "max_seq_len_too_small":
+        extra = ["--max-seq-len", "30"]
     out = tmp_path / "model"
     args = distill.parse_args(
-        ["--model", tiny_model, "--trajectories", traj, "--knowledge", know, "--out", str(out), "--steps", "1"]
+        ["--model", tiny_model, "--trajectories", traj, "--knowledge", know, "--out", str(out), "--steps", "1"] + extra
     )
+    monkeypatch.setattr(common, "load_model", no_model)
     with pytest.raises(common.InputError, match=expected):
         distill.main(args)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--temperature", "0"),
+        ("--temperature", "-1"),
+        ("--temperature", "nan"),
+        ("--topk", "-5"),
+        ("--lr", "-1"),
+        ("--lr", "0"),
+        ("--lr", "inf"),
+        ("--weight-decay", "-0.1"),
+        ("--clip", "0"),
+        ("--top-p", "0.9"),
+        ("--top-k", "20"),
+        ("--steps", "0"),
+        ("--batch-size", "-1"),
+        ("--max-new-tokens", "0"),
+        ("--max-seq-len", "0"),
+        ("--micro-batch-tokens", "0"),
+        ("--chunk", "0"),
+        ("--save-every", "-1"),
+        ("--print-every", "-1"),
+        ("--round", "-1"),
+        ("--seed", "-1"),
+        ("--mode", "offline"),
+        ("--teacher", "copy"),
+    ],
+)
+def test_every_numeric_flag_has_its_range(flag, value, capsys):
+    base = ["--trajectories", "t.jsonl", "--knowledge", "k.jsonl", "--out", "m"]
+    with pytest.raises(SystemExit) as e:
+        distill.parse_args(base + [flag, value])
+    assert e.value.code == 2 and flag in capsys.readouterr().err
+    args = distill.parse_args(base)  # the defaults pass, and full support is what they say
+    assert args.top_p == 1.0 and args.top_k == 0 and args.max_seq_len is None and args.mode == "on-policy"
+
+
+# ----------------------------------------------------------------------------- end to end
+
+POOL_TEXTS = ("- the coin is north", "- take things to win")
+
+
+def run_args(model, traj, know, out, *extra):
+    base = ["--model", model, "--trajectories", traj, "--knowledge", know, "--out", str(out), "--steps", "3"]
+    base += ["--batch-size", "4", "--max-new-tokens", "6", "--lr", "1e-3", "--print-every", "2", "--round", "1"]
+    return distill.parse_args(base + ["--topk", "16"] + list(extra))
+
+
+def spy(monkeypatch):
+    """Record what main samples from (model, prompts, responses), the pairs it trains on, and whether the
+    teacher it scores with is the student itself."""
+    seen = dict(sampled=[], pairs=[], live=set())
+    generate, build_pair, micro_batch_loss = common.generate_ids, distill.build_pair, distill.micro_batch_loss
+
+    def generate_ids(model, tokenizer, prompts, *args, **kwargs):
+        responses = generate(model, tokenizer, prompts, *args, **kwargs)
+        seen["sampled"] += list(zip(prompts, responses))
+        return responses
+
+    def pair(*args):
+        seen["pairs"].append(build_pair(*args))
+        return seen["pairs"][-1]
+
+    def loss(student, teacher, *args, **kwargs):
+        seen["live"].add(student is teacher)
+        return micro_batch_loss(student, teacher, *args, **kwargs)
+
+    monkeypatch.setattr(common, "generate_ids", generate_ids)
+    monkeypatch.setattr(distill, "build_pair", pair)
+    monkeypatch.setattr(distill, "micro_batch_loss", loss)
+    return seen
+
+
+def check_sides(seen, tokenizer, sampler_sees_knowledge):
+    """The student's sequences never hold the knowledge, the teacher's always hold a pool text, and the
+    responses trained on are the sampled ones, sampled from the side the mode names."""
+    block = "What you learned from earlier games"
+    assert seen["sampled"] and len(seen["pairs"]) == len(seen["sampled"])
+    for (prompt, response), p in zip(seen["sampled"], seen["pairs"]):
+        student = tokenizer.decode(p["student_ids"][: p["student_start"]])
+        teacher = tokenizer.decode(p["teacher_ids"][: p["teacher_start"]])
+        assert block not in student and block in teacher and any(k in teacher for k in POOL_TEXTS)
+        assert prompt == (teacher if sampler_sees_knowledge else student)
+        assert p["response_ids"] == response == p["student_ids"][p["student_start"] :]
+
+
+def test_end_to_end_on_policy_frozen(tiny_model, tmp_path, capsys, monkeypatch):
+    traj, know = write_inputs(tmp_path)
+    out = tmp_path / "round_1" / "model"
+    seen = spy(monkeypatch)
+    history = distill.main(run_args(tiny_model, traj, know, out, "--save-every", "2"))
+    _, tokenizer = common.load_model(tiny_model, "cpu", quiet=True)
+    check_sides(seen, tokenizer, sampler_sees_knowledge=False)  # the student samples, without the knowledge
+    assert seen["live"] == {False}  # a frozen teacher is a model of its own
+    metrics = common.read_jsonl(str(tmp_path / "round_1" / "distill_metrics.jsonl"))
+    assert [m["step"] for m in metrics] == [1, 2, 3] and metrics == json.loads(json.dumps(history))
+    for m in metrics:
+        assert m["kl"] != 0 and 0 < m["student_topk_mass"] <= 1 + 1e-6 and 0 < m["teacher_topk_mass"] <= 1 + 1e-6
+        assert 1 <= m["response_len_mean"] <= 6 and m["response_len_max"] <= 6 and 0 <= m["capped"] <= 4
+        assert m["grad_norm"] > 0 and not m["skipped"] and m["round"] == 1 and m["peak_memory_mb"] > 0
+        assert m["mode"] == "on-policy" and m["teacher"] == "frozen"
+    settings = json.load(open(out / "args.json"))
+    longest = max(len(p["teacher_ids"]) - len(p["response_ids"]) for p in seen["pairs"])  # one prompt, 2 entries
+    assert settings["steps"] == 3 and settings["mode"] == "on-policy" and settings["teacher"] == "frozen"
+    assert settings["max_seq_len"] == longest + 6  # derived: the longest teacher prompt + --max-new-tokens
+    assert (tmp_path / "round_1" / "model_steps" / "step_2" / "args.json").exists()  # --save-every: OUT_steps
+    reloaded, tokenizer = common.load_model(str(out), "cpu", quiet=True)
+    original, _ = common.load_model(tiny_model, "cpu", quiet=True)
+    assert not torch.equal(reloaded.lm_head.weight, original.lm_head.weight)  # it trained
+    printed = capsys.readouterr().out
+    assert "distill | on-policy, frozen teacher | steps 3" in printed and "[student]" in printed
+    assert distill.main(run_args(tiny_model, traj, know, out)) is None  # the output exists: skipped
+
+
+def test_end_to_end_off_policy_live(tiny_model, tmp_path, capsys, monkeypatch):
+    """Off-policy: the teacher samples with the knowledge (the student's sampler is never called), and the
+    student trains on those samples. A live teacher is the student itself: no copy, no second load."""
+    traj, know = write_inputs(tmp_path)
+    out = tmp_path / "round_1" / "model"
+    seen = spy(monkeypatch)
+    loads = []
+    load_model = common.load_model
+    monkeypatch.setattr(common, "load_model", lambda *a, **k: loads.append(a) or load_model(*a, **k))
+    deepcopy = distill.copy.deepcopy
+    copied = []
+    monkeypatch.setattr(distill.copy, "deepcopy", lambda x, *a: copied.append(x) or deepcopy(x, *a))
+    history = distill.main(run_args(tiny_model, traj, know, out, "--mode", "off-policy", "--teacher", "live"))
+    _, tokenizer = load_model(tiny_model, "cpu", quiet=True)
+    check_sides(seen, tokenizer, sampler_sees_knowledge=True)
+    assert seen["live"] == {True} and len(loads) == 1
+    assert not any(isinstance(x, torch.nn.Module) for x in copied)
+    assert {(m["mode"], m["teacher"]) for m in history} == {("off-policy", "live")}
+    assert all(m["kl"] != 0 for m in history)  # top-k 16 of 384: not a divergence, the sign may vary
+    settings = json.load(open(out / "args.json"))
+    assert settings["mode"] == "off-policy" and settings["teacher"] == "live"
+    assert "[teacher]" in capsys.readouterr().out
+
+
+def test_a_restarted_run_starts_its_metrics_afresh(tiny_model, tmp_path, monkeypatch):
+    """Killed after step 1, then rerun: the metrics hold the rerun's steps [1, 2, 3] only (they used to hold
+    [1, 1, 2, 3]); no model folder is left by the killed run."""
+    traj, know = write_inputs(tmp_path)
+    out = tmp_path / "round_1" / "model"
+    generate, calls = common.generate_ids, []
+
+    def dies_at_step_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what a kill looks like from inside
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(common, "generate_ids", dies_at_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        distill.main(run_args(tiny_model, traj, know, out))
+    metrics_path = str(tmp_path / "round_1" / "distill_metrics.jsonl")
+    assert [m["step"] for m in common.read_jsonl(metrics_path)] == [1] and not out.exists()
+    monkeypatch.setattr(common, "generate_ids", generate)
+    distill.main(run_args(tiny_model, traj, know, out))
+    assert [m["step"] for m in common.read_jsonl(metrics_path)] == [1, 2, 3]
+
+
+def test_qwen3_thinking_end_to_end(tiny_qwen3, tmp_path, monkeypatch):
+    """The paper setting: Qwen3's real template with thinking on, a sampler that answers like Qwen3
+    (<think> first, every third response starting with a newline, cut at --max-new-tokens)."""
+    import thinking_stub
+
+    traj, know = write_inputs(tmp_path)
+    monkeypatch.setattr(common, "generate_ids", thinking_stub.generate_ids)
+    seen = spy(monkeypatch)
+    out = tmp_path / "round_1" / "model"
+    args = run_args(tiny_qwen3, traj, know, out, "--thinking", "--max-new-tokens", "64", "--batch-size", "3")
+    history = distill.main(args)
+    _, tokenizer = common.load_model(tiny_qwen3, "cpu", quiet=True)
+    check_sides(seen, tokenizer, sampler_sees_knowledge=False)
+    responses = [tokenizer.decode(r) for _, r in seen["sampled"]]
+    assert any(r.startswith("\n<think>") for r in responses) and all("<think>" in r for r in responses)
+    assert all(p.endswith("<|im_start|>assistant\n") for p, _ in seen["sampled"])  # thinking on: no empty block
+    assert len(history) == 3 and all(math.isfinite(m["kl"]) for m in history) and out.exists()
+
+
+def test_the_derived_length_is_the_longest_of_every_prompt_with_every_entry(tiny_qwen3):
+    """plan_lengths tokenizes only the longest prompts with the longest entries; on prompts and entries of
+    many lengths it finds the same maximum as rendering every pair."""
+    _, tokenizer = common.load_model(tiny_qwen3, "cpu", quiet=True)
+    words = "go north, take the coin, open the door; examine it. "
+    prompts = [
+        (f"g#{i}", [dict(MESSAGES[0]), dict(role="user", content=words * (i % 7) + "Your command:")]) for i in range(20)
+    ]
+    pool = [(f"k{j}", "- " + words * (3 * j + 1)) for j in range(5)]
+    marker_ids = tokenizer(distill.generation_marker(tokenizer, True), add_special_tokens=False).input_ids
+    longest, pid, kid = distill.plan_lengths(tokenizer, prompts, pool, True, marker_ids)
+    every = {
+        (p, k): len(tokenizer(distill.pair_texts(tokenizer, m, text, True, p)[1], add_special_tokens=False).input_ids)
+        for p, m in prompts
+        for k, text in pool
+    }
+    assert longest == max(every.values()) == every[(pid, kid)] and kid == "k4"
