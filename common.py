@@ -206,30 +206,44 @@ def split_thinking(response):
     return "", response.strip()
 
 
+def eos_ids(model, tokenizer):
+    """Every token id that ends a response: the model's generation config lists them all (Qwen3 lists
+    `<|im_end|>` and `<|endoftext|>`), the tokenizer knows one; the tokenizer's comes first."""
+    listed = model.generation_config.eos_token_id
+    listed = [] if listed is None else [listed] if isinstance(listed, int) else list(listed)
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return ids + [i for i in listed if i not in ids]
+
+
+def cut_at_eos(row, eos):
+    """A generated row up to and including its first EOS id (any of `eos`), or the whole row if none."""
+    for n, token in enumerate(row):
+        if token in eos:
+            return row[: n + 1]
+    return row
+
+
 @torch.no_grad()
 def generate_ids(model, tokenizer, prompts, max_new_tokens, temperature=0.7, top_p=1.0, top_k=0):
     """One batched `generate` over prompt strings (left padded); returns the response token ids,
-    each cut after its first EOS (kept). Every sampling setting is passed explicitly so a model's
-    generation_config never changes them; temperature 0 is greedy."""
+    each cut after its first EOS (kept), where EOS is any of `eos_ids`. Every sampling setting is
+    passed explicitly so a model's generation_config never changes them; temperature 0 is greedy."""
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     if temperature > 0:
         sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k)
     else:
         sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+    eos = eos_ids(model, tokenizer)
     out = model.generate(
         **batch,
         max_new_tokens=max_new_tokens,
         pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=eos,
         min_new_tokens=0,
         repetition_penalty=None,
         **sampling,
     )
-    responses = []
-    for row in out[:, batch["input_ids"].shape[1] :].tolist():
-        n = row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else len(row)
-        responses.append(row[:n])
-    return responses
+    return [cut_at_eos(row, set(eos)) for row in out[:, batch["input_ids"].shape[1] :].tolist()]
 
 
 def generate(model, tokenizer, prompts, max_new_tokens, temperature=0.7, top_p=1.0, top_k=0):
