@@ -252,15 +252,64 @@ def generate(model, tokenizer, prompts, max_new_tokens, temperature=0.7, top_p=1
     return [(tokenizer.decode(r, skip_special_tokens=True), len(r)) for r in ids]
 
 
+# ----------------------------------------------------------------------------- arguments
+
+
+def nonneg_int(text):
+    """argparse type: an integer >= 0."""
+    value = _parse(int, text, "an integer")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def float_range(lo=None, hi=None, lo_open=False, hi_open=False):
+    """argparse type: a finite float in [lo, hi] (None = unbounded; *_open excludes that end).
+    float_range(0, 1, lo_open=True) takes (0, 1]."""
+    span = "(" if lo_open else "["
+    span += f"{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}" + (")" if hi_open else "]")
+
+    def parse(text):
+        value = _parse(float, text, "a number")
+        below = lo is not None and (value < lo or (lo_open and value == lo))
+        above = hi is not None and (value > hi or (hi_open and value == hi))
+        if below or above or value != value or abs(value) == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a number in {span}, got {text}")
+        return value
+
+    parse.__name__ = f"float in {span}"
+    return parse
+
+
+def device_arg(text):
+    """argparse type: a torch device name that this machine has (checked before any model loads)."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a device such as cuda, cuda:1 or cpu, got {text!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: no CUDA device here (torch.cuda.is_available() is False)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    return text
+
+
+def _parse(kind, text, what):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+
+
 def add_model_args(p):
     """The model and sampling flags, the same in every stage that generates."""
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"hub name, local HF folder, or '{DEFAULT_MODEL}' (built in)")
-    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    p.add_argument("--device", type=device_arg, default=None, help="cuda, cpu, ... (default: cuda if available)")
     p.add_argument("--thinking", action="store_true", help="turn on the chat template's thinking switch (Qwen3)")
-    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature; 0 = greedy")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
-    p.add_argument("--top-k", type=int, default=0, help="top-k sampling (0 = off)")
-    p.add_argument("--seed", type=int, default=0, help="random seed for sampling")
+    p.add_argument("--temperature", type=float_range(0, None), default=0.7, help="sampling temperature; 0 = greedy")
+    p.add_argument("--top-p", type=float_range(0, 1, lo_open=True), default=1.0, help="nucleus mass in (0, 1]; 1 = off")
+    p.add_argument("--top-k", type=nonneg_int, default=0, help="top-k sampling (0 = off)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed for sampling")
     return p
 
 

@@ -1,5 +1,11 @@
 """Tests of the shared generation, model-loading and argument helpers in common.py."""
 
+import argparse
+import os
+import subprocess
+import sys
+
+import pytest
 import torch
 
 import common
@@ -61,3 +67,58 @@ def test_sampling_stops_at_every_eos(tiny_qwen3):
     force_tokens(model, [word, im_end])
     prompt = common.chat_text(tokenizer, [{"role": "user", "content": "look"}])
     assert common.generate_ids(model, tokenizer, [prompt], 8, temperature=0.7, top_p=0.9, top_k=50) == [[word, im_end]]
+
+
+def model_parser():
+    return common.add_model_args(argparse.ArgumentParser())
+
+
+def test_model_args_take_their_ranges():
+    args = model_parser().parse_args(["--temperature", "0", "--top-p", "1", "--top-k", "0", "--seed", "3"])
+    assert (args.temperature, args.top_p, args.top_k, args.seed, args.device) == (0, 1, 0, 3, None)
+    args = model_parser().parse_args(["--temperature", "1.3", "--top-p", "0.05", "--top-k", "20", "--device", "cpu"])
+    assert (args.temperature, args.top_p, args.top_k, args.device) == (1.3, 0.05, 20, "cpu")
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--top-p", "5"], "(0, 1]"),
+        (["--top-p", "0"], "(0, 1]"),
+        (["--top-p", "nan"], "(0, 1]"),
+        (["--temperature", "-0.1"], "[0, inf]"),
+        (["--temperature", "inf"], "[0, inf]"),
+        (["--temperature", "warm"], "expected a number"),
+        (["--top-k", "-1"], "integer >= 0"),
+        (["--top-k", "2.5"], "expected an integer"),
+        (["--seed", "-3"], "integer >= 0"),
+        (["--device", "gpu0"], "expected a device"),
+    ],
+)
+def test_model_args_refuse_out_of_range(argv, expected, capsys):
+    with pytest.raises(SystemExit) as e:
+        model_parser().parse_args(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert argv[0] in err and expected in err
+
+
+def test_float_range_ends():
+    unit = common.float_range(0, 1, hi_open=True)
+    assert unit("0") == 0 and unit("0.999") == 0.999
+    with pytest.raises(argparse.ArgumentTypeError, match=r"\[0, 1\)"):
+        unit("1")
+    assert common.float_range()("-7.5") == -7.5
+
+
+def test_a_stage_refuses_top_p_5_before_loading_a_model():
+    """The issue's report: `collect.py --top-p 5` ran and exited 0."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, "collect.py", "--top-p", "5", "--model", "/nonexistent"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "--top-p" in done.stderr and "(0, 1]" in done.stderr
