@@ -15,6 +15,7 @@ games costs, so batch 1 against batch B is the old lock-step against one-game-at
 """
 
 import argparse
+import os
 import resource
 import time
 
@@ -131,10 +132,22 @@ def timed(device, fn):
     return time.perf_counter() - start, result
 
 
+def reset_peak_memory(device):
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    elif os.path.exists("/proc/self/clear_refs"):  # Linux: "5" resets the process's peak RSS (VmHWM)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+
+
 def peak_memory_mib(device):
+    """Peak since reset_peak_memory: allocated GPU memory, or the process's resident memory on a CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS so far (Linux: KiB)
+    if os.path.exists("/proc/self/status"):
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # never reset (macOS: bytes)
 
 
 def measure(model, tokenizer, prompts, new_tokens, mode, repeats):
@@ -151,8 +164,7 @@ def measure(model, tokenizer, prompts, new_tokens, mode, repeats):
     seconds = {}
     for n in (1, new_tokens):
         run(n)  # warm-up
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        reset_peak_memory(device)
         best, out = min((timed(device, lambda: run(n)) for _ in range(repeats)), key=lambda r: r[0])
         if [len(r) for r in out] != [n] * len(prompts):
             raise RuntimeError(f"{mode}: expected {n} tokens for every prompt, got {sorted({len(r) for r in out})}")

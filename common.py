@@ -289,7 +289,7 @@ def round_up(n, multiple=STATIC_BUCKET):
 def kv_cache(model, kind, max_len, dtype):
     """A `kind` ("static" or "dynamic") KV cache that stores keys and values in `dtype`, whatever dtype
     the layers compute them in: fp32 weights under bf16 autocast give fp32 keys (Qwen3's k_norm multiplies
-    by an fp32 weight), which a dynamic cache keeps at twice the size and a static cache refuses."""
+    by an fp32 weight), which a dynamic cache keeps in fp32 (twice the bytes) and a static cache refuses."""
     from transformers import DynamicCache, StaticCache
 
     config = model.config.get_text_config(decoder=True)
@@ -330,8 +330,11 @@ def generate_ids(
     cache, compile = cache or default_cache, default_compile if compile is None else compile
     if cache not in ("static", "dynamic"):
         raise ValueError(f"cache must be 'static' or 'dynamic', got {cache!r}")
-    if kv_dtype is None and torch.is_autocast_enabled(model.device.type):
+    autocast = torch.is_autocast_enabled(model.device.type)
+    if kv_dtype is None and autocast:
         kv_dtype = torch.get_autocast_dtype(model.device.type)
+    if kv_dtype not in (None, model.dtype) and not autocast:  # attention would mix the two dtypes
+        raise ValueError(f"kv_dtype {kv_dtype} differs from the model's {model.dtype}: sample under autocast")
     # under a static cache, prompt and cache lengths come in steps of STATIC_BUCKET tokens, so that the
     # compiled decode step sees a few shapes instead of one per call
     bucket = STATIC_BUCKET if cache == "static" else None

@@ -221,3 +221,10 @@ def test_bench_collect_checks_its_arguments(tmp_path):
     (tmp_path / "empty.jsonl").write_text('{"turns": []}\n')
     with pytest.raises(common.InputError, match="no turn prompts"):
         bench_collect.main(bench_collect.parse_args(["--trajectories", str(tmp_path / "empty.jsonl")]))
+
+
+def test_kv_dtype_other_than_the_models_needs_autocast(tiny_qwen3):
+    model, tokenizer = load(tiny_qwen3, dtype=torch.float32)
+    with pytest.raises(ValueError, match="autocast"):
+        common.generate_ids(model, tokenizer, ["look"], 4, kv_dtype=torch.bfloat16)
+    assert len(common.generate_ids(model, tokenizer, ["look"], 4, kv_dtype=torch.float32)[0]) <= 4
