@@ -5,7 +5,7 @@ number of tokens (EOS held back: random weights say nothing useful, and speed an
 the weights) for the turn prompts of a recorded trajectories JSONL (no TextWorld needed) or synthetic
 prompts of a given length, at several batch sizes and KV-cache modes:
 
-    python bench_collect.py --shape tiny --batch-sizes 1,8 --prompt-tokens 128             # CPU, seconds
+    python bench_collect.py --shape tiny --batch-sizes 1,8 --prompt-tokens 128 --threads 1  # on a CPU
     python bench_collect.py --shape qwen3-1.7b --batch-sizes 1,32,128 --trajectories runs/demo/round_1/deploy.jsonl
 
 Prints per (mode, batch): generated tokens/s, prefill time, decode step time, decode tokens/s, the ratio of
@@ -208,7 +208,10 @@ def main(args):
             batch = [prompts[i % len(prompts)] for i in range(b)]
             prompt_len = sum(len(tokenizer(p, add_special_tokens=False).input_ids) for p in batch) / b
             prefill, total, peak = measure(model, tokenizer, batch, args.new_tokens, mode, args.repeats)
-            step = (total - prefill) / max(args.new_tokens - 1, 1)  # one decode step, the prefill taken out
+            step = (total - prefill) / (args.new_tokens - 1)  # one decode step, the prefill taken out
+            if step <= 0:
+                print(f"{mode:>15} {b:>5} | decode time below the timing noise: raise --new-tokens or --repeats")
+                continue
             roof, roof_kv = "n/a", "n/a"
             if gbs:  # the roofline step: bytes read / bandwidth; ratio = roofline time / measured time
                 context = prompt_len + args.new_tokens / 2  # mean tokens in the cache over the decode steps
