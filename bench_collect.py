@@ -23,7 +23,7 @@ import torch
 
 import common
 
-MODES = {"dynamic": ("dynamic", False), "static": ("static", False), "static+compile": ("static", True)}
+MODES = common.GENERATE_MODES
 BANDWIDTH_GBS = {"H200": 4800, "H100 PCIe": 2000, "H100": 3350, "A100": 2000}  # HBM, GB/s (vendor figures)
 
 

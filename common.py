@@ -276,10 +276,17 @@ def cut_at_eos(row, eos):
     return row
 
 
+GENERATE_MODES = {"dynamic": ("dynamic", False), "static": ("static", False), "static+compile": ("static", True)}
+
+
 def generation_defaults(device):
     """(cache, compile) that `generate_ids` uses on a device: on CUDA a static KV cache, which lets HF
-    `generate` compile the decode step (torch.compile, CUDA graphs); elsewhere the dynamic cache, eager."""
-    return ("static", True) if torch.device(device).type == "cuda" else ("dynamic", False)
+    `generate` compile the decode step (torch.compile, CUDA graphs); elsewhere the dynamic cache, eager.
+    The environment variable OEL_GENERATE (one of GENERATE_MODES) overrides it, for every stage."""
+    chosen = os.environ.get("OEL_GENERATE") or ("static+compile" if torch.device(device).type == "cuda" else "dynamic")
+    if chosen not in GENERATE_MODES:
+        raise InputError(f"OEL_GENERATE={chosen}: expected one of {', '.join(GENERATE_MODES)}")
+    return GENERATE_MODES[chosen]
 
 
 def round_up(n, multiple=STATIC_BUCKET):

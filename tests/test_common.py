@@ -134,9 +134,17 @@ def test_min_new_tokens_holds_eos_back(tiny_qwen3):
     assert not set(response[:5]) & set(common.eos_ids(model, tokenizer))
 
 
-def test_generation_defaults_by_device():
+def test_generation_defaults_by_device(monkeypatch):
+    monkeypatch.delenv("OEL_GENERATE", raising=False)
     assert common.generation_defaults("cpu") == ("dynamic", False)
     assert common.generation_defaults("cuda:0") == ("static", True)
+    monkeypatch.setenv("OEL_GENERATE", "dynamic")
+    assert common.generation_defaults("cuda:0") == ("dynamic", False)
+    monkeypatch.setenv("OEL_GENERATE", "static")
+    assert common.generation_defaults("cpu") == ("static", False)
+    monkeypatch.setenv("OEL_GENERATE", "paged")
+    with pytest.raises(common.InputError, match="OEL_GENERATE"):
+        common.generation_defaults("cpu")
 
 
 @pytest.mark.parametrize("fixture", ["tiny_qwen3", "tiny_model"])
@@ -228,3 +236,15 @@ def test_kv_dtype_other_than_the_models_needs_autocast(tiny_qwen3):
     with pytest.raises(ValueError, match="autocast"):
         common.generate_ids(model, tokenizer, ["look"], 4, kv_dtype=torch.bfloat16)
     assert len(common.generate_ids(model, tokenizer, ["look"], 4, kv_dtype=torch.float32)[0]) <= 4
+
+
+def test_oel_generate_reaches_generate(tiny_model, monkeypatch):
+    model, tokenizer = load(tiny_model)
+    seen = []
+    generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda **kw: seen.append(kw) or generate(**kw))
+    common.generate_ids(model, tokenizer, ["look"], 3, temperature=0)
+    monkeypatch.setenv("OEL_GENERATE", "static")
+    common.generate_ids(model, tokenizer, ["look"], 3, temperature=0)
+    assert [kw.get("cache_implementation") for kw in seen] == [None, "static"]
+    assert seen[1]["input_ids"].shape[1] % common.STATIC_BUCKET == 0 and seen[1]["disable_compile"]
