@@ -92,11 +92,11 @@ def synthetic_prompt(tokenizer, n):
 def weight_bytes(model):
     """Bytes a decode step reads from the weights: every parameter once (a tied embedding is read as the
     output layer; an untied input embedding only a row per sequence, left out)."""
-    seen = {p.data_ptr(): p.numel() * p.element_size() for p in model.parameters()}
+    total = sum(p.numel() * p.element_size() for p in model.parameters())  # tied weights listed once
     embedding = model.get_input_embeddings().weight
-    if model.get_output_embeddings().weight.data_ptr() != embedding.data_ptr():
-        seen.pop(embedding.data_ptr())
-    return sum(seen.values())
+    if model.get_output_embeddings().weight is not embedding:
+        total -= embedding.numel() * embedding.element_size()
+    return total
 
 
 def kv_bytes_per_token(model, dtype):

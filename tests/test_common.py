@@ -248,3 +248,14 @@ def test_oel_generate_reaches_generate(tiny_model, monkeypatch):
     common.generate_ids(model, tokenizer, ["look"], 3, temperature=0)
     assert [kw.get("cache_implementation") for kw in seen] == [None, "static"]
     assert seen[1]["input_ids"].shape[1] % common.STATIC_BUCKET == 0 and seen[1]["disable_compile"]
+
+
+def test_bench_collect_roofline_bytes():
+    import bench_collect
+
+    model = common.build_model("qwen3-1.7b", torch.bfloat16, "meta")
+    assert bench_collect.weight_bytes(model) == 2 * sum(p.numel() for p in model.parameters()) == 2 * 1_720_574_976
+    assert bench_collect.kv_bytes_per_token(model, torch.bfloat16) == 28 * 2 * 8 * 128 * 2
+    model.config.tie_word_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter(torch.empty_like(model.lm_head.weight))  # untied: input rows only
+    assert bench_collect.weight_bytes(model) == 2 * 1_720_574_976
