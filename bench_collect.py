@@ -1,80 +1,228 @@
-"""Benchmark: rollout throughput of lock-step play (one batched generate per turn over every running
-game) against one-game-at-a-time play, on the same games, model and greedy decoding, in one run.
+"""Benchmark: rollout generation speed of `common.generate_ids` at the real model shapes, with nothing downloaded.
 
-    python bench_collect.py --n 16 --max-turns 3            # default model, eval games
-    python bench_collect.py --model Qwen/Qwen3-0.6B --n 64  # on a GPU
+A Qwen3 architecture (common.SHAPES, from the public config numbers) with random weights generates a fixed
+number of tokens (EOS held back: random weights say nothing useful, and speed and memory do not depend on
+the weights) for the turn prompts of a recorded trajectories JSONL (no TextWorld needed) or synthetic
+prompts of a given length, at several batch sizes and KV-cache modes:
 
-Prints generated tokens/s, prompt tokens/s and turns/s for both modes and their ratio.
+    python bench_collect.py --shape tiny --batch-sizes 1,8 --prompt-tokens 128 --threads 1  # on a CPU
+    python bench_collect.py --shape qwen3-1.7b --batch-sizes 1,32,128 --trajectories runs/demo/round_1/deploy.jsonl
+
+Prints per (mode, batch): generated tokens/s, prefill time, decode step time, decode tokens/s, the ratio of
+the memory-bandwidth roofline step time to the measured one (a decode step reads every weight once; "+kv"
+also counts reading the KV cache), and peak memory. A batch of B prompts is what one lock-step turn of B
+games costs, so batch 1 against batch B is the old lock-step against one-game-at-a-time comparison.
 """
 
 import argparse
+import os
+import resource
 import time
 
 import torch
 
-import collect
 import common
-import games
+
+MODES = common.GENERATE_MODES
+BANDWIDTH_GBS = {"H200": 4800, "H100 PCIe": 2000, "H100": 3350, "A100": 2000}  # HBM, GB/s (vendor figures)
 
 
-def parse_args():
+def csv_of(kind, choices=None):
+    """argparse type: a comma-separated list of `kind` values (from `choices` if given)."""
+
+    def parse(text):
+        values = [kind(v) for v in text.split(",") if v.strip()]
+        if not values or (choices and any(v not in choices for v in values)):
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {choices or kind.__name__}")
+        return values
+
+    return parse
+
+
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=common.DEFAULT_MODEL, help="model to play with")
-    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
-    p.add_argument("--n", type=int, default=16, help="games played at once")
-    p.add_argument("--max-turns", type=int, default=3, help="turns per game")
-    p.add_argument("--max-new-tokens", type=int, default=24, help="response cap per turn")
-    p.add_argument("--games-dir", default="games", help="game cache folder (eval preset)")
-    return p.parse_args()
+    p.add_argument("--shape", choices=sorted(common.SHAPES), default="tiny", help="Qwen3 architecture, random weights")
+    p.add_argument("--model", default=None, help="benchmark this real model instead of --shape (hub name or folder)")
+    p.add_argument("--tokenizer", default=common.DEFAULT_MODEL, help="tokenizer for the prompts (with --shape)")
+    p.add_argument("--device", type=common.device_arg, default=None, help="cuda, cpu, ... (default: cuda if available)")
+    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto", help="auto: bf16 on a GPU, fp32 else")
+    p.add_argument("--trajectories", default=None, help="recorded trajectories JSONL: its turn prompts are used")
+    p.add_argument(
+        "--prompt-tokens", type=common.positive_int, default=256, help="synthetic prompt length (no --trajectories)"
+    )
+    p.add_argument("--new-tokens", type=common.positive_int, default=32, help="tokens generated per prompt (fixed)")
+    p.add_argument(
+        "--batch-sizes", type=csv_of(common.positive_int), default=[1, 32, 128], help="comma-separated batch sizes"
+    )
+    p.add_argument(
+        "--modes",
+        type=csv_of(str, list(MODES)),
+        default=list(MODES),
+        help=f"comma-separated KV-cache modes {list(MODES)}",
+    )
+    p.add_argument(
+        "--bandwidth",
+        type=common.float_range(0, None, lo_open=True),
+        default=None,
+        help="memory bandwidth in GB/s for the roofline (default: by GPU name, or measured on a CPU)",
+    )
+    p.add_argument("--threads", type=common.positive_int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--repeats", type=common.positive_int, default=1, help="timed runs per point (the best is kept)")
+    return p.parse_args(argv)
 
 
-def measure(model, tokenizer, paths, argv):
-    """Play once; return (seconds, generated tokens, prompt tokens, turns, commands)."""
-    args = collect.parse_args(argv)
-    agent = collect.model_agent(model, tokenizer, args)
-    prompt_tokens = [0]
+def turn_messages(path):
+    """The turn prompts (chat messages) of a trajectories JSONL from collect.py."""
+    records = common.read_jsonl(path, required=("turns",))
+    prompts = [t["messages"] for r in records for t in r["turns"] if t.get("messages")]
+    if not prompts:
+        raise common.InputError(f"{path}: no turn prompts (expected trajectories from collect.py with `turns`)")
+    return prompts
 
-    def counting_agent(episodes, messages):  # count prompt tokens (padding excluded) as well
-        prompt_tokens[0] += sum(
-            len(tokenizer(common.chat_text(tokenizer, m), add_special_tokens=False).input_ids) for m in messages
+
+def synthetic_prompt(tokenizer, n):
+    """A prompt of exactly n tokens (one word repeated)."""
+    for word in (" the", " go", " a", "a"):
+        text = word * n
+        if len(tokenizer(text, add_special_tokens=False).input_ids) == n:
+            return text
+    raise common.InputError("cannot make a synthetic prompt of exact length with this tokenizer; pass --trajectories")
+
+
+def weight_bytes(model):
+    """Bytes a decode step reads from the weights: every parameter once (a tied embedding is read as the
+    output layer; an untied input embedding only a row per sequence, left out)."""
+    total = sum(p.numel() * p.element_size() for p in model.parameters())  # tied weights listed once
+    embedding = model.get_input_embeddings().weight
+    if model.get_output_embeddings().weight is not embedding:
+        total -= embedding.numel() * embedding.element_size()
+    return total
+
+
+def kv_bytes_per_token(model, dtype):
+    """Bytes of keys and values one token keeps in the KV cache, all layers."""
+    c = model.config.get_text_config()
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    return c.num_hidden_layers * 2 * c.num_key_value_heads * head_dim * torch.empty((), dtype=dtype).element_size()
+
+
+def bandwidth(device, given):
+    """(GB/s, where the figure comes from)."""
+    if given:
+        return given, "--bandwidth"
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, gbs in BANDWIDTH_GBS.items():
+            if key in name:
+                return gbs, f"{name} spec"
+        return None, f"{name}: unknown, pass --bandwidth"
+    x = torch.ones(2**27, device=device)  # 512 MiB read, best of 5
+    best = min(timed(device, lambda: x.sum())[0] for _ in range(5))
+    return x.numel() * 4 / best / 1e9, "measured: read of 512 MiB"
+
+
+def timed(device, fn):
+    """(seconds, result) of fn(), the device synchronized on both ends."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    result = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start, result
+
+
+def reset_peak_memory(device):
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    elif os.path.exists("/proc/self/clear_refs"):  # Linux: "5" resets the process's peak RSS (VmHWM)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+
+
+def peak_memory_mib(device):
+    """Peak since reset_peak_memory: allocated GPU memory, or the process's resident memory on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    if os.path.exists("/proc/self/status"):
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # never reset (macOS: bytes)
+
+
+def measure(model, tokenizer, prompts, new_tokens, mode, repeats):
+    """Seconds of a 1-token call (the prefill) and of a new_tokens call, best of `repeats` after one
+    warm-up each (compilation is not timed); checks every response has exactly new_tokens tokens."""
+    cache, compile = MODES[mode]
+    device = model.device
+
+    def run(n):
+        return common.generate_ids(
+            model, tokenizer, prompts, n, temperature=1.0, cache=cache, compile=compile, min_new_tokens=n
         )
-        return agent(episodes, messages)
 
-    start = time.time()
-    records, stats = collect.play(counting_agent, paths, args)
-    seconds = time.time() - start
-    turns = [t for r in records for t in r["turns"]]
-    return seconds, stats["tokens"], prompt_tokens[0], len(turns), [[t["command"] for t in r["turns"]] for r in records]
+    seconds = {}
+    for n in (1, new_tokens):
+        run(n)  # warm-up
+        reset_peak_memory(device)
+        best, out = min((timed(device, lambda: run(n)) for _ in range(repeats)), key=lambda r: r[0])
+        if [len(r) for r in out] != [n] * len(prompts):
+            raise RuntimeError(f"{mode}: expected {n} tokens for every prompt, got {sorted({len(r) for r in out})}")
+        seconds[n] = best
+    return seconds[1], seconds[new_tokens], peak_memory_mib(device)
 
 
 def main(args):
-    paths = games.make_games(f"{args.games_dir}/eval", games.game_specs("eval", args.n))
-    model, tokenizer = common.load_model(args.model, args.device)
+    device, auto_dtype = common.pick_device(args.device)
+    if args.threads:  # on a loaded CPU, fewer threads than cores can be much faster (no waiting on a descheduled one)
+        torch.set_num_threads(args.threads)
+    dtype = {"auto": auto_dtype, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    if args.new_tokens < 2:
+        raise common.InputError("--new-tokens must be >= 2 (a decode step is timed as the difference to 1 token)")
+    messages = turn_messages(args.trajectories) if args.trajectories else None  # checked before anything loads
+    tokenizer = common.load_tokenizer(args.model or args.tokenizer)
+    if messages:
+        prompts, source = [common.chat_text(tokenizer, m) for m in messages], args.trajectories
+    else:
+        prompts, source = [synthetic_prompt(tokenizer, args.prompt_tokens)], "synthetic"
+    if args.model:
+        model, name = common.load_model(args.model, device, dtype, quiet=True)[0], args.model
+    else:
+        model, name = common.build_model(args.shape, dtype, device), f"{args.shape} (random weights)"
+    gbs, gbs_source = bandwidth(device, args.bandwidth)
+    weights = weight_bytes(model)
+    kv_token = kv_bytes_per_token(model, dtype)
+    n_params = sum(p.numel() for p in model.parameters())
     print(
-        f"threads {torch.get_num_threads()} | games {len(paths)} | turns {args.max_turns} | max new tokens {args.max_new_tokens}"
+        f"{name} | {n_params / 1e6:.0f}M params, {weights / 2**30:.2f} GiB read per step | {device}"
+        f" {torch.cuda.get_device_name(device) if device.type == 'cuda' else ''} {dtype} | threads"
+        f" {torch.get_num_threads()} | bandwidth {gbs and f'{gbs:.0f} GB/s'} ({gbs_source}) | prompts {source}"
+        f" | new tokens {args.new_tokens}"
     )
-    base = [
-        "--quiet",
-        "--temperature",
-        "0",
-        "--max-turns",
-        str(args.max_turns),
-        "--max-new-tokens",
-        str(args.max_new_tokens),
-    ]
-    results = {}
-    for mode, flag in (("lock-step", "1"), ("one at a time", "0")):
-        results[mode] = measure(model, tokenizer, paths, base + ["--lockstep", flag])
-        s, gen, prompt, turns, _ = results[mode]
-        print(
-            f"{mode:>14} | {s:7.1f} s | gen tokens/s {gen / s:7.1f} | prompt tokens/s {prompt / s:7.1f} | turns/s {turns / s:6.2f}"
-        )
-    (s1, g1, _, t1, c1), (s0, g0, _, t0, c0) = results["lock-step"], results["one at a time"]
     print(
-        f"ratio lock-step / one-at-a-time | gen tokens/s {(g1 / s1) / (g0 / s0):.2f}x | turns/s {(t1 / s1) / (t0 / s0):.2f}x"
-        f" | same commands: {c1 == c0}"
+        f"{'mode':>15} {'batch':>5} {'prompt':>6} | {'gen tok/s':>9} {'prefill s':>9} {'step ms':>8}"
+        f" {'decode tok/s':>12} | {'roofline':>8} {'+kv':>6} | {'peak MiB':>8}"
     )
+    for mode in args.modes:
+        for b in args.batch_sizes:
+            batch = [prompts[i % len(prompts)] for i in range(b)]
+            prompt_len = sum(len(tokenizer(p, add_special_tokens=False).input_ids) for p in batch) / b
+            prefill, total, peak = measure(model, tokenizer, batch, args.new_tokens, mode, args.repeats)
+            step = (total - prefill) / (args.new_tokens - 1)  # one decode step, the prefill taken out
+            if step <= 0:
+                print(f"{mode:>15} {b:>5} | decode time below the timing noise: raise --new-tokens or --repeats")
+                continue
+            roof, roof_kv = "n/a", "n/a"
+            if gbs:  # the roofline step: bytes read / bandwidth; ratio = roofline time / measured time
+                context = prompt_len + args.new_tokens / 2  # mean tokens in the cache over the decode steps
+                roof = f"{weights / (gbs * 1e9) / step:.3g}"
+                roof_kv = f"{(weights + b * context * kv_token) / (gbs * 1e9) / step:.3g}"
+            print(
+                f"{mode:>15} {b:>5} {prompt_len:>6.0f} | {b * args.new_tokens / total:>9.1f} {prefill:>9.3f}"
+                f" {step * 1e3:>8.1f} {b / step:>12.1f} | {roof:>8} {roof_kv:>6} | {peak:>8.0f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    common.run_main(main, parse_args())

