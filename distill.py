@@ -91,6 +91,8 @@ def parse_args(argv=None):
         default=10,
         help="print a student response with the teacher's knowledge every N steps",
     )
+    p.add_argument("--mode", default="on-policy", choices=["on-policy", "off-policy"], help="who samples the responses")
+    p.add_argument("--teacher", default="frozen", choices=["frozen", "live"], help="frozen copy, or the student itself")
     p.add_argument("--metrics", default=None, help="metrics JSONL (default: distill_metrics.jsonl beside --out)")
     p.add_argument("--run", default=None, help="run name recorded in the metrics (default: the folder holding round_R)")
     p.add_argument("--round", type=int, default=0, help="round number recorded in the metrics")
@@ -285,6 +287,7 @@ def peak_memory_mb(device):
 
 
 def main(args):
+    common.claim_outputs(args.out, args)  # one writer per run folder; an output made otherwise is refused
     if os.path.exists(args.out) and not args.force:
         print(f"distill | {args.out} exists, skipped (use --force to retrain)")
         return None
