@@ -24,37 +24,41 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 SETTING=${SETTING:-default}
-case "$SETTING" in smoke) col=2;; default) col=3;; paper) col=4;; *) echo "unknown SETTING=$SETTING (smoke, default, paper)"; exit 2;; esac
+case "$SETTING" in
+  smoke) col=2;; default) col=3;; paper) col=4;;
+  *) echo "unknown SETTING=$SETTING (smoke, default, paper)"; exit 2;;
+esac
 knob() {  # knob NAME SMOKE DEFAULT PAPER STAGE: NAME's value in this setting unless set in the environment
   [ -n "${!1:-}" ] || printf -v "$1" '%s' "${!col}"
   affects[$1]=$5
 }
 declare -A affects  # knob -> the first stage its value feeds (eval: the evaluations only)
-#    name        smoke  default  paper   first stage   what it is
+#    name        smoke     default   paper     feeds    what it is
 knob MODEL       smollm2-135m smollm2-135m Qwen/Qwen3-1.7B all  # hub name, local HF folder, or the built-in default
-knob THINKING    0      0        1       all          # 1: the chat template's thinking switch on (Qwen3)
-knob MAX_NEW     24     24       auto    all          # response cap per turn; paper: 1024 with thinking (the authors'), else 512
-knob MAX_TURNS   3      12       20      all          # turn limit per game
-knob HISTORY     2      4        8       all          # turns of the game log shown in the prompt
-knob N_EXTRACT   2      8        32      collect      # extraction games per round (fresh seeds each round)
-knob N_DEPLOY    4      16       128     collect      # deployment games per round: their turn prompts train the student
-knob CHAINS      2      4        10      extract      # knowledge chains K (the pool size)
-knob KNOW_TOKENS 256    512      2048    extract      # knowledge budget in tokens
-knob EXTRACT_NEW 96     96       auto    extract      # extractor output cap; paper: 2048 with thinking, else 96
-knob SOURCE      knowledge knowledge knowledge extract # knowledge: the policy writes items; raw: the trajectories themselves
-knob EXTRACTOR   policy policy   policy  extract      # the model that writes the knowledge (policy: the policy itself)
-knob STEPS       2      20       50      distill      # distillation steps per round
-knob BATCH       2      8        32      distill      # prompts per distillation step
-knob LR          1e-5   1e-5     auto    distill      # constant lr; paper: the authors' 5e-6 (1.7B), 1e-6 (4B, 8B). 135M: 5e-5 collapsed the policy
-knob MODE        on-policy on-policy on-policy distill # on-policy: the student samples; off-policy: the trajectories' responses
-knob TEACHER     frozen frozen   frozen  distill      # frozen: theta_{r-1} with knowledge; live: the student itself with knowledge
-knob N_EVAL      3      20       100     eval         # held-out in-distribution games (same every round)
-knob N_OOD       2      12       50      eval         # out-of-distribution games (same every round)
-knob IFEVAL_N    5      20       541     eval         # instruction-following prompts (OOD); 0 = all
-knob IFEVAL_NEW  32     256      1024    eval         # response cap for IFEval answers
-knob CURVE       0      0        1       eval         # 1: also the in-context curve (every snapshot of chain 0)
-knob ROUNDS      2      2        3       none         # OEL rounds
-# the paper setting's values that follow the thinking switch and the model's size
+knob THINKING    0         0         1         all      # 1: the chat template's thinking switch on (Qwen3)
+knob MAX_NEW     24        24        auto      all      # response cap per turn; paper: 1024 with thinking, else 512
+knob MAX_TURNS   3         12        20        all      # turn limit per game
+knob HISTORY     2         4         8         all      # turns of the game log shown in the prompt
+knob N_EXTRACT   2         8         32        collect  # extraction games per round (fresh seeds each round)
+knob N_DEPLOY    4         16        128       collect  # deployment games per round: their turn prompts train
+knob CHAINS      2         4         10        extract  # knowledge chains K (the pool size)
+knob KNOW_TOKENS 256       512       2048      extract  # knowledge budget in tokens
+knob EXTRACT_NEW 96        96        auto      extract  # extractor output cap; paper: 2048 with thinking, else 96
+knob SOURCE      knowledge knowledge knowledge extract  # knowledge: the policy writes items; raw: the trajectories
+knob EXTRACTOR   policy    policy    policy    extract  # the model writing the knowledge (policy: the policy itself)
+knob STEPS       2         20        50        distill  # distillation steps per round
+knob BATCH       2         8         32        distill  # prompts per distillation step
+knob LR          1e-5      1e-5      auto      distill  # constant lr; paper: by size (below). 135M: 5e-5 collapsed it
+knob MODE        on-policy on-policy on-policy distill  # on-policy: the student samples; off-policy: the trajectories
+knob TEACHER     frozen    frozen    frozen    distill  # frozen: theta_{r-1} + knowledge; live: the student + knowledge
+knob N_EVAL      3         20        100       eval     # held-out in-distribution games (same every round)
+knob N_OOD       2         12        50        eval     # out-of-distribution games (same every round)
+knob IFEVAL_N    5         20        541       eval     # instruction-following prompts (OOD); 0 = all
+knob IFEVAL_NEW  32        256       1024      eval     # response cap for IFEval answers
+knob CURVE       0         0         1         eval     # 1: also the in-context curve (every snapshot of chain 0)
+knob ROUNDS      2         2         3         none     # OEL rounds
+# the paper setting's values that follow the thinking switch (the authors' 1024 response tokens with thinking)
+# and the model's size (the authors' lr: 5e-6 at 1.7B, 1e-6 at 4B and 8B)
 [ "$MAX_NEW" = auto ] && { [ "$THINKING" = 1 ] && MAX_NEW=1024 || MAX_NEW=512; }
 [ "$EXTRACT_NEW" = auto ] && { [ "$THINKING" = 1 ] && EXTRACT_NEW=2048 || EXTRACT_NEW=96; }
 [ "$LR" = auto ] && case "$MODEL" in *-4B*|*-8B*) LR=1e-6;; *) LR=5e-6;; esac
@@ -70,9 +74,11 @@ exec 9>>"$lock"   # the stages inherit descriptor 9, so a stage that outlives th
 if ! flock -n 9; then
   holder=$(cat "$lock"); pid=${holder#pid }; pid=${pid%% *}
   if [ -n "$holder" ] && ! kill -0 "$pid" 2>/dev/null; then
-    holder="$holder; that process is gone, but a stage it started still runs and holds the lock (pids:$(fuser "$lock" 2>/dev/null || echo ' see lslocks'))"
+    pids=$(fuser "$lock" 2>/dev/null || echo " see: lslocks")
+    holder="$holder; that process is gone, but a stage it started still runs and holds the lock (pids:$pids)"
   fi
-  echo "error: $RUN is in use by another writer ($holder); wait until it ends or stop it, or use another RUN" >&2
+  echo "error: $RUN is in use by another writer ($holder); wait until it ends or stop it, or use another RUN" \
+    >&2
   exit 1
 fi
 took_over=$(cat "$lock")
@@ -97,7 +103,8 @@ changed=() first=none evals=0
 if [ -f "$RUN/settings.json" ]; then
   while IFS= read -r line; do  # a knob whose line differs from the old file's: changed (one it lacks: newer)
     k=${line#  \"}; k=${k%%\"*}
-    [ -z "${affects[$k]:-}" ] || [ "$k" = ROUNDS ] || grep -qxF -- "${line%,}" <(sed 's/,$//' "$RUN/settings.json") && continue
+    [ -z "${affects[$k]:-}" ] || [ "$k" = ROUNDS ] && continue
+    grep -qxF -- "${line%,}" <(sed 's/,$//' "$RUN/settings.json") && continue
     old=$(grep -m1 "^  \"$k\": " "$RUN/settings.json" | sed 's/^[^:]*: "//; s/",\?$//' || true)
     [ -n "$old" ] || continue
     changed+=("$k: $old -> ${!k} (redoes ${affects[$k]/all/everything})")
@@ -134,8 +141,8 @@ trap 'stop SIGHUP 129' HUP
 
 # everything printed is also in the run folder; tee outlives a Ctrl-C to log the stop, and holds no lock
 exec > >(trap '' INT TERM HUP; exec tee -a "$RUN/loop.log" 9>&-) 2>&1
-echo "== loop.sh $(date -u +%FT%TZ) | SETTING=$SETTING RUN=$RUN ROUNDS=$ROUNDS" \
-     "$(for k in "${!affects[@]}"; do [ "$k" = ROUNDS ] || printf '%s=%s ' "$k" "${!k}"; done | tr ' ' '\n' | sort | tr '\n' ' ')"
+knobs=$(for k in "${!affects[@]}"; do [ "$k" = ROUNDS ] || echo "$k=${!k}"; done | sort | tr '\n' ' ')
+echo "== loop.sh $(date -u +%FT%TZ) | SETTING=$SETTING RUN=$RUN ROUNDS=$ROUNDS $knobs"
 [ -n "$took_over" ] && echo "-- took over the lock of $RUN left by a process that is gone ($took_over)"
 
 set_aside() {  # move the outputs the changed knobs affect to RUN/replaced/TIME/ (nothing is deleted)
@@ -190,8 +197,9 @@ stage() {
 
 evaluate() {  # evaluate ROUND MODEL: held-out games, OOD games and IFEval, one model load
   local dir=$RUN/round_$1
-  stage "eval r$1" "$dir/eval_ifeval.jsonl" $PY evaluate.py --model "$2" --round "$1" --sets id,ood,ifeval --n "$N_EVAL" \
-    --n-ood "$N_OOD" --ifeval-n "$IFEVAL_N" --ifeval-max-new-tokens "$IFEVAL_NEW" --out-dir "$dir" "${play[@]}"
+  stage "eval r$1" "$dir/eval_ifeval.jsonl" $PY evaluate.py --model "$2" --round "$1" --sets id,ood,ifeval \
+    --n "$N_EVAL" --n-ood "$N_OOD" --ifeval-n "$IFEVAL_N" --ifeval-max-new-tokens "$IFEVAL_NEW" --out-dir "$dir" \
+    "${play[@]}"
 }
 
 evaluate 0 "$MODEL"   # the base model: round 0
@@ -200,25 +208,25 @@ for r in $(seq 1 "$ROUNDS"); do
   dir=$RUN/round_$r
   mkdir -p "$dir"
   # 1. collect: the current policy plays fresh training games, no knowledge in its context
-  stage "collect extract r$r" "$dir/extract.jsonl" $PY collect.py --model "$policy" --preset train --split extract --round "$r" \
-    --n "$N_EXTRACT" --seed "$r" --out "$dir/extract.jsonl" "${play[@]}"
-  stage "collect deploy r$r" "$dir/deploy.jsonl" $PY collect.py --model "$policy" --preset train --split deploy --round "$r" \
-    --n "$N_DEPLOY" --seed "$r" --out "$dir/deploy.jsonl" "${play[@]}"
+  stage "collect extract r$r" "$dir/extract.jsonl" $PY collect.py --model "$policy" --preset train --split extract \
+    --round "$r" --n "$N_EXTRACT" --seed "$r" --out "$dir/extract.jsonl" "${play[@]}"
+  stage "collect deploy r$r" "$dir/deploy.jsonl" $PY collect.py --model "$policy" --preset train --split deploy \
+    --round "$r" --n "$N_DEPLOY" --seed "$r" --out "$dir/deploy.jsonl" "${play[@]}"
   # 2. extract: the same policy (or EXTRACTOR) turns its extraction trajectories into a knowledge pool
-  stage "extract r$r" "$dir/knowledge.jsonl" $PY extract.py --model "$policy" --trajectories "$dir/extract.jsonl" --chains "$CHAINS" \
-    --max-knowledge-tokens "$KNOW_TOKENS" --max-new-tokens "$EXTRACT_NEW" --source "$SOURCE" "${extractor[@]}" \
-    --round "$r" --seed "$r" --out "$dir/knowledge.jsonl" "${think[@]}"
+  stage "extract r$r" "$dir/knowledge.jsonl" $PY extract.py --model "$policy" --trajectories "$dir/extract.jsonl" \
+    --chains "$CHAINS" --max-knowledge-tokens "$KNOW_TOKENS" --max-new-tokens "$EXTRACT_NEW" --source "$SOURCE" \
+    "${extractor[@]}" --round "$r" --seed "$r" --out "$dir/knowledge.jsonl" "${think[@]}"
   # 3. distill: student = policy without knowledge, teacher = policy with knowledge
-  stage "distill r$r" "$dir/model" $PY distill.py --model "$policy" --trajectories "$dir/deploy.jsonl" --knowledge "$dir/knowledge.jsonl" \
-    --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --mode "$MODE" --teacher "$TEACHER" --max-new-tokens "$MAX_NEW" \
-    --round "$r" --seed "$r" --out "$dir/model" "${think[@]}"
+  stage "distill r$r" "$dir/model" $PY distill.py --model "$policy" --trajectories "$dir/deploy.jsonl" \
+    --knowledge "$dir/knowledge.jsonl" --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --mode "$MODE" \
+    --teacher "$TEACHER" --max-new-tokens "$MAX_NEW" --round "$r" --seed "$r" --out "$dir/model" "${think[@]}"
   # 4. evaluate theta_r without knowledge, and the start-of-round policy with the knowledge in context
   evaluate "$r" "$dir/model"
-  stage "eval in-context r$r" "$dir/eval_id_incontext.jsonl" $PY evaluate.py --model "$policy" --round "$r" --sets id --n "$N_EVAL" \
-    --knowledge "$dir/knowledge.jsonl" --out-dir "$dir" "${play[@]}"
+  stage "eval in-context r$r" "$dir/eval_id_incontext.jsonl" $PY evaluate.py --model "$policy" --round "$r" --sets id \
+    --n "$N_EVAL" --knowledge "$dir/knowledge.jsonl" --out-dir "$dir" "${play[@]}"
   if [ "$CURVE" = 1 ]; then  # the in-context curve: theta_{r-1} with each snapshot of chain 0
-    stage "eval curve r$r" "$dir/eval_id_curve0.jsonl" $PY evaluate.py --model "$policy" --round "$r" --sets id --n "$N_EVAL" \
-      --knowledge "$dir/knowledge.jsonl" --knowledge-curve 0 --out-dir "$dir" "${play[@]}"
+    stage "eval curve r$r" "$dir/eval_id_curve0.jsonl" $PY evaluate.py --model "$policy" --round "$r" --sets id \
+      --n "$N_EVAL" --knowledge "$dir/knowledge.jsonl" --knowledge-curve 0 --out-dir "$dir" "${play[@]}"
   fi
   policy=$dir/model
 done

@@ -1,6 +1,6 @@
 """The run folder: one set of settings, one writer, and no stage outliving its driver. The real loop.sh runs
-stand-in stages (tests/fake_stage.py: the real lock and arguments check of common.py, no model) so that a
-stage can be slow on purpose and these tests take seconds; tests/test_loop.py runs the real stages."""
+stand-in stages (tests/fake_stage.py: the real lock and arguments check of common.py, no model, no torch) so
+that a stage can be slow on purpose and these tests take seconds; tests/test_loop.py runs the real stages."""
 
 import argparse
 import hashlib
@@ -176,7 +176,7 @@ def test_a_second_loop_refuses_at_once_and_the_first_finishes(tmp_path):
 # ----------------------------------------------------------------------------- stopping the driver
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
 def test_stopping_the_driver_stops_its_stage(tmp_path, sig):
     run = tmp_path / "run"
     driver, stage_pid = start_loop(run)
