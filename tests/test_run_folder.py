@@ -206,6 +206,11 @@ def test_a_driver_killed_with_sigkill_leaves_no_second_writer(tmp_path):
     assert refused.returncode == 1
     assert f"pid {driver.pid} |" in refused.stderr and "that process is gone" in refused.stderr
     assert str(stage_pid) in refused.stderr  # the stage that holds the lock is named
+    by_hand = subprocess.run(
+        [sys.executable, "tests/fake_stage.py", "extract.py", "--out", str(run / "round_1" / "knowledge.jsonl")],
+        cwd=ROOT, env=env_for(run), capture_output=True, text=True,
+    )  # fmt: skip
+    assert by_hand.returncode == 1 and f"still holds the lock (pids [{stage_pid}])" in by_hand.stderr
     assert wait_gone(stage_pid, 60)
     resumed = loop(run)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
