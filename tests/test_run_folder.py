@@ -129,6 +129,18 @@ def test_a_changed_knob_is_refused_then_redone_from_the_first_stage_it_affects(t
         and f"-- distill r2: {sys.executable}" in more.stdout
         and f"-- distill r1: {sys.executable}" not in more.stdout
     )
+    kept = digest(run)
+    games = loop(run, ROUNDS=2, STEPS=5, LR="5e-5", N_EVAL=4, N_EXTRACT=3, NEW_SETTINGS=1)  # a collect knob
+    assert games.returncode == 0, games.stdout + games.stderr
+    now = digest(run)
+    assert now["round_0/eval_id.jsonl"] == kept["round_0/eval_id.jsonl"]  # the base model's evaluation stays
+    for redone_ in (
+        "round_1/extract.jsonl",
+        "round_1/knowledge.jsonl",
+        "round_2/deploy.jsonl",
+        "round_2/eval_id.jsonl",
+    ):
+        assert now[redone_] != kept[redone_], redone_  # round 1 from collect on, and every later round
 
 
 def test_a_stage_by_hand_refuses_an_output_made_with_other_arguments(tmp_path):
