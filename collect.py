@@ -244,6 +244,7 @@ def game_paths(folder, games_dir, preset, n, round_=0, split="extract"):
 
 
 def main(args):
+    common.claim_outputs(args.out, args)  # one writer per run folder; an output made otherwise is refused
     paths = game_paths(args.games, args.games_dir, args.preset, args.n, args.round, args.split)
     knowledge_id, knowledge = load_knowledge(args.knowledge, args.knowledge_id)
     random.seed(args.seed)

@@ -386,6 +386,7 @@ def check_lengths(args, tokenizer, prompts, pool, marker_ids, model_path):
 
 
 def main(args):
+    common.claim_outputs(args.out, args)  # one writer per run folder; an output made otherwise is refused
     if os.path.exists(args.out) and not args.force:
         print(f"distill | {args.out} exists, skipped (use --force to retrain)")
         return None

@@ -427,6 +427,7 @@ def plot_report(found, rounds, curves, path):
 def main(args):
     if args.report:
         return write_report(args.report)
+    common.claim_outputs([output_path(args, name) for name in args.sets], args)  # one writer, same arguments
     if args.out and len(args.sets) > 1:
         raise common.InputError("--out names one file: use --out-dir with several --sets")
     if (args.knowledge or args.knowledge_curve is not None) and "ifeval" in args.sets:

@@ -200,6 +200,7 @@ def load_trajectories(path):
 
 
 def main(args):
+    common.claim_outputs(args.out, args)  # one writer per run folder; an output made otherwise is refused
     if os.path.exists(args.out) and not args.force:
         print(f"extract | {args.out} exists, skipped (use --force to redo)")
         return None

@@ -2,68 +2,204 @@
 # Online Experiential Learning, end to end: a baseline evaluation, then ROUNDS rounds of
 #   collect (extraction + deployment games, no knowledge) -> extract (knowledge pool)
 #   -> distill (theta_r) -> evaluate (theta_r, and theta_{r-1} with the knowledge in context),
-# then the report (table + plot). Every stage writes its output atomically and is skipped when its
-# output exists, so rerunning the same command resumes a stopped run.
+# then the report (table + plot).
 #
-#   bash loop.sh                                  # default model on this machine (CPU ok)
-#   SETTING=smoke bash loop.sh                    # a minutes-long check of the whole pipeline
-#   SETTING=paper MODEL=Qwen/Qwen3-1.7B bash loop.sh   # paper-scale knobs, one GPU
+#   bash loop.sh                     # default: SmolLM2-135M; 56 min measured on 2 CPU cores, no GPU
+#   SETTING=smoke bash loop.sh       # the whole pipeline in minutes: 4 min measured on the same 2 cores
+#   SETTING=paper bash loop.sh       # Qwen3-1.7B with thinking, the paper's sizes; one GPU; not measured yet
 # Any knob below can be set in the environment, e.g. ROUNDS=3 RUN=runs/mine bash loop.sh
+#
+# The run folder RUN (issue #15):
+# - Resume: every stage writes its output atomically and is skipped when it exists, so rerunning the same
+#   command after a crash, Ctrl-C or kill picks up where the run stopped.
+# - One set of settings: the knobs are written to RUN/settings.json on the first run. A rerun with a changed
+#   knob refuses and lists it; use a new RUN, or NEW_SETTINGS=1 to go on with the new values: the outputs the
+#   changed knobs affect (from the first stage they feed, see the table) move to RUN/replaced/TIME/ and are
+#   redone. ROUNDS may change freely (more rounds continue the run).
+# - One writer: the driver holds RUN/.lock (flock) and its stages inherit it. A second loop.sh, or a stage run
+#   by hand, on a locked folder exits at once naming the holder. A lock whose holder died is taken over.
+# - Stopping the driver (Ctrl-C, SIGTERM, a closed terminal: SIGHUP) stops its stage first. After `kill -9` of
+#   the driver alone its stage runs on to its end, still holding the lock, so no second writer can start.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 SETTING=${SETTING:-default}
-case "$SETTING" in  # defaults per setting; an explicit environment variable always wins
-  smoke)   d=(2 2 4 3 2 2 2 2 3 2 1e-5 24 5 256 32 0);;
-  default) d=(2 8 16 20 12 4 20 8 12 4 1e-5 24 20 512 256 0);;
-  paper)   d=(3 32 128 100 50 10 50 32 20 8 5e-6 512 541 2048 1024 1);;
+case "$SETTING" in
+  smoke) col=2;; default) col=3;; paper) col=4;;
   *) echo "unknown SETTING=$SETTING (smoke, default, paper)"; exit 2;;
 esac
-MODEL=${MODEL:-smollm2-135m}      # hub name, local HF folder, or the built-in default
+knob() {  # knob NAME SMOKE DEFAULT PAPER STAGE: NAME's value in this setting unless set in the environment
+  [ -n "${!1:-}" ] || printf -v "$1" '%s' "${!col}"
+  affects[$1]=$5
+}
+declare -A affects  # knob -> the first stage its value feeds (eval: the evaluations only)
+#    name        smoke     default   paper     feeds    what it is
+knob MODEL       smollm2-135m smollm2-135m Qwen/Qwen3-1.7B all  # hub name, local HF folder, or the built-in default
+knob THINKING    0         0         1         all      # 1: the chat template's thinking switch on (Qwen3)
+knob MAX_NEW     24        24        auto      all      # response cap per turn; paper: 1024 with thinking, else 512
+knob MAX_TURNS   3         12        20        all      # turn limit per game
+knob HISTORY     2         4         8         all      # turns of the game log shown in the prompt
+knob N_EXTRACT   2         8         32        collect  # extraction games per round (fresh seeds each round)
+knob N_DEPLOY    4         16        128       collect  # deployment games per round: their turn prompts train
+knob CHAINS      2         4         10        extract  # knowledge chains K (the pool size)
+knob KNOW_TOKENS 256       512       2048      extract  # knowledge budget in tokens
+knob EXTRACT_NEW 96        96        auto      extract  # extractor output cap; paper: 2048 with thinking, else 96
+knob SOURCE      knowledge knowledge knowledge extract  # knowledge: the policy writes items; raw: the trajectories
+knob EXTRACTOR   policy    policy    policy    extract  # the model writing the knowledge (policy: the policy itself)
+knob STEPS       2         20        50        distill  # distillation steps per round
+knob BATCH       2         8         32        distill  # prompts per distillation step
+knob LR          1e-5      1e-5      auto      distill  # constant lr; paper: by size (below). 135M: 5e-5 collapsed it
+knob MODE        on-policy on-policy on-policy distill  # on-policy: the student samples; off-policy: the trajectories
+knob TEACHER     frozen    frozen    frozen    distill  # frozen: theta_{r-1} + knowledge; live: the student + knowledge
+knob N_EVAL      3         20        100       eval     # held-out in-distribution games (same every round)
+knob N_OOD       2         12        50        eval     # out-of-distribution games (same every round)
+knob IFEVAL_N    5         20        541       eval     # instruction-following prompts (OOD); 0 = all
+knob IFEVAL_NEW  32        256       1024      eval     # response cap for IFEval answers
+knob CURVE       0         0         1         eval     # 1: also the in-context curve (every snapshot of chain 0)
+knob ROUNDS      2         2         3         none     # OEL rounds
+# the paper setting's values that follow the thinking switch (the authors' 1024 response tokens with thinking)
+# and the model's size (the authors' lr: 5e-6 at 1.7B, 1e-6 at 4B and 8B)
+[ "$MAX_NEW" = auto ] && { [ "$THINKING" = 1 ] && MAX_NEW=1024 || MAX_NEW=512; }
+[ "$EXTRACT_NEW" = auto ] && { [ "$THINKING" = 1 ] && EXTRACT_NEW=2048 || EXTRACT_NEW=96; }
+[ "$LR" = auto ] && case "$MODEL" in *-4B*|*-8B*) LR=1e-6;; *) LR=5e-6;; esac
 RUN=${RUN:-runs/$SETTING}         # everything this run writes goes here
-ROUNDS=${ROUNDS:-${d[0]}}         # OEL rounds
-N_EXTRACT=${N_EXTRACT:-${d[1]}}   # extraction games per round (fresh seeds each round)
-N_DEPLOY=${N_DEPLOY:-${d[2]}}     # deployment games per round: their turn prompts train the student
-N_EVAL=${N_EVAL:-${d[3]}}         # held-out in-distribution games (same every round)
-N_OOD=${N_OOD:-${d[4]}}           # out-of-distribution games (same every round)
-CHAINS=${CHAINS:-${d[5]}}         # knowledge chains K (the pool size)
-STEPS=${STEPS:-${d[6]}}           # distillation steps per round
-BATCH=${BATCH:-${d[7]}}           # prompts per distillation step
-MAX_TURNS=${MAX_TURNS:-${d[8]}}   # turn limit per game
-HISTORY=${HISTORY:-${d[9]}}       # turns of the game log shown in the prompt
-LR=${LR:-${d[10]}}                # distillation learning rate, constant (135M: 5e-5 collapsed the policy in one round, README)
-MAX_NEW=${MAX_NEW:-${d[11]}}      # response cap per turn (raise for thinking models)
-IFEVAL_N=${IFEVAL_N:-${d[12]}}    # instruction-following prompts (OOD); 0 = all
-KNOW_TOKENS=${KNOW_TOKENS:-${d[13]}}  # knowledge budget in tokens
-IFEVAL_NEW=${IFEVAL_NEW:-${d[14]}}  # response cap for IFEval answers
-CURVE=${CURVE:-${d[15]}}          # 1: also the in-context curve (every snapshot of chain 0)
-THINKING=${THINKING:-0}           # 1: thinking switch on (Qwen3)
 GAMES=${GAMES:-games}             # game cache, shared by runs
 PY=${PY:-python}
+NEW_SETTINGS=${NEW_SETTINGS:-0}   # 1: go on in RUN with changed knobs, redoing what they affect
 
+# ---------------------------------------------------------------------------- one writer: the run folder's lock
 mkdir -p "$RUN"
-exec > >(tee -a "$RUN/loop.log") 2>&1   # everything printed is also in the run folder
-echo "== loop.sh $(date -u +%FT%TZ) | SETTING=$SETTING MODEL=$MODEL RUN=$RUN ROUNDS=$ROUNDS N_EXTRACT=$N_EXTRACT N_DEPLOY=$N_DEPLOY" \
-     "N_EVAL=$N_EVAL N_OOD=$N_OOD CHAINS=$CHAINS STEPS=$STEPS BATCH=$BATCH MAX_TURNS=$MAX_TURNS HISTORY=$HISTORY LR=$LR" \
-     "MAX_NEW=$MAX_NEW IFEVAL_N=$IFEVAL_N KNOW_TOKENS=$KNOW_TOKENS IFEVAL_NEW=$IFEVAL_NEW CURVE=$CURVE THINKING=$THINKING"
+lock=$(cd "$RUN" && pwd -P)/.lock
+exec 9>>"$lock"   # the stages inherit descriptor 9, so a stage that outlives the driver still holds the lock
+if ! flock -n 9; then
+  holder=$(cat "$lock"); pid=${holder#pid }; pid=${pid%% *}
+  if [ -n "$holder" ] && ! kill -0 "$pid" 2>/dev/null; then
+    pids=$(fuser "$lock" 2>/dev/null || echo " see: lslocks")
+    holder="$holder; that process is gone, but a stage it started still runs and holds the lock (pids:$pids)"
+  fi
+  echo "error: $RUN is in use by another writer ($holder); wait until it ends or stop it, or use another RUN" \
+    >&2
+  exit 1
+fi
+took_over=$(cat "$lock")
+echo "pid $$ | started $(date -u +%FT%TZ) | loop.sh SETTING=$SETTING RUN=$RUN" > "$lock"
+trap ': > "$lock"' EXIT   # a driver that ends leaves no holder line behind
+export OEL_RUN_LOCK=$lock   # the stages know they write under this lock (common.hold_run_lock)
 
+# ---------------------------------------------------------------------------- one set of settings
+order=(all collect extract distill eval)   # the stages a knob can feed, in the order they run
+settings_json() {  # every knob but ROUNDS, one per line, so that two files compare line by line
+  local k v
+  echo "{"
+  echo "  \"SETTING\": \"$SETTING\","
+  for k in "${!affects[@]}"; do
+    [ "$k" = ROUNDS ] && continue
+    v=${!k}; v=${v//\\/\\\\}; echo "  \"$k\": \"${v//\"/\\\"}\","
+  done | sort
+  echo "  \"ROUNDS\": \"$ROUNDS\""
+  echo "}"
+}
+changed=() first=none evals=0
+if [ -f "$RUN/settings.json" ]; then
+  while IFS= read -r line; do  # a knob whose line differs from the old file's: changed (one it lacks: newer)
+    k=${line#  \"}; k=${k%%\"*}
+    [ -z "${affects[$k]:-}" ] || [ "$k" = ROUNDS ] && continue
+    grep -qxF -- "${line%,}" <(sed 's/,$//' "$RUN/settings.json") && continue
+    old=$(grep -m1 "^  \"$k\": " "$RUN/settings.json" | sed 's/^[^:]*: "//; s/",\?$//' || true)
+    [ -n "$old" ] || continue
+    changed+=("$k: $old -> ${!k} (redoes ${affects[$k]/all/everything})")
+    if [ "${affects[$k]}" = eval ]; then evals=1; else
+      for s in "${order[@]}"; do [ "$s" = "$first" ] && break; [ "$s" = "${affects[$k]}" ] && { first=$s; break; }; done
+    fi
+  done < <(settings_json)
+  if [ ${#changed[@]} -gt 0 ] && [ "$NEW_SETTINGS" != 1 ]; then
+    printf 'error: %s was made with other settings (%s/settings.json):\n' "$RUN" "$RUN" >&2
+    printf '  %s\n' "${changed[@]}" >&2
+    echo "Use a new run folder (RUN=runs/other), or go on here with the new values: NEW_SETTINGS=1 with the same" \
+         "command moves the affected outputs to $RUN/replaced/ and redoes them." >&2
+    exit 1
+  fi
+fi
+
+# ---------------------------------------------------------------------------- stopping the driver stops its stage
+stage_pid=
+stop() {  # stop SIGNAL STATUS: end the running stage (its whole process group), then exit
+  trap '' INT TERM HUP
+  if [ -n "$stage_pid" ] && kill -0 "$stage_pid" 2>/dev/null; then
+    echo "-- loop.sh: $1, stopping the running stage (pid $stage_pid)"
+    kill -TERM -- "-$stage_pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 -- "-$stage_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$stage_pid" 2>/dev/null || true   # still there after 10 s
+    wait "$stage_pid" 2>/dev/null || true
+  fi
+  echo "-- loop.sh: stopped by $1"
+  exit "$2"
+}
+trap 'stop SIGINT 130' INT
+trap 'stop SIGTERM 143' TERM
+trap 'stop SIGHUP 129' HUP
+
+# everything printed is also in the run folder; tee outlives a Ctrl-C to log the stop, and holds no lock
+exec > >(trap '' INT TERM HUP; exec tee -a "$RUN/loop.log" 9>&-) 2>&1
+knobs=$(for k in "${!affects[@]}"; do [ "$k" = ROUNDS ] || echo "$k=${!k}"; done | sort | tr '\n' ' ')
+echo "== loop.sh $(date -u +%FT%TZ) | SETTING=$SETTING RUN=$RUN ROUNDS=$ROUNDS $knobs"
+[ -n "$took_over" ] && echo "-- took over the lock of $RUN left by a process that is gone ($took_over)"
+
+set_aside() {  # move the outputs the changed knobs affect to RUN/replaced/TIME/ (nothing is deleted)
+  local dest=$RUN/replaced/$(date -u +%Y%m%dT%H%M%SZ) d r f on files=()
+  for d in "$RUN"/round_*; do
+    [ -d "$d" ] || continue
+    r=${d##*_} on=0
+    # a new policy changes every later round; the evaluations follow the models and the eval knobs
+    if [ "$first" = all ] || { [ "$first" != none ] && [ "$r" -ge 2 ]; }; then files+=("$d"/*); continue; fi
+    if [ "$evals" = 1 ] || { [ "$first" != none ] && [ "$r" != 0 ]; }; then files+=("$d"/eval_*); fi
+    [ "$r" = 1 ] || continue
+    for s in collect extract distill; do
+      [ "$s" = "$first" ] && on=1
+      [ $on = 1 ] || continue
+      case $s in
+        collect) files+=("$d"/extract.jsonl* "$d"/deploy.jsonl*);;
+        extract) files+=("$d"/knowledge.jsonl*);;
+        distill) files+=("$d"/model "$d"/model_steps "$d"/distill_metrics.jsonl);;
+      esac
+    done
+  done
+  files+=("$RUN"/report.md "$RUN"/report.png "$RUN"/settings.json)
+  for f in "${files[@]}"; do
+    [ -e "$f" ] || continue
+    mkdir -p "$(dirname "$dest/${f#"$RUN"/}")"
+    mv "$f" "$dest/${f#"$RUN"/}"
+  done
+  echo "-- NEW_SETTINGS=1: moved what the changed knobs affect to $dest; it is redone"
+}
+if [ ${#changed[@]} -gt 0 ]; then printf -- '-- changed: %s\n' "${changed[@]}"; set_aside; fi
+[ -f "$RUN/settings.json" ] || echo "-- settings written to $RUN/settings.json"
+settings_json > "$RUN/settings.json.tmp" && mv "$RUN/settings.json.tmp" "$RUN/settings.json"
+
+# ---------------------------------------------------------------------------- the stages
 think=(); [ "$THINKING" = 1 ] && think=(--thinking)
+extractor=(); [ "$EXTRACTOR" = policy ] || extractor=(--extractor-model "$EXTRACTOR")
 play=(--max-turns "$MAX_TURNS" --history "$HISTORY" --max-new-tokens "$MAX_NEW" --games-dir "$GAMES" "${think[@]}")
 
-# stage NAME OUTPUT COMMAND...: run unless OUTPUT exists; log the command and its wall time
+# stage NAME OUTPUT COMMAND...: run unless OUTPUT exists; log the command and its wall time. The command runs
+# in its own process group, in the background, so that a signal to the driver reaches the trap above at once.
 stage() {
-  local name=$1 out=$2; shift 2
-  if [ -e "$out" ]; then echo "-- $name: $out exists, skipped"; return; fi
+  local name=$1 out=$2 t0=$SECONDS status=0; shift 2
+  if [ -n "$out" ] && [ -e "$out" ]; then echo "-- $name: $out exists, skipped"; return; fi
   echo "-- $name: $*"
-  local t0=$SECONDS
-  "$@"
+  setsid "$@" &
+  stage_pid=$!
+  wait "$stage_pid" || status=$?
+  stage_pid=
+  [ "$status" = 0 ] || { echo "-- $name: failed (exit status $status)"; exit "$status"; }
   echo "-- $name: done in $((SECONDS - t0)) s"
 }
 
 evaluate() {  # evaluate ROUND MODEL: held-out games, OOD games and IFEval, one model load
   local dir=$RUN/round_$1
-  stage "eval r$1" "$dir/eval_ifeval.jsonl" $PY evaluate.py --model "$2" --round "$1" --sets id,ood,ifeval --n "$N_EVAL" \
-    --n-ood "$N_OOD" --ifeval-n "$IFEVAL_N" --ifeval-max-new-tokens "$IFEVAL_NEW" --out-dir "$dir" "${play[@]}"
+  stage "eval r$1" "$dir/eval_ifeval.jsonl" $PY evaluate.py --model "$2" --round "$1" --sets id,ood,ifeval \
+    --n "$N_EVAL" --n-ood "$N_OOD" --ifeval-n "$IFEVAL_N" --ifeval-max-new-tokens "$IFEVAL_NEW" --out-dir "$dir" \
+    "${play[@]}"
 }
 
 evaluate 0 "$MODEL"   # the base model: round 0
@@ -72,25 +208,27 @@ for r in $(seq 1 "$ROUNDS"); do
   dir=$RUN/round_$r
   mkdir -p "$dir"
   # 1. collect: the current policy plays fresh training games, no knowledge in its context
-  stage "collect extract r$r" "$dir/extract.jsonl" $PY collect.py --model "$policy" --preset train --split extract --round "$r" \
-    --n "$N_EXTRACT" --seed "$r" --out "$dir/extract.jsonl" "${play[@]}"
-  stage "collect deploy r$r" "$dir/deploy.jsonl" $PY collect.py --model "$policy" --preset train --split deploy --round "$r" \
-    --n "$N_DEPLOY" --seed "$r" --out "$dir/deploy.jsonl" "${play[@]}"
-  # 2. extract: the same policy turns its extraction trajectories into a knowledge pool
-  stage "extract r$r" "$dir/knowledge.jsonl" $PY extract.py --model "$policy" --trajectories "$dir/extract.jsonl" --chains "$CHAINS" \
-    --max-knowledge-tokens "$KNOW_TOKENS" --round "$r" --seed "$r" --out "$dir/knowledge.jsonl" "${think[@]}"
-  # 3. distill: student = policy without knowledge, frozen teacher = policy with knowledge
-  stage "distill r$r" "$dir/model" $PY distill.py --model "$policy" --trajectories "$dir/deploy.jsonl" --knowledge "$dir/knowledge.jsonl" \
-    --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --max-new-tokens "$MAX_NEW" --round "$r" --seed "$r" --out "$dir/model" "${think[@]}"
+  stage "collect extract r$r" "$dir/extract.jsonl" $PY collect.py --model "$policy" --preset train --split extract \
+    --round "$r" --n "$N_EXTRACT" --seed "$r" --out "$dir/extract.jsonl" "${play[@]}"
+  stage "collect deploy r$r" "$dir/deploy.jsonl" $PY collect.py --model "$policy" --preset train --split deploy \
+    --round "$r" --n "$N_DEPLOY" --seed "$r" --out "$dir/deploy.jsonl" "${play[@]}"
+  # 2. extract: the same policy (or EXTRACTOR) turns its extraction trajectories into a knowledge pool
+  stage "extract r$r" "$dir/knowledge.jsonl" $PY extract.py --model "$policy" --trajectories "$dir/extract.jsonl" \
+    --chains "$CHAINS" --max-knowledge-tokens "$KNOW_TOKENS" --max-new-tokens "$EXTRACT_NEW" --source "$SOURCE" \
+    "${extractor[@]}" --round "$r" --seed "$r" --out "$dir/knowledge.jsonl" "${think[@]}"
+  # 3. distill: student = policy without knowledge, teacher = policy with knowledge
+  stage "distill r$r" "$dir/model" $PY distill.py --model "$policy" --trajectories "$dir/deploy.jsonl" \
+    --knowledge "$dir/knowledge.jsonl" --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --mode "$MODE" \
+    --teacher "$TEACHER" --max-new-tokens "$MAX_NEW" --round "$r" --seed "$r" --out "$dir/model" "${think[@]}"
   # 4. evaluate theta_r without knowledge, and the start-of-round policy with the knowledge in context
   evaluate "$r" "$dir/model"
-  stage "eval in-context r$r" "$dir/eval_id_incontext.jsonl" $PY evaluate.py --model "$policy" --round "$r" --sets id --n "$N_EVAL" \
-    --knowledge "$dir/knowledge.jsonl" --out-dir "$dir" "${play[@]}"
+  stage "eval in-context r$r" "$dir/eval_id_incontext.jsonl" $PY evaluate.py --model "$policy" --round "$r" --sets id \
+    --n "$N_EVAL" --knowledge "$dir/knowledge.jsonl" --out-dir "$dir" "${play[@]}"
   if [ "$CURVE" = 1 ]; then  # the in-context curve: theta_{r-1} with each snapshot of chain 0
-    stage "eval curve r$r" "$dir/eval_id_curve0.jsonl" $PY evaluate.py --model "$policy" --round "$r" --sets id --n "$N_EVAL" \
-      --knowledge "$dir/knowledge.jsonl" --knowledge-curve 0 --out-dir "$dir" "${play[@]}"
+    stage "eval curve r$r" "$dir/eval_id_curve0.jsonl" $PY evaluate.py --model "$policy" --round "$r" --sets id \
+      --n "$N_EVAL" --knowledge "$dir/knowledge.jsonl" --knowledge-curve 0 --out-dir "$dir" "${play[@]}"
   fi
   policy=$dir/model
 done
-$PY evaluate.py --report "$RUN"
+stage report "" $PY evaluate.py --report "$RUN"
 echo "== loop.sh done: $RUN/report.md, $RUN/report.png"

@@ -1,0 +1,87 @@
+"""A stand-in for the stages in loop.sh's run-folder tests: `python tests/fake_stage.py STAGE.py ARGS...`.
+
+It does what matters to the run folder as the real stage does (common.claim_outputs: the lock, the arguments
+check), then, with FAKE_STAGE_SLOW naming the stage, writes a progress line to RUN/fake_writes.log every
+0.1 s for FAKE_STAGE_SECONDS (like a metrics log), and writes the stage's outputs atomically. Every start
+and end goes to RUN/fake_stages.log with the pid, so a test can see two writers overlap.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+class Anything:
+    """Stands in for torch, which the run-folder code never uses and which takes seconds to import."""
+
+    def __getattr__(self, name):
+        return Anything()
+
+    def __call__(self, *args, **kwargs):  # a decorator gives back what it decorates
+        return args[0] if len(args) == 1 and callable(args[0]) and not kwargs else Anything()
+
+
+sys.modules.setdefault("torch", Anything())
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common  # noqa: E402
+
+
+def parse(argv):
+    """Every `--flag value` (or a bare `--flag`) into a namespace, like the stage's own parser would."""
+    args, i = {}, 0
+    while i < len(argv):
+        key = argv[i].lstrip("-").replace("-", "_")
+        if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            args[key], i = argv[i + 1], i + 2
+        else:
+            args[key], i = True, i + 1
+    return argparse.Namespace(**args)
+
+
+def outputs(stage, args):
+    if stage == "evaluate.py":
+        if getattr(args, "report", None):
+            return [os.path.join(args.report, "report.md")]
+        suffix = f"_curve{args.knowledge_curve}" if hasattr(args, "knowledge_curve") else ""
+        suffix = suffix or ("_incontext" if hasattr(args, "knowledge") else "")
+        return [os.path.join(args.out_dir, f"eval_{name}{suffix}.jsonl") for name in args.sets.split(",")]
+    return [args.out]
+
+
+def log(run, line):
+    with open(os.path.join(run, "fake_stages.log"), "a") as f:
+        f.write(f"{time.time():.3f} {os.getpid()} {line}\n")
+
+
+def main(stage, argv):
+    args = parse(argv)
+    outs = outputs(stage, args)
+    run = common.run_folder(outs[0])
+    if not getattr(args, "report", None):
+        common.claim_outputs(outs, args)
+        if all(os.path.exists(o) for o in outs):
+            return
+    log(run, f"start {stage} {' '.join(outs)}")
+    if os.environ.get("FAKE_STAGE_SLOW") == stage:
+        for i in range(int(float(os.environ.get("FAKE_STAGE_SECONDS", "5")) * 10)):
+            common.append_jsonl(os.path.join(run, "fake_writes.log"), dict(pid=os.getpid(), i=i, stage=stage))
+            time.sleep(0.1)
+    for out in outs:
+        if stage == "distill.py":  # a model folder, with its arguments inside, as distill.py saves it
+            tmp = out + ".tmp"
+            os.makedirs(tmp, exist_ok=True)
+            with open(os.path.join(tmp, "args.json"), "w") as f:
+                json.dump(vars(args), f)
+            os.replace(tmp, out)
+        elif out.endswith("report.md"):
+            with open(out, "w") as f:
+                f.write("report\n")
+        else:
+            common.write_jsonl(out, [dict(stage=stage, pid=os.getpid(), kind="summary")])
+    log(run, f"end {stage}")
+
+
+if __name__ == "__main__":
+    common.run_main(lambda argv: main(argv[0], argv[1:]), sys.argv[1:])
