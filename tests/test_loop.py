@@ -154,7 +154,6 @@ def test_a_rerun_with_a_changed_knob_is_refused(finished_run, tiny_model):
     assert (run / "loop.log").read_text() == log  # refused before anything ran
 
 
-@pytest.mark.xfail(strict=True, reason="distill.py appends a restarted attempt's metrics to its predecessor's (#15.4)")
 def test_a_restarted_distillation_holds_one_attempt_of_metrics(finished_run):
     run, _, _ = finished_run
     steps = [s["step"] for s in read(run / "round_2" / "distill_metrics.jsonl")]
