@@ -281,6 +281,17 @@ def peak_memory_mb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
 
 
+# ----------------------------------------------------------------------------- numerics, memory, optimizer
+
+
+def make_teacher(student):
+    """A frozen copy of the student that computes exactly as it does: same weights in the same dtype,
+    run under the same autocast. A bf16 copy of fp32 master weights computes differently under autocast
+    (bf16 residual stream and norms instead of fp32 ones), so identical contexts would give a KL > 0 and a
+    gradient of pure numerical noise, which grows relative to the signal as the KL falls."""
+    return copy.deepcopy(student).eval().requires_grad_(False)
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -292,10 +303,10 @@ def main(args):
     rng = random.Random(args.seed)
     torch.manual_seed(args.seed)
     # the student keeps fp32 master weights (a bf16 weight would swallow lr-1e-6 updates) and runs
-    # its forward passes under bf16 autocast on a GPU; the teacher is a frozen bf16 copy there
+    # its forward passes under bf16 autocast on a GPU; the teacher computes exactly as it does
     student, tokenizer = common.load_model(args.model, args.device, dtype=torch.float32)
     device, compute_dtype = common.pick_device(args.device)
-    teacher = copy.deepcopy(student).to(compute_dtype).eval().requires_grad_(False)
+    teacher = make_teacher(student)
     autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32)
     if args.gradient_checkpointing:
         student.gradient_checkpointing_enable()
