@@ -3,11 +3,17 @@
 the memory plan adds up and matches a measured peak at small shapes."""
 
 import copy
+import json
+import os
+import subprocess
+import sys
 import types
 
 import pytest
+import test_distill
 import torch
 
+import bench_distill
 import common
 import distill
 
@@ -58,3 +64,102 @@ def test_teacher_is_a_frozen_copy(tiny_qwen3):
     assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
     for (name, s), t in zip(student.named_parameters(), teacher.parameters()):
         assert torch.equal(s, t) and s.dtype == t.dtype and s.data_ptr() != t.data_ptr(), name
+
+
+# ----------------------------------------------------------------------------- the optimizer
+
+
+def test_adamw8bit_lands_updates_below_bf16_resolution():
+    """lr 1e-5 on weights of 0.02 (bf16's step there is 1.2e-4): torch AdamW on bf16 weights rounds every
+    update away; torchao's AdamW8bit with stochastic rounding moves the weights by lr per step on average."""
+    steps, lr = 30, 1e-5
+    moved = {}
+    for name in ("adamw", "adamw8bit"):
+        weight = torch.nn.Parameter(torch.full((64, 64), 0.02, dtype=torch.bfloat16))
+        start = weight.float().mean().item()  # 0.02 as bf16 holds it
+        if name == "adamw":
+            optimizer = torch.optim.AdamW([weight], lr=lr, weight_decay=0.0)
+        else:
+            optimizer = distill.make_optimizer([weight], name, lr, 0.0)
+        for _ in range(steps):
+            weight.grad = torch.ones_like(weight)  # Adam's update is then lr in size, every step
+            optimizer.step()
+        moved[name] = (start - weight.float().mean().item()) / (lr * steps)
+    assert moved["adamw"] == 0.0 and abs(moved["adamw8bit"] - 1) < 0.1, moved
+
+
+def test_optimizer_states_have_the_planned_size():
+    weight = torch.nn.Parameter(torch.zeros(256, 256))
+    weight.grad = torch.ones_like(weight)
+    optimizer = distill.make_optimizer([weight], "adamw", 1e-3, 0.01)
+    optimizer.step()
+    state_bytes = sum(t.numel() * t.element_size() for t in optimizer.state[weight].values() if t.dim())
+    assert state_bytes == 8 * weight.numel()  # two fp32 moments, as plan_memory counts for adamw
+
+
+# ----------------------------------------------------------------------------- the memory plan
+
+GIB = 2**30
+PAPER = dict(batch_size=32, prompt_tokens=1500, teacher_prompt_tokens=1500 + 2048, new_tokens=1024)
+
+
+def qwen3_4b():
+    from transformers import Qwen3Config
+
+    return Qwen3Config(**bench_distill.SHAPES["qwen3-4b"], tie_word_embeddings=True)
+
+
+def plan_4b(**kw):
+    config = qwen3_4b()
+    settings = dict(PAPER, weight_bytes=2, optimizer="adamw8bit", checkpointing=True, micro_batch_tokens=4096)
+    settings.update(kw)
+    return distill.plan_memory(config, 4_022_468_096, chunk=128, **settings)
+
+
+def test_plan_terms_by_hand_for_qwen3_4b():
+    assert distill.count_params(qwen3_4b()) == 4_022_468_096  # Qwen3-4B's public count, 4.02B
+    plan = plan_4b()
+    # K and V of 36 layers, 8 heads of 128, bf16, for 32 sequences of 1500 + 1024 tokens
+    assert plan["sampling"]["KV cache"] == 32 * 2524 * 36 * 2 * 8 * 128 * 2
+    assert plan["static"]["student weights"] == plan["static"]["teacher weights"] == 2 * 4_022_468_096
+    assert 2 * 4_022_468_096 < plan["static"]["optimizer states"] < 2.1 * 4_022_468_096
+    peak, phase = distill.planned_peak(plan)
+    assert peak < 80e9 * 0.9 and phase == "sampling"
+    # fp32 master weights with fp32 AdamW (and an fp32 teacher, to compute alike) do not fit on 80 GB
+    adamw = plan_4b(weight_bytes=4, optimizer="adamw", autocast_bytes=2)
+    assert sum(adamw["static"].values()) > 80e9 * 0.9
+    # without checkpointing, one micro-batch's activations of all 36 layers
+    no_ckpt = plan_4b(checkpointing=False)
+    assert no_ckpt["training"]["activations"] > 10 * plan["training"]["activations"]
+    text = distill.format_plan(plan, 80e9)
+    assert "planned peak" in text and "KV cache 11.09" in text and "of 74.5 GiB" in text
+
+
+def test_plan_matches_the_measured_peak_at_a_small_shape():
+    """bench_distill.py runs two whole steps of a 42M-parameter Qwen3 shape on this CPU and measures the peak
+    RSS growth (with a fixed malloc mmap threshold, so that RSS follows live memory); the plan, made from
+    the config and the settings alone, must be within 10%."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, "bench_distill.py", "--shape", "tiny", "--batch", "4", "--prompt-tokens", "160"]
+    cmd += ["--knowledge-tokens", "100", "--new-tokens", "8", "--steps", "2"]
+    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["planned_bytes"] > 0.5 * GIB  # the terms dominate the process's own overhead
+    assert abs(result["measured_bytes"] / result["planned_bytes"] - 1) < 0.10, out.stdout
+
+
+# ----------------------------------------------------------------------------- distill.main
+
+
+def test_main_prints_the_plan_and_the_measured_peak(tiny_qwen3, tmp_path, capsys):
+    traj, know = test_distill.write_inputs(tmp_path)
+    argv = ["--model", tiny_qwen3, "--trajectories", traj, "--knowledge", know, "--out", str(tmp_path / "m")]
+    args = distill.parse_args(argv + ["--steps", "1", "--batch-size", "2", "--max-new-tokens", "4", "--thinking"])
+    assert args.optimizer is None and args.gradient_checkpointing is None
+    distill.main(args)
+    assert args.optimizer == "adamw" and args.gradient_checkpointing is False  # the defaults on a CPU
+    printed = capsys.readouterr().out
+    assert "memory plan (MiB)" in printed and "static" in printed and "KV cache" in printed
+    assert "planned peak" in printed and "measured process peak RSS" in printed
+    assert printed.index("memory plan") < printed.index("distill | steps")
