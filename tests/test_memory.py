@@ -163,3 +163,16 @@ def test_main_prints_the_plan_and_the_measured_peak(tiny_qwen3, tmp_path, capsys
     assert "memory plan (MiB)" in printed and "static" in printed and "KV cache" in printed
     assert "planned peak" in printed and "measured process peak RSS" in printed
     assert printed.index("memory plan") < printed.index("distill | steps")
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adamw8bit"])
+def test_the_kv_cache_of_sampling_takes_the_weights_dtype_as_planned(tiny_qwen3, optimizer):
+    """Under bf16 autocast (CPU here, CUDA in a GPU run): bf16 weights (adamw8bit) sample with a bf16 cache,
+    fp32 master weights (adamw) with an fp32 one; plan_memory counts the cache in the weights' dtype."""
+    weights_dtype = torch.bfloat16 if optimizer == "adamw8bit" else torch.float32  # training_dtypes on a GPU
+    student, tokenizer = common.load_model(tiny_qwen3, "cpu", dtype=weights_dtype, quiet=True)
+    batch = tokenizer([common.chat_text(tokenizer, MESSAGES, thinking=True)], return_tensors="pt")
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        out = student.generate(**batch, max_new_tokens=3, do_sample=False, return_dict_in_generate=True)
+    layer = out.past_key_values.layers[0]
+    assert layer.keys.dtype == layer.values.dtype == weights_dtype
