@@ -146,9 +146,8 @@ def naive_step(student, teacher, pairs, pad_id, temperature=0.7):
 
 def run_mode(args):
     student, tokenizer = common.load_model(args.model, args.device, dtype=torch.float32, quiet=True)
-    device, compute_dtype = common.pick_device(args.device)
-    teacher, _ = common.load_model(args.model, args.device, dtype=compute_dtype, quiet=True)
-    teacher.requires_grad_(False)
+    device, _ = common.pick_device(args.device)
+    teacher = distill.make_teacher(student)  # computes exactly as the student, as in distill.main
     _, pairs = batch_pairs(tokenizer, args)
     n_tokens = sum(len(p["student_ids"]) + len(p["teacher_ids"]) for p in pairs)
     n_total = sum(len(p["response_ids"]) for p in pairs)

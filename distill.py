@@ -17,6 +17,7 @@ response positions, in chunks that are recomputed in the backward pass, and by m
 
 import argparse
 import copy
+import importlib.util
 import json
 import os
 import random
@@ -457,8 +458,8 @@ def format_plan(plan, capacity=None):
     for name, terms in plan.items():
         total = sum(terms.values()) if name == "static" else phases[name]
         lines.append(f"  {name} {total / size:.2f}: " + ", ".join(f"{k} {v / size:.2f}" for k, v in terms.items()))
-    capacity = f" of {capacity / size:.1f}" if capacity else ""
-    return "\n".join(lines + [f"  planned peak {peak / size:.2f}{capacity} {unit} (static + {phase})"])
+    fits = "" if not capacity else f" of {capacity / size:.1f} {unit}" + (", DOES NOT FIT" if peak > capacity else "")
+    return "\n".join(lines + [f"  planned peak {peak / size:.2f} {unit} (static + {phase}){fits}"])
 
 
 # ----------------------------------------------------------------------------- main
@@ -477,6 +478,8 @@ def main(args):
     args.optimizer = args.optimizer or ("adamw8bit" if device.type == "cuda" else "adamw")
     if args.gradient_checkpointing is None:
         args.gradient_checkpointing = device.type == "cuda"
+    if args.optimizer == "adamw8bit" and importlib.util.find_spec("torchao") is None:
+        raise common.InputError("--optimizer adamw8bit needs torchao (pip install -r requirements.txt)")
     weights_dtype, _ = training_dtypes(args.device, args.optimizer)
     student, tokenizer = common.load_model(args.model, args.device, dtype=weights_dtype)
     teacher = make_teacher(student)

@@ -127,12 +127,12 @@ def test_plan_terms_by_hand_for_qwen3_4b():
     assert peak < 80e9 * 0.9 and phase == "sampling"
     # fp32 master weights with fp32 AdamW (and an fp32 teacher, to compute alike) do not fit on 80 GB
     adamw = plan_4b(weight_bytes=4, optimizer="adamw", autocast_bytes=2)
-    assert sum(adamw["static"].values()) > 80e9 * 0.9
+    assert sum(adamw["static"].values()) > 80e9 * 0.9 and "DOES NOT FIT" in distill.format_plan(adamw, 80e9)
     # without checkpointing, one micro-batch's activations of all 36 layers
     no_ckpt = plan_4b(checkpointing=False)
     assert no_ckpt["training"]["activations"] > 10 * plan["training"]["activations"]
     text = distill.format_plan(plan, 80e9)
-    assert "planned peak" in text and "KV cache 11.09" in text and "of 74.5 GiB" in text
+    assert "planned peak" in text and "KV cache 11.09" in text and "of 74.5 GiB" in text and "NOT FIT" not in text
 
 
 def test_plan_matches_the_measured_peak_at_a_small_shape():
@@ -176,3 +176,15 @@ def test_the_kv_cache_of_sampling_takes_the_weights_dtype_as_planned(tiny_qwen3,
         out = student.generate(**batch, max_new_tokens=3, do_sample=False, return_dict_in_generate=True)
     layer = out.past_key_values.layers[0]
     assert layer.keys.dtype == layer.values.dtype == weights_dtype
+
+
+def test_adamw8bit_without_torchao_is_refused_before_the_model_loads(tmp_path, monkeypatch):
+    traj, know = test_distill.write_inputs(tmp_path)
+    argv = ["--model", str(tmp_path / "no-such-model"), "--trajectories", traj, "--knowledge", know]
+    args = distill.parse_args(argv + ["--out", str(tmp_path / "m"), "--optimizer", "adamw8bit"])
+    find_spec = distill.importlib.util.find_spec
+    monkeypatch.setattr(
+        distill.importlib.util, "find_spec", lambda name: None if name == "torchao" else find_spec(name)
+    )
+    with pytest.raises(common.InputError, match="adamw8bit needs torchao"):
+        distill.main(args)  # a missing model folder would be the error if the model loaded first
