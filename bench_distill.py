@@ -6,11 +6,21 @@ memory (CUDA peak allocated, or process peak RSS on a CPU) is its own.
 
     python bench_distill.py                        # default model, 8 prompts, on this machine
     python bench_distill.py --model Qwen/Qwen3-1.7B --batch 32
+
+With --shape it instead builds a model from public config numbers with random weights (nothing is
+downloaded: speed and memory do not depend on the weights) and runs whole distill.main steps on
+synthetic token ids: sampling at a fixed length (random weights never emit EOS), the forward/backward,
+the optimizer step. It prints distill.plan_memory's plan next to the measured peak.
+
+    python bench_distill.py --shape tiny --batch 4 --prompt-tokens 300 --knowledge-tokens 200 --new-tokens 64
+    python bench_distill.py --shape qwen3-4b       # the paper setting: batch 32, 1024 new tokens, thinking on
+    python bench_distill.py --shape qwen3-4b --plan-only
 """
 
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -21,6 +31,17 @@ import common
 import distill
 import games
 
+# public config numbers (the models' config.json); all tie the input and output embeddings
+SHAPES = {
+    "tiny": dict(hidden_size=512, num_hidden_layers=8, intermediate_size=1536, num_attention_heads=8,
+                 num_key_value_heads=4, head_dim=64, vocab_size=32000),
+    "qwen3-0.6b": dict(hidden_size=1024, num_hidden_layers=28, intermediate_size=3072, num_attention_heads=16,
+                       num_key_value_heads=8, head_dim=128, vocab_size=151936),
+    "qwen3-1.7b": dict(hidden_size=2048, num_hidden_layers=28, intermediate_size=6144, num_attention_heads=16,
+                       num_key_value_heads=8, head_dim=128, vocab_size=151936),
+    "qwen3-4b": dict(hidden_size=2560, num_hidden_layers=36, intermediate_size=9728, num_attention_heads=32,
+                     num_key_value_heads=8, head_dim=128, vocab_size=151936),
+}  # fmt: skip
 KNOWLEDGE = "\n".join(
     f"- lesson {i}: go to rooms you have not seen yet before going back; take the goal object at once."
     for i in range(8)
@@ -31,14 +52,34 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=common.DEFAULT_MODEL, help="model to distil")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
-    p.add_argument("--batch", type=int, default=8, help="prompts per step")
+    p.add_argument("--batch", type=common.positive_int, default=None, help="prompts per step (default 8; --shape: 32)")
     p.add_argument("--response-tokens", type=int, default=24, help="response length per prompt")
     p.add_argument("--repeats", type=int, default=2, help="timed steps per mode (after one warm-up)")
     p.add_argument("--games-dir", default="games", help="game cache (eval preset) for realistic prompts")
+    p.add_argument("--shape", choices=sorted(SHAPES), default=None, help="random-weight model of this shape")
+    p.add_argument("--prompt-tokens", type=common.positive_int, default=1500, help="(--shape) student prompt")
+    p.add_argument("--knowledge-tokens", type=common.positive_int, default=2048, help="(--shape) teacher's extra")
+    p.add_argument("--new-tokens", type=common.positive_int, default=1024, help="(--shape) sampled tokens, fixed")
+    p.add_argument("--steps", type=common.positive_int, default=2, help="(--shape) whole steps, the first one warms up")
+    p.add_argument("--optimizer", choices=["adamw", "adamw8bit"], default=None, help="(--shape) as distill.py's")
+    p.add_argument(
+        "--gradient-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="(--shape) as distill.py's",
+    )
+    p.add_argument("--micro-batch-tokens", type=common.positive_int, default=4096, help="(--shape) as distill.py's")
+    p.add_argument("--chunk", type=common.positive_int, default=128, help="(--shape) as distill.py's")
+    p.add_argument("--topk", type=int, default=256, help="(--shape) as distill.py's")
+    p.add_argument("--capacity-gib", type=float, default=80 * 10**9 / 2**30, help="(--plan-only) GPU memory")
+    p.add_argument("--plan-only", action="store_true", help="(--shape) print the plan for CUDA bf16 and stop")
     p.add_argument(
         "--only", default=None, choices=["topk", "full", "naive"], help="(internal) run one mode and print JSON"
     )
-    return p.parse_args()
+    args = p.parse_args()
+    if args.batch is None:
+        args.batch = 32 if args.shape else 8
+    return args
 
 
 def batch_pairs(tokenizer, args):
@@ -105,9 +146,8 @@ def naive_step(student, teacher, pairs, pad_id, temperature=0.7):
 
 def run_mode(args):
     student, tokenizer = common.load_model(args.model, args.device, dtype=torch.float32, quiet=True)
-    device, compute_dtype = common.pick_device(args.device)
-    teacher, _ = common.load_model(args.model, args.device, dtype=compute_dtype, quiet=True)
-    teacher.requires_grad_(False)
+    device, _ = common.pick_device(args.device)
+    teacher = distill.make_teacher(student)  # computes exactly as the student, as in distill.main
     _, pairs = batch_pairs(tokenizer, args)
     n_tokens = sum(len(p["student_ids"]) + len(p["teacher_ids"]) for p in pairs)
     n_total = sum(len(p["response_ids"]) for p in pairs)
@@ -144,7 +184,145 @@ def run_mode(args):
     )
 
 
+# ----------------------------------------------------------------------------- whole steps at a model shape
+
+
+def shape_model(name, dtype, device):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    config = Qwen3Config(**SHAPES[name], tie_word_embeddings=True, eos_token_id=1, pad_token_id=0)
+    torch.manual_seed(0)
+    with torch.device(device):
+        return Qwen3ForCausalLM(config).to(dtype)
+
+
+def shape_plan(config, n_params, args, weight_bytes, autocast):
+    return distill.plan_memory(
+        config,
+        n_params,
+        batch_size=args.batch,
+        prompt_tokens=args.prompt_tokens,
+        teacher_prompt_tokens=args.prompt_tokens + args.knowledge_tokens,
+        new_tokens=args.new_tokens,
+        weight_bytes=weight_bytes,
+        optimizer=args.optimizer,
+        checkpointing=args.gradient_checkpointing,
+        micro_batch_tokens=args.micro_batch_tokens,
+        chunk=args.chunk,
+        autocast_bytes=2 if weight_bytes == 4 and autocast else 0,
+    )
+
+
+def now(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.time()
+
+
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def run_shape(args):
+    """distill.main's set-up and steps on a random-weight model; prints the plan and the measured figures."""
+    device, compute_dtype = common.pick_device(args.device)
+    cuda = device.type == "cuda"
+    args.optimizer = args.optimizer or ("adamw8bit" if cuda or args.plan_only else "adamw")
+    if args.gradient_checkpointing is None:
+        args.gradient_checkpointing = cuda or args.plan_only
+    if args.plan_only:  # the plan for a bf16 GPU, from the config alone
+        from transformers import Qwen3Config
+
+        config = Qwen3Config(**SHAPES[args.shape], tie_word_embeddings=True)
+        weight_bytes = 4 if args.optimizer == "adamw" else 2
+        plan = shape_plan(config, distill.count_params(config), args, weight_bytes, autocast=True)
+        print(
+            f"shape {args.shape} | batch {args.batch} | prompt {args.prompt_tokens} (+{args.knowledge_tokens} teacher)"
+        )
+        print(f"new tokens {args.new_tokens} | {args.optimizer} | checkpointing {args.gradient_checkpointing}")
+        return print(distill.format_plan(plan, args.capacity_gib * 2**30))
+    torch.zeros(256, 256).softmax(-1).sum()  # load kernels before the baseline
+    baseline = torch.cuda.memory_allocated(device) if cuda else rss_bytes()
+    weights_dtype, _ = distill.training_dtypes(args.device, args.optimizer)
+    student = shape_model(args.shape, weights_dtype, device)
+    teacher = distill.make_teacher(student)
+    autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32)
+    if args.gradient_checkpointing:
+        student.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(use_reentrant=False))
+    optimizer = distill.make_optimizer(student.parameters(), args.optimizer, 1e-6, 0.01)
+    n_params = sum(p.numel() for p in student.parameters())
+    plan = shape_plan(student.config, n_params, args, weights_dtype.itemsize, compute_dtype != torch.float32)
+    print(f"shape {args.shape} ({n_params / 1e6:.1f}M params) | {device} | weights {weights_dtype} | {args.optimizer}")
+    print(
+        f"batch {args.batch} | prompt {args.prompt_tokens} (+{args.knowledge_tokens} teacher) | new {args.new_tokens}"
+    )
+    print(distill.format_plan(plan, distill.device_capacity(device)), flush=True)
+    opts = argparse.Namespace(temperature=0.7, topk=args.topk, chunk=args.chunk, pad_id=0)
+    g = torch.Generator().manual_seed(0)
+    for step in range(1, args.steps + 1):  # the optimizer's states exist from the first step on
+        prompts = torch.randint(2, student.config.vocab_size, (args.batch, args.prompt_tokens), generator=g)
+        knowledge = torch.randint(2, student.config.vocab_size, (args.batch, args.knowledge_tokens), generator=g)
+        clock = [now(device)]
+        student.eval()  # sampling at a fixed length: EOS is suppressed until new_tokens
+        with autocast, torch.no_grad():
+            out = student.generate(
+                input_ids=prompts.to(device),
+                attention_mask=torch.ones_like(prompts, device=device),
+                max_new_tokens=args.new_tokens,
+                min_new_tokens=args.new_tokens,
+                do_sample=True,
+                temperature=0.7,
+                top_k=0,
+                top_p=1.0,
+            )
+        clock.append(now(device))
+        responses = out[:, args.prompt_tokens :].tolist()
+        pairs = [
+            dict(
+                student_ids=p.tolist() + r,
+                teacher_ids=k.tolist() + p.tolist() + r,
+                response_ids=r,
+                student_start=args.prompt_tokens,
+                teacher_start=args.prompt_tokens + args.knowledge_tokens,
+            )
+            for p, k, r in zip(prompts, knowledge, responses)
+        ]
+        student.train()
+        n_total = sum(len(r) for r in responses)
+        with autocast:
+            for group in distill.micro_batches(pairs, args.micro_batch_tokens):
+                distill.micro_batch_loss(student, teacher, group, n_total, opts)
+        clock.append(now(device))
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        clock.append(now(device))
+        sample_s, train_s, step_s = (b - a for a, b in zip(clock, clock[1:]))
+        n_train = sum(len(p["student_ids"]) + len(p["teacher_ids"]) for p in pairs)
+        print(
+            f"step {step} | sampling {sample_s:.1f} s ({args.batch * args.new_tokens / sample_s:.0f} tokens/s) | "
+            f"forward/backward {train_s:.1f} s ({n_train / train_s:.0f} tokens/s, student + teacher) | "
+            f"optimizer {step_s:.2f} s"
+        )
+    if cuda:
+        measured, what = torch.cuda.max_memory_allocated(device) - baseline, "CUDA peak allocated"
+    else:  # ru_maxrss is the process's high-water mark in KiB
+        measured = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
+        what = "peak RSS growth over the process before the model"
+    planned = distill.planned_peak(plan)[0]
+    print(f"memory | planned peak {planned / 2**20:.0f} MiB | measured {what} {measured / 2**20:.0f} MiB "
+          f"| measured / planned {measured / planned:.3f}")  # fmt: skip
+    print(json.dumps(dict(shape=args.shape, planned_bytes=planned, measured_bytes=measured, device=str(device))))
+
+
 def main(args):
+    if args.shape and not args.plan_only and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        # glibc's dynamic threshold keeps freed blocks up to 32 MiB in the heap, so RSS would count dead
+        # tensors; a fixed threshold returns every large block to the system and RSS follows live memory
+        os.execve(sys.executable, [sys.executable] + sys.argv, dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536"))
+    if args.shape:
+        return run_shape(args)
     if args.only:
         return run_mode(args)
     rows = {}
