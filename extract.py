@@ -46,6 +46,9 @@ PROMPTS = {"structured-v2": STRUCTURED_PROMPT, "freetext-v1": FREE_TEXT_PROMPT}
 # The assistant's answer is started with the marker (structured prompt only): small models that
 # ignore a requested format still continue a line that is already begun.
 ANSWER_PREFIX = {"structured-v2": "- EXPERIENCE ITEM:", "freetext-v1": ""}
+# Default extractor output cap without / with thinking: lessons alone take a few dozen tokens; with
+# thinking on, the answer comes after the reasoning, which runs to hundreds or thousands of tokens.
+MAX_NEW_TOKENS = {False: 96, True: 2048}
 MARKER = re.compile(r"\s*-?\s*EXPERIENCE ITEM\s*:\s*", re.IGNORECASE)
 
 
@@ -81,8 +84,9 @@ def parse_args(argv=None):
     p.add_argument(
         "--max-new-tokens",
         type=common.positive_int,
-        default=96,
-        help="extractor output cap (raise it for thinking models)",
+        default=None,
+        help=f"extractor output cap, reasoning included (default: {MAX_NEW_TOKENS[False]}, or "
+        f"{MAX_NEW_TOKENS[True]} with --thinking) [paper: 2048-8192]",
     )
     p.add_argument(
         "--max-turns-shown",
@@ -125,7 +129,10 @@ def parse_args(argv=None):
     p.add_argument(
         "--run", default=None, help="run name recorded in every record (default: the folder holding round_R)"
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.max_new_tokens is None:  # a thinking extractor reasons first: 96 tokens end inside <think>
+        args.max_new_tokens = MAX_NEW_TOKENS[args.thinking]
+    return args
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -189,6 +196,40 @@ def extraction_messages(trajectory_text, items, args):
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
+def inside_thinking(output):
+    """True when an output ends inside an unclosed <think>: the cap came before the answer."""
+    return "<think>" in output and "</think>" not in output.rsplit("<think>", 1)[1]
+
+
+def eos_token_ids(model, tokenizer):
+    """Every id that ends a response: the tokenizer's EOS and the generation config's (Qwen3 lists two)."""
+    listed = model.generation_config.eos_token_id
+    return {tokenizer.eos_token_id} | set(
+        listed if isinstance(listed, list) else [listed] if listed is not None else []
+    )
+
+
+def empty_pool_error(args, n_calls, failures, n_cut, n_cut_thinking):
+    """The message for a pool in which every knowledge text is empty: why, and what to do."""
+    why = f"every pool entry is empty ({failures}/{n_calls} extractor outputs had no item"
+    if n_cut_thinking:
+        return (
+            f"{why}; {n_cut_thinking} ended inside an unclosed <think>, cut at --max-new-tokens "
+            f"{args.max_new_tokens} before the answer). Raise --max-new-tokens (the paper allows 2048-8192 "
+            "with thinking on) or turn --thinking off."
+        )
+    if failures == n_calls:
+        return (
+            f"{why}; {n_cut} were cut at --max-new-tokens {args.max_new_tokens}). The extractor does not "
+            'write "- EXPERIENCE ITEM:" lines: see the sample output above; try --answer-prefix 1, '
+            "--prompt-version freetext-v1, a larger --max-new-tokens or another --extractor-model."
+        )
+    return (
+        f"{why}; items were parsed, but none is left at step {args.use_steps or 'last'}). An item longer "
+        "than --max-knowledge-tokens is dropped whole: raise --max-knowledge-tokens."
+    )
+
+
 def load_trajectories(path):
     records = common.read_jsonl(path, required=("turns", "feedback"))
     if not records:
@@ -221,11 +262,13 @@ def main(args):
     else:
         count_tokenizer = tokenizer
     count = lambda text: len(count_tokenizer(text, add_special_tokens=False).input_ids)
+    eos_ids = set() if model is None else eos_token_ids(model, tokenizer)
     use_step = args.use_steps or len(trajectories)
     if not 1 <= use_step <= len(trajectories):
         raise common.InputError(f"--use-steps {args.use_steps}: the chains read only {len(trajectories)} trajectories")
     chains = [[] for _ in range(args.chains)]  # knowledge starts empty every round
     snapshots, failures, new_tokens, gen_seconds, sample_output = [], 0, 0, 0.0, None
+    n_cut = n_cut_thinking = 0  # outputs cut at the cap; those cut inside <think> (no answer at all)
     run = args.run or common.run_name(args.out)
 
     def snapshot(step):
@@ -262,33 +305,37 @@ def main(args):
                 for items in chains
             ]
             t0 = time.time()
-            outputs = [
-                (prefix + o, n)
-                for o, n in common.generate(
-                    model, tokenizer, prompts, args.max_new_tokens, args.temperature, args.top_p, args.top_k
-                )
-            ]
+            responses = common.generate_ids(
+                model, tokenizer, prompts, args.max_new_tokens, args.temperature, args.top_p, args.top_k
+            )
             gen_seconds += time.time() - t0
-            for c, (output, n) in enumerate(outputs):
+            for c, response_ids in enumerate(responses):
+                output = prefix + tokenizer.decode(response_ids, skip_special_tokens=True)
+                cut = len(response_ids) >= args.max_new_tokens and response_ids[-1] not in eos_ids
+                n_cut += cut
+                n_cut_thinking += cut and inside_thinking(output)
                 new = parse_items(output, args.prompt_version)
                 failures += not new  # nothing parsed: the knowledge stays as it was
-                new_tokens += n
+                new_tokens += len(response_ids)
                 chains[c] = add_items(chains[c], new, args.max_new_items, args.max_knowledge_tokens, count)
-            sample_output = sample_output or (prompts[0], outputs[0][0])
+                sample_output = sample_output or (prompts[c], output)
         snapshot(step)
-    common.write_jsonl(args.out, snapshots)
     pool = [s for s in snapshots if s["in_pool"]]
     if sample_output:
-        print(
-            f"--- sample extractor prompt (chain 0, step 1) ---\n{sample_output[0][-1500:]}\n--- its output ---\n{sample_output[1]}"
-        )
+        print(f"--- sample extractor prompt (step 1) ---\n{sample_output[0][-1500:]}\n--- its output ---")
+        print(sample_output[1])
+    n_calls = len(texts) * args.chains if args.source == "knowledge" else 0
+    cap = f"--max-new-tokens {args.max_new_tokens}"
+    print(f"extract | outputs cut at {cap}: {n_cut}/{n_calls} ({n_cut_thinking} of them inside <think>)")
+    if n_calls and not any(p["items"] for p in pool):  # nothing learned: never hand an empty pool on
+        raise common.InputError(empty_pool_error(args, n_calls, failures, n_cut, n_cut_thinking))
+    common.write_jsonl(args.out, snapshots)
+    first = pool[0]
+    print(f"--- knowledge {first['knowledge_id']} ({first['n_tokens']} tokens) ---\n{first['knowledge'][:3000]}\n---")
     print(
-        f"--- knowledge {pool[0]['knowledge_id']} ({pool[0]['n_tokens']} tokens) ---\n{pool[0]['knowledge'][:3000]}\n---"
-    )
-    n_calls = len(texts) * args.chains
-    print(
-        f"extract | chains {args.chains} | steps {len(texts)} | items/chain {sum(p['n_items'] for p in pool) / len(pool):.1f} | "
-        f"parse failures {failures}/{n_calls if args.source == 'knowledge' else 0} | tokens/s {new_tokens / max(gen_seconds, 1e-9):.1f} | {args.out}"
+        f"extract | chains {args.chains} | steps {len(texts)} | "
+        f"items/chain {sum(p['n_items'] for p in pool) / len(pool):.1f} | parse failures {failures}/{n_calls} | "
+        f"cut {n_cut}/{n_calls} | tokens/s {new_tokens / max(gen_seconds, 1e-9):.1f} | {args.out}"
     )
     return snapshots
 

@@ -4,6 +4,7 @@ differ only by randomness, an end-to-end run with a tiny model, and bad input.""
 import itertools
 
 import pytest
+import thinking_stub
 
 import common
 import extract
@@ -115,17 +116,16 @@ def run(tiny_model, tmp_path, *extra):
 def test_end_to_end_with_a_tiny_model(tiny_model, tmp_path, monkeypatch):
     # the tiny random model writes gibberish; make every third output carry marked items so the
     # bookkeeping is checked on real model calls
-    real = common.generate
+    real = common.generate_ids
     calls = []
 
-    def generate(model, tokenizer, prompts, *a, **k):
+    def generate_ids(model, tokenizer, prompts, *a, **k):
         outs = real(model, tokenizer, prompts, *a, **k)
         calls.append(prompts)
-        return [
-            (f"- EXPERIENCE ITEM: lesson {len(calls)}.{c}" if c != 1 else text, n) for c, (text, n) in enumerate(outs)
-        ]
+        lesson = lambda c: tokenizer(f" lesson {len(calls)}.{c}", add_special_tokens=False).input_ids
+        return [lesson(c) + [tokenizer.eos_token_id] if c != 1 else ids for c, ids in enumerate(outs)]
 
-    monkeypatch.setattr(common, "generate", generate)
+    monkeypatch.setattr(common, "generate_ids", generate_ids)
     snapshots, out = run(tiny_model, tmp_path, "--use-steps", "2")
     assert len(calls) == 3 and all(len(p) == 3 for p in calls)  # one batched call per step over all chains
     assert all(
@@ -154,8 +154,19 @@ def test_end_to_end_with_a_tiny_model(tiny_model, tmp_path, monkeypatch):
     )
 
 
-def test_chains_differ_only_by_randomness(tiny_model, tmp_path):
+def test_chains_differ_only_by_randomness(tiny_model, tmp_path, monkeypatch):
+    # greedy, the tiny model writes only newlines (an empty answer): record the raw outputs, and start
+    # each answer with a word so the knowledge is not empty
+    real, seen = common.generate_ids, []
+
+    def generate_ids(model, tokenizer, prompts, *a, **k):
+        outs = real(model, tokenizer, prompts, *a, **k)
+        seen.append((prompts, outs))
+        return [tokenizer("Open", add_special_tokens=False).input_ids + ids for ids in outs]
+
+    monkeypatch.setattr(common, "generate_ids", generate_ids)
     greedy, _ = run(tiny_model, tmp_path, "--temperature", "0", "--prompt-version", "freetext-v1")
+    assert all(len(set(prompts)) == 1 and all(o == outs[0] for o in outs) for prompts, outs in seen)
     last = [r for r in greedy if r["step"] == 3]
     assert len({r["knowledge"] for r in last}) == 1  # same prompt, no randomness: same knowledge
     sampled, _ = run(tiny_model, tmp_path, "--temperature", "1.0", "--prompt-version", "freetext-v1", "--seed", "5")
@@ -194,3 +205,43 @@ def test_bad_input_is_clear_and_keeps_earlier_output(content, expected, tiny_mod
                 ["--model", tiny_model, "--trajectories", str(tmp_path / "none.jsonl"), "--out", str(out), "--force"]
             )
         )
+
+
+def thinking_run(tiny_qwen3, tmp_path, monkeypatch, *extra, n=3):
+    """extract.py --thinking on the tiny Qwen3 (its real chat template), answers from the thinking stub."""
+    monkeypatch.setattr(common, "generate_ids", thinking_stub.generate_ids)
+    traj = tmp_path / "extract_in.jsonl"
+    common.write_jsonl(str(traj), [trajectory(f"g{i}", i % 2 == 0) for i in range(n)])
+    out = tmp_path / "knowledge.jsonl"
+    argv = ["--model", tiny_qwen3, "--trajectories", str(traj), "--out", str(out), "--chains", "2", "--thinking"]
+    return extract.main(extract.parse_args(argv + list(extra))), out
+
+
+def test_the_output_cap_follows_the_thinking_switch():
+    base = ["--trajectories", "t.jsonl", "--out", "k.jsonl"]
+    assert extract.parse_args(base).max_new_tokens == 96
+    assert extract.parse_args(base + ["--thinking"]).max_new_tokens == 2048
+    assert extract.parse_args(base + ["--thinking", "--max-new-tokens", "300"]).max_new_tokens == 300
+
+
+def test_thinking_extraction_keeps_the_items_after_think(tiny_qwen3, tmp_path, monkeypatch, capsys):
+    snapshots, out = thinking_run(tiny_qwen3, tmp_path, monkeypatch)
+    pool = [s for s in snapshots if s["in_pool"]]
+    assert len(pool) == 2 and all(s["n_items"] >= 2 for s in pool)
+    items = [i for s in pool for i in s["items"]]
+    assert all(i.startswith("Lesson ") and "let me think" not in i and "think>" not in i for i in items)
+    assert common.read_jsonl(str(out)) == snapshots
+    assert "outputs cut at --max-new-tokens 2048: 0/6 (0 of them inside <think>)" in capsys.readouterr().out
+
+
+def test_a_cap_inside_the_reasoning_is_a_clear_error(tiny_qwen3, tmp_path, monkeypatch, capsys):
+    with pytest.raises(common.InputError, match=r"6 ended inside an unclosed <think>.*Raise --max-new-tokens"):
+        thinking_run(tiny_qwen3, tmp_path, monkeypatch, "--max-new-tokens", "40")
+    assert "outputs cut at --max-new-tokens 40: 6/6 (6 of them inside <think>)" in capsys.readouterr().out
+    assert not (tmp_path / "knowledge.jsonl").exists()  # an empty pool is never written
+
+
+def test_no_item_at_all_is_a_clear_error(tiny_model, tmp_path):
+    # the tiny random model never writes a marked item
+    with pytest.raises(common.InputError, match=r"every pool entry is empty \(9/9 extractor outputs had no item"):
+        run(tiny_model, tmp_path, "--answer-prefix", "0")
