@@ -89,10 +89,11 @@ def parse_args(argv=None):
         f"{MAX_NEW_TOKENS[True]} with --thinking) [paper: 2048-8192]",
     )
     p.add_argument(
-        "--max-turns-shown",
+        "--max-trajectory-tokens",
         type=common.positive_int,
-        default=20,
-        help="turns of a trajectory shown (the last ones if longer)",
+        default=4096,
+        help="a trajectory shown to the extractor is at most this long (extractor's tokenizer); the oldest turns "
+        "go first [authors: (turn cap + 512) x turns + 1024]",
     )
     p.add_argument(
         "--show-knowledge",
@@ -138,19 +139,59 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------------- helpers
 
 
-def format_trajectory(record, max_turns):
-    """A trajectory as the extractor reads it: goal, start, each turn (model's answer, command sent,
-    game's reply), then the closing result line."""
-    lines = [f"Goal: {record.get('objective') or '(not stated)'}", f"Start: {record.get('intro', '')}"]
-    turns = record["turns"][-max_turns:]
-    if len(turns) < len(record["turns"]):
-        lines.append(f"({len(record['turns']) - len(turns)} earlier turns not shown)")
-    for t in turns:
-        said = t["response"].strip().replace("\n", " ")[:200]
-        sent = f" (sent: {t['command']})" if t["command"] != said.lower() else ""
-        lines.append(f"Turn {t['turn'] + 1}. You: {said}{sent}\nGame: {t['reply']}")
-    lines.append(record["feedback"])
-    return "\n".join(lines)
+def keep_tail(text, max_tokens, count_tokens):
+    """The longest end of `text` within max_tokens (binary search on where it starts)."""
+    lo, hi = 0, len(text)  # text[hi:] == "" always fits
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if count_tokens(text[mid:]) <= max_tokens:
+            hi = mid
+        else:
+            lo = mid + 1
+    return text[lo:]
+
+
+def render_turn(t):
+    """(head, body) of one turn: the model's whole response (reasoning included), the command sent, the reply."""
+    said = t["response"].strip()
+    sent = f" (sent: {t['command']})" if t["command"] and t["command"] != said.lower() else ""
+    return f"Turn {t['turn'] + 1}. You: ", f"{said}{sent}\nGame: {t['reply']}"
+
+
+def format_trajectory(record, max_tokens, count_tokens):
+    """A trajectory as the extractor reads it: goal, start, each turn whole, then the closing result line.
+
+    Over max_tokens, the oldest turns go first (a line says how many); the most recent turns and the
+    result line always stay. If even the newest turn alone is too long, its end is kept."""
+    head = f"Goal: {record.get('objective') or '(not stated)'}\nStart: {record.get('intro', '')}"
+    turns = [render_turn(t) for t in record["turns"]]
+    result = record["feedback"]
+
+    def text_of(kept, cut_body=None):
+        n_dropped = len(turns) - len(kept) - (cut_body is not None)
+        note = [f"({n_dropped} earlier turns not shown: over the {max_tokens}-token budget)"] if n_dropped else []
+        cut = [f"{turns[-1][0]}(start cut) ...{cut_body}"] if cut_body is not None else []
+        return "\n".join([head, *note, *cut, *[h + b for h, b in kept], result])
+
+    # newest turns first, whole, by a sum of their sizes; then checked on the exact text
+    room, k, used = max_tokens - count_tokens(text_of([])), 0, 0
+    sizes = [count_tokens(h + b) + 1 for h, b in turns]  # + the newline that joins it
+    while k < len(turns) and used + sizes[-1 - k] <= room:
+        used += sizes[-1 - k]
+        k += 1
+    while k < len(turns) and count_tokens(text_of(turns[len(turns) - k - 1 :])) <= max_tokens:
+        k += 1
+    while k and count_tokens(text_of(turns[len(turns) - k :])) > max_tokens:
+        k -= 1
+    text = text_of(turns[len(turns) - k :])
+    room = max_tokens - count_tokens(text_of([], ""))
+    while k == 0 and turns and room > 0:  # not one turn fits whole: the end of the newest (answer, reply)
+        text = text_of([], keep_tail(turns[-1][1], room, count_tokens))
+        over = count_tokens(text) - max_tokens
+        room = room - over if over > 0 else 0
+    if count_tokens(text) > max_tokens:  # goal and result alone are over: the end of it all
+        text = keep_tail(text, max_tokens, count_tokens)
+    return text
 
 
 def parse_items(output, prompt_version):
@@ -248,24 +289,28 @@ def main(args):
     if args.steps:
         trajectories = trajectories[: args.steps]
     ids = [f"{r.get('game')}#{r.get('episode')}" for r in trajectories]
-    texts = [format_trajectory(r, args.max_turns_shown) for r in trajectories]
+    use_step = args.use_steps or len(trajectories)
+    if not 1 <= use_step <= len(trajectories):
+        raise common.InputError(f"--use-steps {args.use_steps}: the chains read only {len(trajectories)} trajectories")
+    # token budgets, measured before a model loads: the knowledge with the policy's tokenizer (it goes
+    # into the policy's prompts), the trajectory shown with the extractor's
+    from transformers import AutoTokenizer
+
+    policy_tokenizer = AutoTokenizer.from_pretrained(common.resolve_model(args.model))
+    count = lambda text: len(policy_tokenizer(text, add_special_tokens=False).input_ids)
+    if args.extractor_model and args.source == "knowledge":
+        extractor_tokenizer = AutoTokenizer.from_pretrained(common.resolve_model(args.extractor_model))
+        count_shown = lambda text: len(extractor_tokenizer(text, add_special_tokens=False).input_ids)
+    else:
+        count_shown = count
+    texts = [format_trajectory(r, args.max_trajectory_tokens, count_shown) for r in trajectories]
     torch.manual_seed(args.seed)
     model, tokenizer = (
         common.load_model(args.extractor_model or args.model, args.device)
         if args.source == "knowledge"
         else (None, None)
     )
-    if args.extractor_model or model is None:  # the budget is measured with the policy's tokenizer
-        from transformers import AutoTokenizer
-
-        count_tokenizer = AutoTokenizer.from_pretrained(common.resolve_model(args.model))
-    else:
-        count_tokenizer = tokenizer
-    count = lambda text: len(count_tokenizer(text, add_special_tokens=False).input_ids)
     eos_ids = set() if model is None else eos_token_ids(model, tokenizer)
-    use_step = args.use_steps or len(trajectories)
-    if not 1 <= use_step <= len(trajectories):
-        raise common.InputError(f"--use-steps {args.use_steps}: the chains read only {len(trajectories)} trajectories")
     chains = [[] for _ in range(args.chains)]  # knowledge starts empty every round
     snapshots, failures, new_tokens, gen_seconds, sample_output = [], 0, 0, 0.0, None
     n_cut = n_cut_thinking = 0  # outputs cut at the cap; those cut inside <think> (no answer at all)

@@ -81,11 +81,85 @@ def trajectory(game, won):
 
 
 def test_trajectory_text_shows_every_turn_and_the_result():
-    text = extract.format_trajectory(trajectory("g", True), 20)
+    text = extract.format_trajectory(trajectory("g", True), 1000, count_words)
     assert text.startswith("Goal: Take the coin.\nStart: -= Room =-")
     assert "Turn 1. You: go north\nGame: You can't go that way." in text
     assert "Turn 2. You: take the coin (sent: take coin)" in text and text.endswith("The game said: You win")
-    assert "(1 earlier turns not shown)" in extract.format_trajectory(trajectory("g", True), 1)
+
+
+def thinking_trajectory(n_turns, reasoning_words=120):
+    """A trajectory whose responses are Qwen3-style: a long reasoning, then the command."""
+    record = trajectory("g", False)
+    reasoning = " ".join(f"step{i} of my reasoning about where the coin is" for i in range(reasoning_words // 8))
+    record["turns"] = [
+        dict(
+            turn=t,
+            response=f"\n<think>\nturn {t}: {reasoning}\nso I go.\n</think>\n\n[go north]",
+            command="go north",
+            reply=f"Reply {t}.",
+        )
+        for t in range(n_turns)
+    ]
+    return record
+
+
+def test_trajectory_text_shows_whole_responses_with_their_reasoning():
+    record = thinking_trajectory(3)
+    text = extract.format_trajectory(record, 10_000, count_words)
+    for t in record["turns"]:  # every response whole, newlines and all (it was cut at 200 characters)
+        assert f"Turn {t['turn'] + 1}. You: {t['response'].strip()} (sent: go north)\nGame: Reply {t['turn']}." in text
+    assert "not shown" not in text and text.endswith("turn limit of 2 turns ran out")
+
+
+def test_trajectory_over_budget_keeps_the_newest_turns_whole_and_the_result():
+    record = thinking_trajectory(6)
+    full = extract.format_trajectory(record, 10**6, count_words)
+    turn_texts = ["".join(extract.render_turn(t)) for t in record["turns"]]
+    for budget in range(1, count_words(full) + 2):
+        text = extract.format_trajectory(record, budget, count_words)
+        assert count_words(text) <= budget and (full.endswith(text) or text.endswith(record["feedback"]))
+        base = count_words(full.split("\nTurn 1.")[0] + record["feedback"]) + 10  # goal, start, note, result
+        assert text.startswith("Goal: ") and text.endswith(record["feedback"]) or budget < base
+        kept = [i for i, t in enumerate(turn_texts) if t in text]
+        assert kept == list(range(len(turn_texts) - len(kept), len(turn_texts)))  # a suffix of whole turns
+        if len(kept) < len(turn_texts):
+            # brute force: one more whole turn would not fit
+            n_more = len(kept) + 1
+            bigger = "\n".join(
+                [full.split("\nTurn 1.")[0], "(x earlier turns not shown: over the x-token budget)"]
+                + turn_texts[-n_more:]
+                + [record["feedback"]]
+            )
+            assert count_words(bigger) > budget
+            if kept:
+                assert f"({6 - len(kept)} earlier turns not shown: over the {budget}-token budget)" in text
+
+
+def test_trajectory_with_a_real_tokenizer_and_a_turn_over_the_budget(tiny_qwen3):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen3)
+    count = lambda text: len(tokenizer(text, add_special_tokens=False).input_ids)
+    record = thinking_trajectory(4, reasoning_words=400)
+    full = extract.format_trajectory(record, 10**6, count)
+    newest = "".join(extract.render_turn(record["turns"][-1]))
+    base = count(full.split("\nTurn 1.")[0] + "(4 earlier turns not shown: over the 100-token budget)\n")
+    base += count(record["feedback"]) + 80  # goal, start, the note, the result, and a little of a turn
+    for budget in (count(full), count(full) - 1, count(full) // 2, count(newest) // 2, base):
+        text = extract.format_trajectory(record, budget, count)
+        assert count(text) <= budget and text.endswith(record["feedback"]) and text.startswith("Goal: ")
+        assert "(sent: go north)\nGame: Reply 3." in text  # the newest turn's end always stays
+    assert extract.format_trajectory(record, count(full), count) == full
+    text = extract.format_trajectory(record, count(newest) // 2, count)
+    assert "(3 earlier turns not shown" in text and "Turn 4. You: (start cut) ..." in text
+
+
+def test_keep_tail_against_brute_force():
+    text = "a bb ccc dddd eeeee f"
+    for budget in range(0, 8):
+        tail = extract.keep_tail(text, budget, count_words)
+        best = next(text[s:] for s in range(len(text) + 1) if count_words(text[s:]) <= budget)
+        assert tail == best
 
 
 def run(tiny_model, tmp_path, *extra):
