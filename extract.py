@@ -194,6 +194,19 @@ def format_trajectory(record, max_tokens, count_tokens):
     return text
 
 
+def raw_item(record, max_tokens, count_tokens):
+    """A trajectory as a knowledge item (`--source raw`): its most recent part that fits max_tokens once
+    rendered, never nothing (the authors' truncation also keeps the end of a text over the budget)."""
+    budget = max_tokens
+    while budget > 0:
+        text = format_trajectory(record, budget, count_tokens)
+        over = count_tokens(render_knowledge([text])) - max_tokens
+        if over <= 0:
+            return text
+        budget -= over
+    return ""
+
+
 def parse_items(output, prompt_version):
     """New items from an extractor output: only text after </think>; marked items (several on one
     line become several); in free-text mode the whole answer is one item. [] if nothing parsed."""
@@ -303,7 +316,10 @@ def main(args):
         count_shown = lambda text: len(extractor_tokenizer(text, add_special_tokens=False).input_ids)
     else:
         count_shown = count
-    texts = [format_trajectory(r, args.max_trajectory_tokens, count_shown) for r in trajectories]
+    if args.source == "raw":  # the item is the trajectory: cut to the knowledge budget, not dropped whole
+        texts = [raw_item(r, args.max_knowledge_tokens, count) for r in trajectories]
+    else:
+        texts = [format_trajectory(r, args.max_trajectory_tokens, count_shown) for r in trajectories]
     torch.manual_seed(args.seed)
     model, tokenizer = (
         common.load_model(args.extractor_model or args.model, args.device)
@@ -372,7 +388,9 @@ def main(args):
     n_calls = len(texts) * args.chains if args.source == "knowledge" else 0
     cap = f"--max-new-tokens {args.max_new_tokens}"
     print(f"extract | outputs cut at {cap}: {n_cut}/{n_calls} ({n_cut_thinking} of them inside <think>)")
-    if n_calls and not any(p["items"] for p in pool):  # nothing learned: never hand an empty pool on
+    if not any(p["items"] for p in pool):  # nothing learned: never hand an empty pool on
+        if not n_calls:
+            raise common.InputError(f"every pool entry is empty: --max-knowledge-tokens {args.max_knowledge_tokens}")
         raise common.InputError(empty_pool_error(args, n_calls, failures, n_cut, n_cut_thinking))
     common.write_jsonl(args.out, snapshots)
     first = pool[0]

@@ -256,6 +256,26 @@ def test_raw_trajectory_pool(tiny_model, tmp_path):
     assert "Turn 1. You: go north" in pool[0]["knowledge"] and "Result: WON" in pool[0]["knowledge"]
 
 
+def test_raw_pool_keeps_the_most_recent_part_of_a_long_trajectory(tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    count = lambda text: len(AutoTokenizer.from_pretrained(tiny_model)(text, add_special_tokens=False).input_ids)
+    records = [thinking_trajectory(20, reasoning_words=60) for _ in range(2)]
+    for i, r in enumerate(records):
+        r.update(game=f"g{i}", feedback=f"Result: LOST game {i}")
+    assert count(extract.format_trajectory(records[0], 10**6, count)) > 2048  # one alone is over the budget
+    traj, out = tmp_path / "long.jsonl", tmp_path / "knowledge.jsonl"
+    common.write_jsonl(str(traj), records)
+    argv = ["--model", tiny_model, "--trajectories", str(traj), "--out", str(out), "--source", "raw"]
+    snapshots = extract.main(extract.parse_args(argv + ["--max-knowledge-tokens", "2048", "--chains", "2"]))
+    pool = [s for s in snapshots if s["in_pool"]]
+    assert len(pool) == 2 and all(s["n_items"] == 1 and 0 < s["n_tokens"] <= 2048 for s in pool)
+    text = pool[0]["items"][0]  # the newest trajectory, its most recent turns whole, and its result
+    assert text.endswith("Game: Reply 19.\nResult: LOST game 1") and "earlier turns not shown" in text
+    assert "".join(extract.render_turn(records[1]["turns"][-1])) in text
+    assert "Goal: Take the coin.\nStart: -= Room =-" in text
+
+
 @pytest.mark.parametrize(
     "content, expected",
     [
