@@ -1,18 +1,22 @@
 """Stage 2 of the OEL loop: the policy reads its own trajectories and writes experiential knowledge.
 
-K independent chains walk the same extraction trajectories in order. At step i each chain shows the
-model trajectory i (every turn's response, command and game reply, then the closing result line) and,
+K independent chains each walk their own extraction trajectories in order (`--chain-data slice`:
+chain c reads trajectories c, c+K, ...; `shared`: every chain reads them all). At step i a chain shows
+the model its i-th trajectory (every turn's whole response, reasoning included, the command and the
+game's reply, then the closing result line; the oldest turns go past `--max-trajectory-tokens`) and,
 optionally, the knowledge it has so far, and asks for one or two new general lessons marked
-`- EXPERIENCE ITEM:`. New items are appended; the oldest are dropped when the knowledge passes the
-token budget. Step i of all chains is one batched generate call; chains differ only in sampling
-randomness. Every snapshot is written; one per chain (`--use-steps`) forms the pool for distillation.
+`- EXPERIENCE ITEM:` (read after `</think>` only). New items are appended; the oldest are dropped when
+the knowledge passes the token budget. Step i of all chains is one batched generate call. Every
+snapshot is written; one per chain (`--use-steps`) forms the pool for distillation. A pool in which
+every knowledge text is empty is an error, never an output.
 
     python extract.py --model smollm2-135m --trajectories runs/demo/round_1/extract.jsonl \\
         --out runs/demo/round_1/knowledge.jsonl
 
 Simplified relative to the paper: TextWorld trajectories; K=4 chains over a few trajectories by
-default (paper: K=10, 100 steps, 50 used); the prompt is our own. `--source raw` builds the same pool
-from the raw trajectories (the paper's ablation), `--extractor-model` lets another model write it.
+default (paper: K=10, each chain its own rollouts of 100 games, 50 used); the prompt is our own. `--source raw`
+builds the same pool from the raw trajectories (the paper's ablation), `--extractor-model` lets
+another model write it.
 """
 
 import argparse
@@ -65,7 +69,14 @@ def parse_args(argv=None):
     p.add_argument(
         "--chains", type=common.positive_int, default=4, help="independent chains K (the pool size) [paper: 10]"
     )
-    p.add_argument("--steps", type=int, default=0, help="trajectories each chain reads (0 = all in the file)")
+    p.add_argument(
+        "--chain-data",
+        default="slice",
+        choices=["slice", "shared"],
+        help="slice: chain c reads trajectories c, c+K, ... (its own, as the authors' chains play their own "
+        "episodes); shared: every chain reads them all (K times the extraction calls)",
+    )
+    p.add_argument("--steps", type=int, default=0, help="trajectories each chain reads (0 = all it has)")
     p.add_argument(
         "--use-steps",
         type=int,
@@ -284,6 +295,27 @@ def empty_pool_error(args, n_calls, failures, n_cut, n_cut_thinking):
     )
 
 
+def chain_plan(n, chains, chain_data, steps=0):
+    """The trajectory indices each chain reads, in order.
+
+    shared: every chain reads trajectories 0..n-1 (chains differ only in sampling); slice: chain c reads
+    c, c+K, c+2K, ... (n // K each), its own trajectories, for the same extraction cost as shared / K.
+    collect.py writes a game's episodes one after another, so with K episodes per game chain c reads
+    episode c of every game: the authors' scheme (same games, each chain its own rollouts)."""
+    if chain_data == "shared":
+        plan = [list(range(n))] * chains
+    else:
+        plan = [list(range(c, n - n % chains, chains)) for c in range(chains)]
+    if not plan[0]:
+        raise common.InputError(
+            f"{n} trajectories for {chains} chains: with --chain-data slice each chain needs one of its own; "
+            "collect more extraction games, use fewer --chains, or --chain-data shared"
+        )
+    if steps > len(plan[0]):
+        raise common.InputError(f"--steps {steps}: each chain has only {len(plan[0])} trajectories ({chain_data})")
+    return [p[: steps or len(p)] for p in plan]
+
+
 def load_trajectories(path):
     records = common.read_jsonl(path, required=("turns", "feedback"))
     if not records:
@@ -299,12 +331,16 @@ def main(args):
         print(f"extract | {args.out} exists, skipped (use --force to redo)")
         return None
     trajectories = load_trajectories(args.trajectories)
-    if args.steps:
-        trajectories = trajectories[: args.steps]
+    plan = chain_plan(len(trajectories), args.chains, args.chain_data, args.steps)
+    n_steps, unread = len(plan[0]), len(trajectories) - len({i for p in plan for i in p})
+    if unread:  # said, not silent: slices of equal length leave the remainder out
+        print(
+            f"extract | {unread} of {len(trajectories)} trajectories not read ({args.chains} chains x {n_steps} steps)"
+        )
+    use_step = args.use_steps or n_steps
+    if use_step > n_steps:
+        raise common.InputError(f"--use-steps {args.use_steps}: each chain reads only {n_steps} trajectories")
     ids = [f"{r.get('game')}#{r.get('episode')}" for r in trajectories]
-    use_step = args.use_steps or len(trajectories)
-    if not 1 <= use_step <= len(trajectories):
-        raise common.InputError(f"--use-steps {args.use_steps}: the chains read only {len(trajectories)} trajectories")
     # token budgets, measured before a model loads: the knowledge with the policy's tokenizer (it goes
     # into the policy's prompts), the trajectory shown with the extractor's
     from transformers import AutoTokenizer
@@ -316,10 +352,11 @@ def main(args):
         count_shown = lambda text: len(extractor_tokenizer(text, add_special_tokens=False).input_ids)
     else:
         count_shown = count
+    used = sorted({i for p in plan for i in p})
     if args.source == "raw":  # the item is the trajectory: cut to the knowledge budget, not dropped whole
-        texts = [raw_item(r, args.max_knowledge_tokens, count) for r in trajectories]
+        texts = {i: raw_item(trajectories[i], args.max_knowledge_tokens, count) for i in used}
     else:
-        texts = [format_trajectory(r, args.max_trajectory_tokens, count_shown) for r in trajectories]
+        texts = {i: format_trajectory(trajectories[i], args.max_trajectory_tokens, count_shown) for i in used}
     torch.manual_seed(args.seed)
     model, tokenizer = (
         common.load_model(args.extractor_model or args.model, args.device)
@@ -344,7 +381,8 @@ def main(args):
                     items=list(items),
                     n_items=len(items),
                     n_tokens=count(text),
-                    trajectory_ids=ids[:step],
+                    trajectory_ids=[ids[i] for i in plan[c][:step]],
+                    chain_data=args.chain_data,
                     in_pool=step == use_step,
                     model=args.extractor_model or args.model,
                     run=run,
@@ -356,14 +394,15 @@ def main(args):
             )
 
     snapshot(0)
-    for step, text in enumerate(tqdm(texts, desc="extract"), 1):
+    for step in tqdm(range(1, n_steps + 1), desc="extract"):
+        shown = [texts[plan[c][step - 1]] for c in range(args.chains)]  # each chain's trajectory at this step
         if args.source == "raw":  # the ablation: the trajectory itself is the item
-            chains = [add_items(items, [text], 1, args.max_knowledge_tokens, count) for items in chains]
+            chains = [add_items(items, [t], 1, args.max_knowledge_tokens, count) for items, t in zip(chains, shown)]
         else:  # step i of every chain in one batched call
             prefix = ANSWER_PREFIX[args.prompt_version] if args.answer_prefix and not args.thinking else ""
             prompts = [
-                common.chat_text(tokenizer, extraction_messages(text, items, args), args.thinking) + prefix
-                for items in chains
+                common.chat_text(tokenizer, extraction_messages(t, items, args), args.thinking) + prefix
+                for items, t in zip(chains, shown)
             ]
             t0 = time.time()
             responses = common.generate_ids(
@@ -385,7 +424,7 @@ def main(args):
     if sample_output:
         print(f"--- sample extractor prompt (step 1) ---\n{sample_output[0][-1500:]}\n--- its output ---")
         print(sample_output[1])
-    n_calls = len(texts) * args.chains if args.source == "knowledge" else 0
+    n_calls = n_steps * args.chains if args.source == "knowledge" else 0
     cap = f"--max-new-tokens {args.max_new_tokens}"
     print(f"extract | outputs cut at {cap}: {n_cut}/{n_calls} ({n_cut_thinking} of them inside <think>)")
     if not any(p["items"] for p in pool):  # nothing learned: never hand an empty pool on
@@ -396,7 +435,7 @@ def main(args):
     first = pool[0]
     print(f"--- knowledge {first['knowledge_id']} ({first['n_tokens']} tokens) ---\n{first['knowledge'][:3000]}\n---")
     print(
-        f"extract | chains {args.chains} | steps {len(texts)} | "
+        f"extract | chains {args.chains} ({args.chain_data}) | steps {n_steps} | "
         f"items/chain {sum(p['n_items'] for p in pool) / len(pool):.1f} | parse failures {failures}/{n_calls} | "
         f"cut {n_cut}/{n_calls} | tokens/s {new_tokens / max(gen_seconds, 1e-9):.1f} | {args.out}"
     )

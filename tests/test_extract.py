@@ -200,7 +200,7 @@ def test_end_to_end_with_a_tiny_model(tiny_model, tmp_path, monkeypatch):
         return [lesson(c) + [tokenizer.eos_token_id] if c != 1 else ids for c, ids in enumerate(outs)]
 
     monkeypatch.setattr(common, "generate_ids", generate_ids)
-    snapshots, out = run(tiny_model, tmp_path, "--use-steps", "2")
+    snapshots, out = run(tiny_model, tmp_path, "--use-steps", "2", "--chain-data", "shared")
     assert len(calls) == 3 and all(len(p) == 3 for p in calls)  # one batched call per step over all chains
     assert all(
         p.endswith("<|im_start|>assistant\n- EXPERIENCE ITEM:") for p in calls[0]
@@ -239,18 +239,25 @@ def test_chains_differ_only_by_randomness(tiny_model, tmp_path, monkeypatch):
         return [tokenizer("Open", add_special_tokens=False).input_ids + ids for ids in outs]
 
     monkeypatch.setattr(common, "generate_ids", generate_ids)
-    greedy, _ = run(tiny_model, tmp_path, "--temperature", "0", "--prompt-version", "freetext-v1")
+    shared = ("--chain-data", "shared")
+    greedy, _ = run(tiny_model, tmp_path, "--temperature", "0", "--prompt-version", "freetext-v1", *shared)
     assert all(len(set(prompts)) == 1 and all(o == outs[0] for o in outs) for prompts, outs in seen)
     last = [r for r in greedy if r["step"] == 3]
     assert len({r["knowledge"] for r in last}) == 1  # same prompt, no randomness: same knowledge
-    sampled, _ = run(tiny_model, tmp_path, "--temperature", "1.0", "--prompt-version", "freetext-v1", "--seed", "5")
-    again, _ = run(tiny_model, tmp_path, "--temperature", "1.0", "--prompt-version", "freetext-v1", "--seed", "5")
+    sampled, _ = run(
+        tiny_model, tmp_path, "--temperature", "1.0", "--prompt-version", "freetext-v1", "--seed", "5", *shared
+    )
+    again, _ = run(
+        tiny_model, tmp_path, "--temperature", "1.0", "--prompt-version", "freetext-v1", "--seed", "5", *shared
+    )
     assert sampled == again  # a seed fixes everything
     assert len({r["knowledge"] for r in sampled if r["step"] == 3}) > 1
 
 
 def test_raw_trajectory_pool(tiny_model, tmp_path):
-    snapshots, _ = run(tiny_model, tmp_path, "--source", "raw", "--max-knowledge-tokens", "100000")
+    snapshots, _ = run(
+        tiny_model, tmp_path, "--source", "raw", "--max-knowledge-tokens", "100000", "--chain-data", "shared"
+    )
     pool = [s for s in snapshots if s["in_pool"]]
     assert len(pool) == 3 and all(s["source"] == "raw" and s["n_items"] == 3 for s in pool)
     assert "Turn 1. You: go north" in pool[0]["knowledge"] and "Result: WON" in pool[0]["knowledge"]
@@ -267,13 +274,39 @@ def test_raw_pool_keeps_the_most_recent_part_of_a_long_trajectory(tiny_model, tm
     traj, out = tmp_path / "long.jsonl", tmp_path / "knowledge.jsonl"
     common.write_jsonl(str(traj), records)
     argv = ["--model", tiny_model, "--trajectories", str(traj), "--out", str(out), "--source", "raw"]
-    snapshots = extract.main(extract.parse_args(argv + ["--max-knowledge-tokens", "2048", "--chains", "2"]))
+    snapshots = extract.main(extract.parse_args(argv + ["--max-knowledge-tokens", "2048", "--chains", "1"]))
     pool = [s for s in snapshots if s["in_pool"]]
-    assert len(pool) == 2 and all(s["n_items"] == 1 and 0 < s["n_tokens"] <= 2048 for s in pool)
+    assert len(pool) == 1 and all(s["n_items"] == 1 and 0 < s["n_tokens"] <= 2048 for s in pool)
     text = pool[0]["items"][0]  # the newest trajectory, its most recent turns whole, and its result
     assert text.endswith("Game: Reply 19.\nResult: LOST game 1") and "earlier turns not shown" in text
     assert "".join(extract.render_turn(records[1]["turns"][-1])) in text
     assert "Goal: Take the coin.\nStart: -= Room =-" in text
+
+
+def test_slice_chains_read_disjoint_trajectories(tiny_model, tmp_path, monkeypatch):
+    real, seen = common.generate_ids, []
+
+    def generate_ids(model, tokenizer, prompts, *a, **k):
+        seen.append(prompts)
+        marked = tokenizer(" EXPERIENCE ITEM: lesson", add_special_tokens=False).input_ids
+        return [marked + ids for ids in real(model, tokenizer, prompts, *a, **k)]
+
+    monkeypatch.setattr(common, "generate_ids", generate_ids)
+    traj, out = tmp_path / "seven.jsonl", tmp_path / "knowledge.jsonl"
+    common.write_jsonl(str(traj), [trajectory(f"g{i}", True) for i in range(7)])
+    argv = ["--model", tiny_model, "--trajectories", str(traj), "--out", str(out), "--chains", "3"]
+    snapshots = extract.main(extract.parse_args(argv + ["--max-new-tokens", "4"]))  # slice: the default
+    assert len(seen) == 2 and all(len(p) == 3 for p in seen)  # 7 // 3 = 2 steps, one batched call each
+    for step, prompts in enumerate(seen):  # chain c reads trajectory c + 3 * step, and no other
+        for c, prompt in enumerate(prompts):
+            assert [g for g in range(7) if f"Take the coin in g{g}." in prompt] == [c + 3 * step]
+    last = {s["chain"]: s["trajectory_ids"] for s in snapshots if s["in_pool"]}
+    assert last == {0: ["g0#0", "g3#0"], 1: ["g1#0", "g4#0"], 2: ["g2#0", "g5#0"]}  # g6 is left over
+    assert all(s["chain_data"] == "slice" for s in snapshots)
+    assert extract.chain_plan(8, 4, "slice") == [[0, 4], [1, 5], [2, 6], [3, 7]]
+    assert extract.chain_plan(3, 2, "shared", steps=2) == [[0, 1], [0, 1]]
+    with pytest.raises(common.InputError, match="each chain needs one of its own"):
+        extract.chain_plan(3, 4, "slice")
 
 
 @pytest.mark.parametrize(
@@ -301,7 +334,7 @@ def test_bad_input_is_clear_and_keeps_earlier_output(content, expected, tiny_mod
         )
 
 
-def thinking_run(tiny_qwen3, tmp_path, monkeypatch, *extra, n=3):
+def thinking_run(tiny_qwen3, tmp_path, monkeypatch, *extra, n=4):
     """extract.py --thinking on the tiny Qwen3 (its real chat template), answers from the thinking stub."""
     monkeypatch.setattr(common, "generate_ids", thinking_stub.generate_ids)
     traj = tmp_path / "extract_in.jsonl"
@@ -325,17 +358,17 @@ def test_thinking_extraction_keeps_the_items_after_think(tiny_qwen3, tmp_path, m
     items = [i for s in pool for i in s["items"]]
     assert all(i.startswith("Lesson ") and "let me think" not in i and "think>" not in i for i in items)
     assert common.read_jsonl(str(out)) == snapshots
-    assert "outputs cut at --max-new-tokens 2048: 0/6 (0 of them inside <think>)" in capsys.readouterr().out
+    assert "outputs cut at --max-new-tokens 2048: 0/4 (0 of them inside <think>)" in capsys.readouterr().out
 
 
 def test_a_cap_inside_the_reasoning_is_a_clear_error(tiny_qwen3, tmp_path, monkeypatch, capsys):
-    with pytest.raises(common.InputError, match=r"6 ended inside an unclosed <think>.*Raise --max-new-tokens"):
+    with pytest.raises(common.InputError, match=r"4 ended inside an unclosed <think>.*Raise --max-new-tokens"):
         thinking_run(tiny_qwen3, tmp_path, monkeypatch, "--max-new-tokens", "40")
-    assert "outputs cut at --max-new-tokens 40: 6/6 (6 of them inside <think>)" in capsys.readouterr().out
+    assert "outputs cut at --max-new-tokens 40: 4/4 (4 of them inside <think>)" in capsys.readouterr().out
     assert not (tmp_path / "knowledge.jsonl").exists()  # an empty pool is never written
 
 
 def test_no_item_at_all_is_a_clear_error(tiny_model, tmp_path):
     # the tiny random model never writes a marked item
-    with pytest.raises(common.InputError, match=r"every pool entry is empty \(9/9 extractor outputs had no item"):
+    with pytest.raises(common.InputError, match=r"every pool entry is empty \(3/3 extractor outputs had no item"):
         run(tiny_model, tmp_path, "--answer-prefix", "0")
