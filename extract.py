@@ -53,7 +53,16 @@ ANSWER_PREFIX = {"structured-v2": "- EXPERIENCE ITEM:", "freetext-v1": ""}
 # Default extractor output cap without / with thinking: lessons alone take a few dozen tokens; with
 # thinking on, the answer comes after the reasoning, which runs to hundreds or thousands of tokens.
 MAX_NEW_TOKENS = {False: 96, True: 2048}
+TURN_KEYS = ("turn", "response", "command", "reply")  # what the extractor reads of each turn
 MARKER = re.compile(r"\s*-?\s*EXPERIENCE ITEM\s*:\s*", re.IGNORECASE)
+
+
+def nonnegative_int(text):
+    """argparse type: an integer >= 0 (0 means 'all' or 'the last' for the flags that use it)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
 
 
 def parse_args(argv=None):
@@ -76,10 +85,10 @@ def parse_args(argv=None):
         help="slice: chain c reads trajectories c, c+K, ... (its own, as the authors' chains play their own "
         "episodes); shared: every chain reads them all (K times the extraction calls)",
     )
-    p.add_argument("--steps", type=int, default=0, help="trajectories each chain reads (0 = all it has)")
+    p.add_argument("--steps", type=nonnegative_int, default=0, help="trajectories each chain reads (0 = all it has)")
     p.add_argument(
         "--use-steps",
-        type=int,
+        type=nonnegative_int,
         default=0,
         help="the snapshot after N steps goes into the pool (0 = the last) [paper: 50 of 100]",
     )
@@ -137,7 +146,7 @@ def parse_args(argv=None):
         choices=["knowledge", "raw"],
         help="raw: the pool holds the trajectories themselves",
     )
-    p.add_argument("--round", type=int, default=0, help="round number recorded in every record")
+    p.add_argument("--round", type=nonnegative_int, default=0, help="round number recorded in every record")
     p.add_argument(
         "--run", default=None, help="run name recorded in every record (default: the folder holding round_R)"
     )
@@ -317,9 +326,30 @@ def chain_plan(n, chains, chain_data, steps=0):
 
 
 def load_trajectories(path):
-    records = common.read_jsonl(path, required=("turns", "feedback"))
+    """collect.py's trajectories, each checked for its kind (a knowledge file or an evaluate.py output is
+    not one) and its shape, before any model loads."""
+    records = common.read_jsonl(path)
+    with open(path, encoding="utf-8") as f:
+        linenos = [n for n, line in enumerate(f, 1) if line.strip()]
+    expected = "expected collect.py trajectories (RUN/round_R/extract.jsonl), one episode per line"
+    for lineno, r in zip(linenos, records):
+        where = f"{path}:{lineno}"
+        if "knowledge_id" in r or "items" in r:
+            raise common.InputError(f"{where}: this is a knowledge file (extract.py's output); {expected}")
+        if "eval_set" in r or r.get("kind") in ("summary", "game", "prompt"):
+            raise common.InputError(f"{where}: this is an evaluate.py output (eval_*.jsonl); {expected}")
+        missing = [k for k in ("turns", "feedback") if k not in r]
+        if missing:
+            raise common.InputError(f"{where}: record lacks key(s) {missing}; {expected}")
+        turns_ok = isinstance(r["turns"], list) and all(
+            isinstance(t, dict) and all(k in t for k in TURN_KEYS) for t in r["turns"]
+        )
+        if not turns_ok or not isinstance(r["feedback"], str):
+            raise common.InputError(
+                f"{where}: expected 'turns' as a list of turns with keys {list(TURN_KEYS)} and 'feedback' as text"
+            )
     if not records:
-        raise common.InputError(f"{path}: no trajectories (expected collect.py JSONL, one episode per line)")
+        raise common.InputError(f"{path}: no trajectories ({expected})")
     return records
 
 

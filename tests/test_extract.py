@@ -2,6 +2,7 @@
 differ only by randomness, an end-to-end run with a tiny model, and bad input."""
 
 import itertools
+import json
 
 import pytest
 import thinking_stub
@@ -372,3 +373,56 @@ def test_no_item_at_all_is_a_clear_error(tiny_model, tmp_path):
     # the tiny random model never writes a marked item
     with pytest.raises(common.InputError, match=r"every pool entry is empty \(3/3 extractor outputs had no item"):
         run(tiny_model, tmp_path, "--answer-prefix", "0")
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "--steps",
+        "--use-steps",
+        "--round",
+        "--chains",
+        "--max-new-tokens",
+        "--max-knowledge-tokens",
+        "--max-new-items",
+        "--max-trajectory-tokens",
+    ],
+)
+def test_every_numeric_flag_is_range_checked(flag, capsys):
+    with pytest.raises(SystemExit):
+        extract.parse_args(["--trajectories", "t.jsonl", "--out", "k.jsonl", flag, "-1"])
+    assert f"argument {flag}: expected" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "record, expected",
+    [
+        (dict(knowledge_id="r1-c0-s1", knowledge="- a", items=["a"]), r"t.jsonl:3: this is a knowledge file"),
+        (dict(kind="game", eval_set="id", turns=[], feedback="x"), r"t.jsonl:3: this is an evaluate.py output"),
+        (dict(kind="summary", n=3, pass_rate=0.5), r"t.jsonl:3: this is an evaluate.py output"),
+        (dict(turns=[dict(turn=0, response="go")], feedback="x"), r"t.jsonl:3: expected 'turns' as a list"),
+        (dict(turns="go north", feedback="x"), r"t.jsonl:3: expected 'turns' as a list"),
+    ],
+)
+def test_input_of_the_wrong_kind_fails_before_the_model_loads(record, expected, tmp_path, monkeypatch):
+    def no_model(*a, **k):
+        raise AssertionError("the model must not load before the input is checked")
+
+    monkeypatch.setattr(common, "load_model", no_model)
+    monkeypatch.setattr(common, "resolve_model", no_model)
+    traj = tmp_path / "t.jsonl"
+    traj.write_text(json.dumps(trajectory("g", True)) + "\n\n" + json.dumps(record) + "\n")
+    args = extract.parse_args(["--trajectories", str(traj), "--out", str(tmp_path / "k.jsonl")])
+    with pytest.raises(common.InputError, match=expected):
+        extract.main(args)
+
+
+def test_steps_and_use_steps_beyond_the_data_fail_before_the_model_loads(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    traj = tmp_path / "t.jsonl"
+    common.write_jsonl(str(traj), [trajectory(f"g{i}", True) for i in range(4)])
+    base = ["--trajectories", str(traj), "--out", str(tmp_path / "k.jsonl"), "--chains", "2"]
+    with pytest.raises(common.InputError, match="--steps 3: each chain has only 2 trajectories"):
+        extract.main(extract.parse_args(base + ["--steps", "3"]))
+    with pytest.raises(common.InputError, match="--use-steps 5: each chain reads only 4"):
+        extract.main(extract.parse_args(base + ["--chain-data", "shared", "--use-steps", "5"]))
