@@ -68,39 +68,30 @@ def nonnegative_int(text):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_model_args(p)
-    p.add_argument(
-        "--trajectories", required=True, help="extraction trajectories (collect.py JSONL), read in file order"
-    )
-    p.add_argument(
-        "--out", required=True, help="knowledge JSONL, one record per chain and snapshot; skipped if it exists"
-    )
+    p.add_argument("--trajectories", required=True, help="extraction trajectories (collect.py JSONL), in file order")
+    p.add_argument("--out", required=True, help="knowledge JSONL, one record per chain and snapshot; kept if it exists")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument(
-        "--chains", type=common.positive_int, default=4, help="independent chains K (the pool size) [paper: 10]"
+        "--chains", type=common.positive_int, default=4, help="independent chains K, the pool size [paper: 10]"
     )
     p.add_argument(
         "--chain-data",
         default="slice",
         choices=["slice", "shared"],
         help="slice: chain c reads trajectories c, c+K, ... (its own, as the authors' chains play their own "
-        "episodes); shared: every chain reads them all (K times the extraction calls)",
+        "rollouts); shared: every chain reads them all (K times the extraction calls)",
     )
     p.add_argument("--steps", type=nonnegative_int, default=0, help="trajectories each chain reads (0 = all it has)")
     p.add_argument(
         "--use-steps",
         type=nonnegative_int,
         default=0,
-        help="the snapshot after N steps goes into the pool (0 = the last) [paper: 50 of 100]",
+        help="the pool: snapshots after N steps (0 = the last) [paper: 50]",
     )
     p.add_argument(
-        "--max-knowledge-tokens",
-        type=common.positive_int,
-        default=512,
-        help="knowledge budget; the oldest items go first [paper: 2048/8192]",
+        "--max-knowledge-tokens", type=common.positive_int, default=512, help="knowledge budget [paper: 2048/8192]"
     )
-    p.add_argument(
-        "--max-new-items", type=common.positive_int, default=2, help="at most this many items kept from one output"
-    )
+    p.add_argument("--max-new-items", type=common.positive_int, default=2, help="items kept from one output, at most")
     p.add_argument(
         "--max-new-tokens",
         type=common.positive_int,
@@ -115,41 +106,17 @@ def parse_args(argv=None):
         help="a trajectory shown to the extractor is at most this long (extractor's tokenizer); the oldest turns "
         "go first [authors: (turn cap + 512) x turns + 1024]",
     )
+    p.add_argument("--show-knowledge", type=int, default=1, choices=[0, 1], help="1: the extractor sees its knowledge")
     p.add_argument(
-        "--show-knowledge",
-        type=int,
-        default=1,
-        choices=[0, 1],
-        help="1: the extractor sees the knowledge accumulated so far",
+        "--prompt-version", default="structured-v2", choices=sorted(PROMPTS), help="marked items or free text"
     )
     p.add_argument(
-        "--prompt-version",
-        default="structured-v2",
-        choices=sorted(PROMPTS),
-        help="structured (marked items) or free text",
+        "--answer-prefix", type=int, default=1, choices=[0, 1], help="1: start the answer with the marker (no thinking)"
     )
-    p.add_argument(
-        "--answer-prefix",
-        type=int,
-        default=1,
-        choices=[0, 1],
-        help="1: start the answer with the item marker (structured prompt, thinking off)",
-    )
-    p.add_argument(
-        "--extractor-model",
-        default=None,
-        help="another model writes the knowledge (default: --model, the policy itself)",
-    )
-    p.add_argument(
-        "--source",
-        default="knowledge",
-        choices=["knowledge", "raw"],
-        help="raw: the pool holds the trajectories themselves",
-    )
+    p.add_argument("--extractor-model", default=None, help="another model writes the knowledge (default: --model)")
+    p.add_argument("--source", default="knowledge", choices=["knowledge", "raw"], help="raw: the pool is trajectories")
     p.add_argument("--round", type=nonnegative_int, default=0, help="round number recorded in every record")
-    p.add_argument(
-        "--run", default=None, help="run name recorded in every record (default: the folder holding round_R)"
-    )
+    p.add_argument("--run", default=None, help="run name recorded in every record (default: the folder of round_R)")
     args = p.parse_args(argv)
     if args.max_new_tokens is None:  # a thinking extractor reasons first: 96 tokens end inside <think>
         args.max_new_tokens = MAX_NEW_TOKENS[args.thinking]
@@ -278,9 +245,7 @@ def inside_thinking(output):
 def eos_token_ids(model, tokenizer):
     """Every id that ends a response: the tokenizer's EOS and the generation config's (Qwen3 lists two)."""
     listed = model.generation_config.eos_token_id
-    return {tokenizer.eos_token_id} | set(
-        listed if isinstance(listed, list) else [listed] if listed is not None else []
-    )
+    return {tokenizer.eos_token_id, *(listed if isinstance(listed, list) else [listed])} - {None}
 
 
 def empty_pool_error(args, n_calls, failures, n_cut, n_cut_thinking):
@@ -455,19 +420,24 @@ def main(args):
         print(f"--- sample extractor prompt (step 1) ---\n{sample_output[0][-1500:]}\n--- its output ---")
         print(sample_output[1])
     n_calls = n_steps * args.chains if args.source == "knowledge" else 0
-    cap = f"--max-new-tokens {args.max_new_tokens}"
-    print(f"extract | outputs cut at {cap}: {n_cut}/{n_calls} ({n_cut_thinking} of them inside <think>)")
-    if not any(p["items"] for p in pool):  # nothing learned: never hand an empty pool on
+    if n_calls:
+        cap = f"--max-new-tokens {args.max_new_tokens}"
+        print(f"extract | outputs cut at {cap}: {n_cut}/{n_calls} ({n_cut_thinking} of them inside <think>)")
+    n_empty = sum(not p["items"] for p in pool)
+    if n_empty == len(pool):  # nothing learned: never hand an empty pool on
         if not n_calls:
             raise common.InputError(f"every pool entry is empty: --max-knowledge-tokens {args.max_knowledge_tokens}")
         raise common.InputError(empty_pool_error(args, n_calls, failures, n_cut, n_cut_thinking))
+    if n_empty:  # a teacher given empty knowledge sees what the student sees: no signal on those prompts
+        print(f"extract | warning: {n_empty} of {len(pool)} pool entries are empty")
     common.write_jsonl(args.out, snapshots)
     first = pool[0]
     print(f"--- knowledge {first['knowledge_id']} ({first['n_tokens']} tokens) ---\n{first['knowledge'][:3000]}\n---")
     print(
         f"extract | chains {args.chains} ({args.chain_data}) | steps {n_steps} | "
         f"items/chain {sum(p['n_items'] for p in pool) / len(pool):.1f} | parse failures {failures}/{n_calls} | "
-        f"cut {n_cut}/{n_calls} | tokens/s {new_tokens / max(gen_seconds, 1e-9):.1f} | {args.out}"
+        f"cut {n_cut}/{n_calls} | empty in pool {n_empty}/{len(pool)} | "
+        f"tokens/s {new_tokens / max(gen_seconds, 1e-9):.1f} | {args.out}"
     )
     return snapshots
 
