@@ -299,7 +299,7 @@ def load_trajectories(path):
     expected = "expected collect.py trajectories (RUN/round_R/extract.jsonl), one episode per line"
     for lineno, r in zip(linenos, records):
         where = f"{path}:{lineno}"
-        if "knowledge_id" in r or "items" in r:
+        if "turns" not in r and ("knowledge_id" in r or "items" in r):  # collect's carry knowledge_id: None
             raise common.InputError(f"{where}: this is a knowledge file (extract.py's output); {expected}")
         if "eval_set" in r or r.get("kind") in ("summary", "game", "prompt"):
             raise common.InputError(f"{where}: this is an evaluate.py output (eval_*.jsonl); {expected}")

@@ -78,6 +78,8 @@ def trajectory(game, won):
         intro="-= Room =-",
         turns=turns,
         feedback=feedback,
+        knowledge_id=None,  # collect.py records say which knowledge was in context (none here)
+        knowledge=None,
     )
 
 
