@@ -1,18 +1,22 @@
 """Stage 2 of the OEL loop: the policy reads its own trajectories and writes experiential knowledge.
 
-K independent chains walk the same extraction trajectories in order. At step i each chain shows the
-model trajectory i (every turn's response, command and game reply, then the closing result line) and,
+K independent chains each walk their own extraction trajectories in order (`--chain-data slice`:
+chain c reads trajectories c, c+K, ...; `shared`: every chain reads them all). At step i a chain shows
+the model its i-th trajectory (every turn's whole response, reasoning included, the command and the
+game's reply, then the closing result line; the oldest turns go past `--max-trajectory-tokens`) and,
 optionally, the knowledge it has so far, and asks for one or two new general lessons marked
-`- EXPERIENCE ITEM:`. New items are appended; the oldest are dropped when the knowledge passes the
-token budget. Step i of all chains is one batched generate call; chains differ only in sampling
-randomness. Every snapshot is written; one per chain (`--use-steps`) forms the pool for distillation.
+`- EXPERIENCE ITEM:` (read after `</think>` only). New items are appended; the oldest are dropped when
+the knowledge passes the token budget. Step i of all chains is one batched generate call. Every
+snapshot is written; one per chain (`--use-steps`) forms the pool for distillation. A pool in which
+every knowledge text is empty is an error, never an output.
 
     python extract.py --model smollm2-135m --trajectories runs/demo/round_1/extract.jsonl \\
         --out runs/demo/round_1/knowledge.jsonl
 
 Simplified relative to the paper: TextWorld trajectories; K=4 chains over a few trajectories by
-default (paper: K=10, 100 steps, 50 used); the prompt is our own. `--source raw` builds the same pool
-from the raw trajectories (the paper's ablation), `--extractor-model` lets another model write it.
+default (paper: K=10, each chain its own rollouts of 100 games, 50 used); the prompt is our own. `--source raw`
+builds the same pool from the raw trajectories (the paper's ablation), `--extractor-model` lets
+another model write it.
 """
 
 import argparse
@@ -46,104 +50,148 @@ PROMPTS = {"structured-v2": STRUCTURED_PROMPT, "freetext-v1": FREE_TEXT_PROMPT}
 # The assistant's answer is started with the marker (structured prompt only): small models that
 # ignore a requested format still continue a line that is already begun.
 ANSWER_PREFIX = {"structured-v2": "- EXPERIENCE ITEM:", "freetext-v1": ""}
+# Default extractor output cap without / with thinking: lessons alone take a few dozen tokens; with
+# thinking on, the answer comes after the reasoning, which runs to hundreds or thousands of tokens.
+MAX_NEW_TOKENS = {False: 96, True: 2048}
+TURN_KEYS = ("turn", "response", "command", "reply")  # what the extractor reads of each turn
 MARKER = re.compile(r"\s*-?\s*EXPERIENCE ITEM\s*:\s*", re.IGNORECASE)
+
+
+def nonnegative_int(text):
+    """argparse type: an integer >= 0 (0 means 'all' or 'the last' for the flags that use it)."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_model_args(p)
-    p.add_argument(
-        "--trajectories", required=True, help="extraction trajectories (collect.py JSONL), read in file order"
-    )
-    p.add_argument(
-        "--out", required=True, help="knowledge JSONL, one record per chain and snapshot; skipped if it exists"
-    )
+    p.add_argument("--trajectories", required=True, help="extraction trajectories (collect.py JSONL), in file order")
+    p.add_argument("--out", required=True, help="knowledge JSONL, one record per chain and snapshot; kept if it exists")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument(
-        "--chains", type=common.positive_int, default=4, help="independent chains K (the pool size) [paper: 10]"
+        "--chains", type=common.positive_int, default=4, help="independent chains K, the pool size [paper: 10]"
     )
-    p.add_argument("--steps", type=int, default=0, help="trajectories each chain reads (0 = all in the file)")
+    p.add_argument(
+        "--chain-data",
+        default="slice",
+        choices=["slice", "shared"],
+        help="slice: chain c reads trajectories c, c+K, ... (its own, as the authors' chains play their own "
+        "rollouts); shared: every chain reads them all (K times the extraction calls)",
+    )
+    p.add_argument("--steps", type=nonnegative_int, default=0, help="trajectories each chain reads (0 = all it has)")
     p.add_argument(
         "--use-steps",
-        type=int,
+        type=nonnegative_int,
         default=0,
-        help="the snapshot after N steps goes into the pool (0 = the last) [paper: 50 of 100]",
+        help="the pool: snapshots after N steps (0 = the last) [paper: 50]",
     )
     p.add_argument(
-        "--max-knowledge-tokens",
-        type=common.positive_int,
-        default=512,
-        help="knowledge budget; the oldest items go first [paper: 2048/8192]",
+        "--max-knowledge-tokens", type=common.positive_int, default=512, help="knowledge budget [paper: 2048/8192]"
     )
-    p.add_argument(
-        "--max-new-items", type=common.positive_int, default=2, help="at most this many items kept from one output"
-    )
+    p.add_argument("--max-new-items", type=common.positive_int, default=2, help="items kept from one output, at most")
     p.add_argument(
         "--max-new-tokens",
         type=common.positive_int,
-        default=96,
-        help="extractor output cap (raise it for thinking models)",
-    )
-    p.add_argument(
-        "--max-turns-shown",
-        type=common.positive_int,
-        default=20,
-        help="turns of a trajectory shown (the last ones if longer)",
-    )
-    p.add_argument(
-        "--show-knowledge",
-        type=int,
-        default=1,
-        choices=[0, 1],
-        help="1: the extractor sees the knowledge accumulated so far",
-    )
-    p.add_argument(
-        "--prompt-version",
-        default="structured-v2",
-        choices=sorted(PROMPTS),
-        help="structured (marked items) or free text",
-    )
-    p.add_argument(
-        "--answer-prefix",
-        type=int,
-        default=1,
-        choices=[0, 1],
-        help="1: start the answer with the item marker (structured prompt, thinking off)",
-    )
-    p.add_argument(
-        "--extractor-model",
         default=None,
-        help="another model writes the knowledge (default: --model, the policy itself)",
+        help=f"extractor output cap, reasoning included (default: {MAX_NEW_TOKENS[False]}, or "
+        f"{MAX_NEW_TOKENS[True]} with --thinking) [paper: 2048-8192]",
     )
     p.add_argument(
-        "--source",
-        default="knowledge",
-        choices=["knowledge", "raw"],
-        help="raw: the pool holds the trajectories themselves",
+        "--max-trajectory-tokens",
+        type=common.positive_int,
+        default=4096,
+        help="a trajectory shown to the extractor is at most this long (extractor's tokenizer); the oldest turns "
+        "go first [authors: (turn cap + 512) x turns + 1024]",
     )
-    p.add_argument("--round", type=int, default=0, help="round number recorded in every record")
+    p.add_argument("--show-knowledge", type=int, default=1, choices=[0, 1], help="1: the extractor sees its knowledge")
     p.add_argument(
-        "--run", default=None, help="run name recorded in every record (default: the folder holding round_R)"
+        "--prompt-version", default="structured-v2", choices=sorted(PROMPTS), help="marked items or free text"
     )
-    return p.parse_args(argv)
+    p.add_argument(
+        "--answer-prefix", type=int, default=1, choices=[0, 1], help="1: start the answer with the marker (no thinking)"
+    )
+    p.add_argument("--extractor-model", default=None, help="another model writes the knowledge (default: --model)")
+    p.add_argument("--source", default="knowledge", choices=["knowledge", "raw"], help="raw: the pool is trajectories")
+    p.add_argument("--round", type=nonnegative_int, default=0, help="round number recorded in every record")
+    p.add_argument("--run", default=None, help="run name recorded in every record (default: the folder of round_R)")
+    args = p.parse_args(argv)
+    if args.max_new_tokens is None:  # a thinking extractor reasons first: 96 tokens end inside <think>
+        args.max_new_tokens = MAX_NEW_TOKENS[args.thinking]
+    return args
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def format_trajectory(record, max_turns):
-    """A trajectory as the extractor reads it: goal, start, each turn (model's answer, command sent,
-    game's reply), then the closing result line."""
-    lines = [f"Goal: {record.get('objective') or '(not stated)'}", f"Start: {record.get('intro', '')}"]
-    turns = record["turns"][-max_turns:]
-    if len(turns) < len(record["turns"]):
-        lines.append(f"({len(record['turns']) - len(turns)} earlier turns not shown)")
-    for t in turns:
-        said = t["response"].strip().replace("\n", " ")[:200]
-        sent = f" (sent: {t['command']})" if t["command"] != said.lower() else ""
-        lines.append(f"Turn {t['turn'] + 1}. You: {said}{sent}\nGame: {t['reply']}")
-    lines.append(record["feedback"])
-    return "\n".join(lines)
+def keep_tail(text, max_tokens, count_tokens):
+    """The longest end of `text` within max_tokens (binary search on where it starts)."""
+    lo, hi = 0, len(text)  # text[hi:] == "" always fits
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if count_tokens(text[mid:]) <= max_tokens:
+            hi = mid
+        else:
+            lo = mid + 1
+    return text[lo:]
+
+
+def render_turn(t):
+    """(head, body) of one turn: the model's whole response (reasoning included), the command sent, the reply."""
+    said = t["response"].strip()
+    sent = f" (sent: {t['command']})" if t["command"] and t["command"] != said.lower() else ""
+    return f"Turn {t['turn'] + 1}. You: ", f"{said}{sent}\nGame: {t['reply']}"
+
+
+def format_trajectory(record, max_tokens, count_tokens):
+    """A trajectory as the extractor reads it: goal, start, each turn whole, then the closing result line.
+
+    Over max_tokens, the oldest turns go first (a line says how many); the most recent turns and the
+    result line always stay. If even the newest turn alone is too long, its end is kept."""
+    head = f"Goal: {record.get('objective') or '(not stated)'}\nStart: {record.get('intro', '')}"
+    turns = [render_turn(t) for t in record["turns"]]
+    result = record["feedback"]
+
+    def text_of(kept, cut_body=None):
+        n_dropped = len(turns) - len(kept) - (cut_body is not None)
+        note = [f"({n_dropped} earlier turns not shown: over the {max_tokens}-token budget)"] if n_dropped else []
+        cut = [f"{turns[-1][0]}(start cut) ...{cut_body}"] if cut_body is not None else []
+        return "\n".join([head, *note, *cut, *[h + b for h, b in kept], result])
+
+    # newest turns first, whole, by a sum of their sizes; then checked on the exact text
+    room, k, used = max_tokens - count_tokens(text_of([])), 0, 0
+    sizes = [count_tokens(h + b) + 1 for h, b in turns]  # + the newline that joins it
+    while k < len(turns) and used + sizes[-1 - k] <= room:
+        used += sizes[-1 - k]
+        k += 1
+    while k < len(turns) and count_tokens(text_of(turns[len(turns) - k - 1 :])) <= max_tokens:
+        k += 1
+    while k and count_tokens(text_of(turns[len(turns) - k :])) > max_tokens:
+        k -= 1
+    text = text_of(turns[len(turns) - k :])
+    room = max_tokens - count_tokens(text_of([], ""))
+    while k == 0 and turns and room > 0:  # not one turn fits whole: the end of the newest (answer, reply)
+        text = text_of([], keep_tail(turns[-1][1], room, count_tokens))
+        over = count_tokens(text) - max_tokens
+        room = room - over if over > 0 else 0
+    if count_tokens(text) > max_tokens:  # goal and result alone are over: the end of it all
+        text = keep_tail(text, max_tokens, count_tokens)
+    return text
+
+
+def raw_item(record, max_tokens, count_tokens):
+    """A trajectory as a knowledge item (`--source raw`): its most recent part that fits max_tokens once
+    rendered, never nothing (the authors' truncation also keeps the end of a text over the budget)."""
+    budget = max_tokens
+    while budget > 0:
+        text = format_trajectory(record, budget, count_tokens)
+        over = count_tokens(render_knowledge([text])) - max_tokens
+        if over <= 0:
+            return text
+        budget -= over
+    return ""
 
 
 def parse_items(output, prompt_version):
@@ -189,10 +237,84 @@ def extraction_messages(trajectory_text, items, args):
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
+def inside_thinking(output):
+    """True when an output ends inside an unclosed <think>: the cap came before the answer."""
+    return "<think>" in output and "</think>" not in output.rsplit("<think>", 1)[1]
+
+
+def eos_token_ids(model, tokenizer):
+    """Every id that ends a response: the tokenizer's EOS and the generation config's (Qwen3 lists two)."""
+    listed = model.generation_config.eos_token_id
+    return {tokenizer.eos_token_id, *(listed if isinstance(listed, list) else [listed])} - {None}
+
+
+def empty_pool_error(args, n_calls, failures, n_cut, n_cut_thinking):
+    """The message for a pool in which every knowledge text is empty: why, and what to do."""
+    why = f"every pool entry is empty ({failures}/{n_calls} extractor outputs had no item"
+    if n_cut_thinking:
+        return (
+            f"{why}; {n_cut_thinking} ended inside an unclosed <think>, cut at --max-new-tokens "
+            f"{args.max_new_tokens} before the answer). Raise --max-new-tokens (the paper allows 2048-8192 "
+            "with thinking on) or turn --thinking off."
+        )
+    if failures == n_calls:
+        return (
+            f"{why}; {n_cut} were cut at --max-new-tokens {args.max_new_tokens}). The extractor does not "
+            'write "- EXPERIENCE ITEM:" lines: see the sample output above; try --answer-prefix 1, '
+            "--prompt-version freetext-v1, a larger --max-new-tokens or another --extractor-model."
+        )
+    return (
+        f"{why}; items were parsed, but none is left at step {args.use_steps or 'last'}). An item longer "
+        "than --max-knowledge-tokens is dropped whole: raise --max-knowledge-tokens."
+    )
+
+
+def chain_plan(n, chains, chain_data, steps=0):
+    """The trajectory indices each chain reads, in order.
+
+    shared: every chain reads trajectories 0..n-1 (chains differ only in sampling); slice: chain c reads
+    c, c+K, c+2K, ... (n // K each), its own trajectories, for the same extraction cost as shared / K.
+    collect.py writes a game's episodes one after another, so with K episodes per game chain c reads
+    episode c of every game: the authors' scheme (same games, each chain its own rollouts)."""
+    if chain_data == "shared":
+        plan = [list(range(n))] * chains
+    else:
+        plan = [list(range(c, n - n % chains, chains)) for c in range(chains)]
+    if not plan[0]:
+        raise common.InputError(
+            f"{n} trajectories for {chains} chains: with --chain-data slice each chain needs one of its own; "
+            "collect more extraction games, use fewer --chains, or --chain-data shared"
+        )
+    if steps > len(plan[0]):
+        raise common.InputError(f"--steps {steps}: each chain has only {len(plan[0])} trajectories ({chain_data})")
+    return [p[: steps or len(p)] for p in plan]
+
+
 def load_trajectories(path):
-    records = common.read_jsonl(path, required=("turns", "feedback"))
+    """collect.py's trajectories, each checked for its kind (a knowledge file or an evaluate.py output is
+    not one) and its shape, before any model loads."""
+    records = common.read_jsonl(path)
+    with open(path, encoding="utf-8") as f:
+        linenos = [n for n, line in enumerate(f, 1) if line.strip()]
+    expected = "expected collect.py trajectories (RUN/round_R/extract.jsonl), one episode per line"
+    for lineno, r in zip(linenos, records):
+        where = f"{path}:{lineno}"
+        if "turns" not in r and ("knowledge_id" in r or "items" in r):  # collect's carry knowledge_id: None
+            raise common.InputError(f"{where}: this is a knowledge file (extract.py's output); {expected}")
+        if "eval_set" in r or r.get("kind") in ("summary", "game", "prompt"):
+            raise common.InputError(f"{where}: this is an evaluate.py output (eval_*.jsonl); {expected}")
+        missing = [k for k in ("turns", "feedback") if k not in r]
+        if missing:
+            raise common.InputError(f"{where}: record lacks key(s) {missing}; {expected}")
+        turns_ok = isinstance(r["turns"], list) and all(
+            isinstance(t, dict) and all(k in t for k in TURN_KEYS) for t in r["turns"]
+        )
+        if not turns_ok or not isinstance(r["feedback"], str):
+            raise common.InputError(
+                f"{where}: expected 'turns' as a list of turns with keys {list(TURN_KEYS)} and 'feedback' as text"
+            )
     if not records:
-        raise common.InputError(f"{path}: no trajectories (expected collect.py JSONL, one episode per line)")
+        raise common.InputError(f"{path}: no trajectories ({expected})")
     return records
 
 
@@ -205,28 +327,42 @@ def main(args):
         print(f"extract | {args.out} exists, skipped (use --force to redo)")
         return None
     trajectories = load_trajectories(args.trajectories)
-    if args.steps:
-        trajectories = trajectories[: args.steps]
+    plan = chain_plan(len(trajectories), args.chains, args.chain_data, args.steps)
+    n_steps, unread = len(plan[0]), len(trajectories) - len({i for p in plan for i in p})
+    if unread:  # said, not silent: slices of equal length leave the remainder out
+        print(
+            f"extract | {unread} of {len(trajectories)} trajectories not read ({args.chains} chains x {n_steps} steps)"
+        )
+    use_step = args.use_steps or n_steps
+    if use_step > n_steps:
+        raise common.InputError(f"--use-steps {args.use_steps}: each chain reads only {n_steps} trajectories")
     ids = [f"{r.get('game')}#{r.get('episode')}" for r in trajectories]
-    texts = [format_trajectory(r, args.max_turns_shown) for r in trajectories]
+    # token budgets, measured before a model loads: the knowledge with the policy's tokenizer (it goes
+    # into the policy's prompts), the trajectory shown with the extractor's
+    from transformers import AutoTokenizer
+
+    policy_tokenizer = AutoTokenizer.from_pretrained(common.resolve_model(args.model))
+    count = lambda text: len(policy_tokenizer(text, add_special_tokens=False).input_ids)
+    if args.extractor_model and args.source == "knowledge":
+        extractor_tokenizer = AutoTokenizer.from_pretrained(common.resolve_model(args.extractor_model))
+        count_shown = lambda text: len(extractor_tokenizer(text, add_special_tokens=False).input_ids)
+    else:
+        count_shown = count
+    used = sorted({i for p in plan for i in p})
+    if args.source == "raw":  # the item is the trajectory: cut to the knowledge budget, not dropped whole
+        texts = {i: raw_item(trajectories[i], args.max_knowledge_tokens, count) for i in used}
+    else:
+        texts = {i: format_trajectory(trajectories[i], args.max_trajectory_tokens, count_shown) for i in used}
     torch.manual_seed(args.seed)
     model, tokenizer = (
         common.load_model(args.extractor_model or args.model, args.device)
         if args.source == "knowledge"
         else (None, None)
     )
-    if args.extractor_model or model is None:  # the budget is measured with the policy's tokenizer
-        from transformers import AutoTokenizer
-
-        count_tokenizer = AutoTokenizer.from_pretrained(common.resolve_model(args.model))
-    else:
-        count_tokenizer = tokenizer
-    count = lambda text: len(count_tokenizer(text, add_special_tokens=False).input_ids)
-    use_step = args.use_steps or len(trajectories)
-    if not 1 <= use_step <= len(trajectories):
-        raise common.InputError(f"--use-steps {args.use_steps}: the chains read only {len(trajectories)} trajectories")
+    eos_ids = set() if model is None else eos_token_ids(model, tokenizer)
     chains = [[] for _ in range(args.chains)]  # knowledge starts empty every round
     snapshots, failures, new_tokens, gen_seconds, sample_output = [], 0, 0, 0.0, None
+    n_cut = n_cut_thinking = 0  # outputs cut at the cap; those cut inside <think> (no answer at all)
     run = args.run or common.run_name(args.out)
 
     def snapshot(step):
@@ -241,7 +377,8 @@ def main(args):
                     items=list(items),
                     n_items=len(items),
                     n_tokens=count(text),
-                    trajectory_ids=ids[:step],
+                    trajectory_ids=[ids[i] for i in plan[c][:step]],
+                    chain_data=args.chain_data,
                     in_pool=step == use_step,
                     model=args.extractor_model or args.model,
                     run=run,
@@ -253,43 +390,55 @@ def main(args):
             )
 
     snapshot(0)
-    for step, text in enumerate(tqdm(texts, desc="extract"), 1):
+    for step in tqdm(range(1, n_steps + 1), desc="extract"):
+        shown = [texts[plan[c][step - 1]] for c in range(args.chains)]  # each chain's trajectory at this step
         if args.source == "raw":  # the ablation: the trajectory itself is the item
-            chains = [add_items(items, [text], 1, args.max_knowledge_tokens, count) for items in chains]
+            chains = [add_items(items, [t], 1, args.max_knowledge_tokens, count) for items, t in zip(chains, shown)]
         else:  # step i of every chain in one batched call
             prefix = ANSWER_PREFIX[args.prompt_version] if args.answer_prefix and not args.thinking else ""
             prompts = [
-                common.chat_text(tokenizer, extraction_messages(text, items, args), args.thinking) + prefix
-                for items in chains
+                common.chat_text(tokenizer, extraction_messages(t, items, args), args.thinking) + prefix
+                for items, t in zip(chains, shown)
             ]
             t0 = time.time()
-            outputs = [
-                (prefix + o, n)
-                for o, n in common.generate(
-                    model, tokenizer, prompts, args.max_new_tokens, args.temperature, args.top_p, args.top_k
-                )
-            ]
+            responses = common.generate_ids(
+                model, tokenizer, prompts, args.max_new_tokens, args.temperature, args.top_p, args.top_k
+            )
             gen_seconds += time.time() - t0
-            for c, (output, n) in enumerate(outputs):
+            for c, response_ids in enumerate(responses):
+                output = prefix + tokenizer.decode(response_ids, skip_special_tokens=True)
+                cut = len(response_ids) >= args.max_new_tokens and response_ids[-1] not in eos_ids
+                n_cut += cut
+                n_cut_thinking += cut and inside_thinking(output)
                 new = parse_items(output, args.prompt_version)
                 failures += not new  # nothing parsed: the knowledge stays as it was
-                new_tokens += n
+                new_tokens += len(response_ids)
                 chains[c] = add_items(chains[c], new, args.max_new_items, args.max_knowledge_tokens, count)
-            sample_output = sample_output or (prompts[0], outputs[0][0])
+                sample_output = sample_output or (prompts[c], output)
         snapshot(step)
-    common.write_jsonl(args.out, snapshots)
     pool = [s for s in snapshots if s["in_pool"]]
     if sample_output:
-        print(
-            f"--- sample extractor prompt (chain 0, step 1) ---\n{sample_output[0][-1500:]}\n--- its output ---\n{sample_output[1]}"
-        )
+        print(f"--- sample extractor prompt (step 1) ---\n{sample_output[0][-1500:]}\n--- its output ---")
+        print(sample_output[1])
+    n_calls = n_steps * args.chains if args.source == "knowledge" else 0
+    if n_calls:
+        cap = f"--max-new-tokens {args.max_new_tokens}"
+        print(f"extract | outputs cut at {cap}: {n_cut}/{n_calls} ({n_cut_thinking} of them inside <think>)")
+    n_empty = sum(not p["items"] for p in pool)
+    if n_empty == len(pool):  # nothing learned: never hand an empty pool on
+        if not n_calls:
+            raise common.InputError(f"every pool entry is empty: --max-knowledge-tokens {args.max_knowledge_tokens}")
+        raise common.InputError(empty_pool_error(args, n_calls, failures, n_cut, n_cut_thinking))
+    if n_empty:  # a teacher given empty knowledge sees what the student sees: no signal on those prompts
+        print(f"extract | warning: {n_empty} of {len(pool)} pool entries are empty")
+    common.write_jsonl(args.out, snapshots)
+    first = pool[0]
+    print(f"--- knowledge {first['knowledge_id']} ({first['n_tokens']} tokens) ---\n{first['knowledge'][:3000]}\n---")
     print(
-        f"--- knowledge {pool[0]['knowledge_id']} ({pool[0]['n_tokens']} tokens) ---\n{pool[0]['knowledge'][:3000]}\n---"
-    )
-    n_calls = len(texts) * args.chains
-    print(
-        f"extract | chains {args.chains} | steps {len(texts)} | items/chain {sum(p['n_items'] for p in pool) / len(pool):.1f} | "
-        f"parse failures {failures}/{n_calls if args.source == 'knowledge' else 0} | tokens/s {new_tokens / max(gen_seconds, 1e-9):.1f} | {args.out}"
+        f"extract | chains {args.chains} ({args.chain_data}) | steps {n_steps} | "
+        f"items/chain {sum(p['n_items'] for p in pool) / len(pool):.1f} | parse failures {failures}/{n_calls} | "
+        f"cut {n_cut}/{n_calls} | empty in pool {n_empty}/{len(pool)} | "
+        f"tokens/s {new_tokens / max(gen_seconds, 1e-9):.1f} | {args.out}"
     )
     return snapshots
 
