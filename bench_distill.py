@@ -10,7 +10,7 @@ memory (CUDA peak allocated, or process peak RSS on a CPU) is its own.
 With --shape it instead builds a model from public config numbers with random weights (nothing is
 downloaded: speed and memory do not depend on the weights) and runs whole distill.main steps on
 synthetic token ids: sampling at a fixed length (random weights never emit EOS), the forward/backward,
-the optimizer step. It prints distill.plan_memory's plan next to the measured peak.
+the optimizer step. It prints memory.plan_memory's plan next to the measured peak.
 
     python bench_distill.py --shape tiny --batch 4 --prompt-tokens 300 --knowledge-tokens 200 --new-tokens 64
     python bench_distill.py --shape qwen3-4b       # the paper setting: batch 32, 1024 new tokens, thinking on
@@ -30,6 +30,7 @@ import torch
 import common
 import distill
 import games
+import memory
 
 # public config numbers (the models' config.json); all tie the input and output embeddings
 SHAPES = {
@@ -151,8 +152,12 @@ def run_mode(args):
     _, pairs = batch_pairs(tokenizer, args)
     n_tokens = sum(len(p["student_ids"]) + len(p["teacher_ids"]) for p in pairs)
     n_total = sum(len(p["response_ids"]) for p in pairs)
-    opts = argparse.Namespace(
-        temperature=0.7, topk=256 if args.only == "topk" else 0, chunk=128, pad_id=tokenizer.pad_token_id
+    loss_kw = dict(
+        mode="on-policy",
+        temperature=0.7,
+        topk=256 if args.only == "topk" else 0,
+        chunk=128,
+        pad_id=tokenizer.pad_token_id,
     )
     times = []
     for i in range(args.repeats + 1):
@@ -163,7 +168,7 @@ def run_mode(args):
             naive_step(student, teacher, pairs, tokenizer.pad_token_id)
         else:
             for group in distill.micro_batches(pairs, 4096):
-                distill.micro_batch_loss(student, teacher, group, n_total, opts)
+                distill.micro_batch_loss(student, teacher, group, n_total, **loss_kw)
         student.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -177,7 +182,7 @@ def run_mode(args):
                 seconds=seconds,
                 tokens_per_s=n_tokens / seconds,
                 tokens=n_tokens,
-                peak_mb=distill.peak_memory_mb(device),
+                peak_mb=memory.peak_memory_mb(device),
                 device=str(device),
             )
         )
@@ -197,7 +202,7 @@ def shape_model(name, dtype, device):
 
 
 def shape_plan(config, n_params, args, weight_bytes, autocast):
-    return distill.plan_memory(
+    return memory.plan_memory(
         config,
         n_params,
         batch_size=args.batch,
@@ -236,29 +241,29 @@ def run_shape(args):
 
         config = Qwen3Config(**SHAPES[args.shape], tie_word_embeddings=True)
         weight_bytes = 4 if args.optimizer == "adamw" else 2
-        plan = shape_plan(config, distill.count_params(config), args, weight_bytes, autocast=True)
+        plan = shape_plan(config, memory.count_params(config), args, weight_bytes, autocast=True)
         print(
             f"shape {args.shape} | batch {args.batch} | prompt {args.prompt_tokens} (+{args.knowledge_tokens} teacher)"
         )
         print(f"new tokens {args.new_tokens} | {args.optimizer} | checkpointing {args.gradient_checkpointing}")
-        return print(distill.format_plan(plan, args.capacity_gib * 2**30))
+        return print(memory.format_plan(plan, args.capacity_gib * 2**30))
     torch.zeros(256, 256).softmax(-1).sum()  # load kernels before the baseline
     baseline = torch.cuda.memory_allocated(device) if cuda else rss_bytes()
-    weights_dtype, _ = distill.training_dtypes(args.device, args.optimizer)
+    weights_dtype, _ = memory.training_dtypes(args.device, args.optimizer)
     student = shape_model(args.shape, weights_dtype, device)
     teacher = distill.make_teacher(student)
     autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32)
     if args.gradient_checkpointing:
         student.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(use_reentrant=False))
-    optimizer = distill.make_optimizer(student.parameters(), args.optimizer, 1e-6, 0.01)
+    optimizer = memory.make_optimizer(student.parameters(), args.optimizer, 1e-6, 0.01)
     n_params = sum(p.numel() for p in student.parameters())
     plan = shape_plan(student.config, n_params, args, weights_dtype.itemsize, compute_dtype != torch.float32)
     print(f"shape {args.shape} ({n_params / 1e6:.1f}M params) | {device} | weights {weights_dtype} | {args.optimizer}")
     print(
         f"batch {args.batch} | prompt {args.prompt_tokens} (+{args.knowledge_tokens} teacher) | new {args.new_tokens}"
     )
-    print(distill.format_plan(plan, distill.device_capacity(device)), flush=True)
-    opts = argparse.Namespace(temperature=0.7, topk=args.topk, chunk=args.chunk, pad_id=0)
+    print(memory.format_plan(plan, memory.device_capacity(device)), flush=True)
+    loss_kw = dict(mode="on-policy", temperature=0.7, topk=args.topk, chunk=args.chunk, pad_id=0)
     g = torch.Generator().manual_seed(0)
     for step in range(1, args.steps + 1):  # the optimizer's states exist from the first step on
         prompts = torch.randint(2, student.config.vocab_size, (args.batch, args.prompt_tokens), generator=g)
@@ -292,7 +297,7 @@ def run_shape(args):
         n_total = sum(len(r) for r in responses)
         with autocast:
             for group in distill.micro_batches(pairs, args.micro_batch_tokens):
-                distill.micro_batch_loss(student, teacher, group, n_total, opts)
+                distill.micro_batch_loss(student, teacher, group, n_total, **loss_kw)
         clock.append(now(device))
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         optimizer.step()
@@ -310,7 +315,7 @@ def run_shape(args):
     else:  # ru_maxrss is the process's high-water mark in KiB
         measured = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
         what = "peak RSS growth over the process before the model"
-    planned = distill.planned_peak(plan)[0]
+    planned = memory.planned_peak(plan)[0]
     print(f"memory | planned peak {planned / 2**20:.0f} MiB | measured {what} {measured / 2**20:.0f} MiB "
           f"| measured / planned {measured / planned:.3f}")  # fmt: skip
     print(json.dumps(dict(shape=args.shape, planned_bytes=planned, measured_bytes=measured, device=str(device))))

@@ -280,10 +280,11 @@ GENERATE_MODES = {"dynamic": ("dynamic", False), "static": ("static", False), "s
 
 
 def generation_defaults(device):
-    """(cache, compile) that `generate_ids` uses on a device: on CUDA a static KV cache, which lets HF
-    `generate` compile the decode step (torch.compile, CUDA graphs); elsewhere the dynamic cache, eager.
-    The environment variable OEL_GENERATE (one of GENERATE_MODES) overrides it, for every stage."""
-    chosen = os.environ.get("OEL_GENERATE") or ("static+compile" if torch.device(device).type == "cuda" else "dynamic")
+    """(cache, compile) that `generate_ids` uses: the dynamic cache, eager, on every device, until the static
+    cache with torch.compile (OEL_GENERATE=static+compile: fewer kernel launches, but a compile per new batch
+    size, and lock-step play shrinks its batch as games end) has been measured faster on a GPU
+    (bench_collect.py). The environment variable OEL_GENERATE (one of GENERATE_MODES) overrides it."""
+    chosen = os.environ.get("OEL_GENERATE") or "dynamic"
     if chosen not in GENERATE_MODES:
         raise InputError(f"OEL_GENERATE={chosen}: expected one of {', '.join(GENERATE_MODES)}")
     return GENERATE_MODES[chosen]

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import random
-import resource
 import shutil
 import tempfile
 import time
@@ -40,6 +39,7 @@ from tqdm import tqdm
 
 import common
 import games
+import memory
 
 
 def ranged(kind, low, inclusive=True):
@@ -375,12 +375,6 @@ def save_model(model, tokenizer, out, settings):
     os.replace(tmp, out)
 
 
-def peak_memory_mb(device):
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
-
-
 # ----------------------------------------------------------------------------- numerics, memory, optimizer
 
 
@@ -392,116 +386,7 @@ def make_teacher(student):
     return copy.deepcopy(student).eval().requires_grad_(False)
 
 
-def training_dtypes(device, optimizer):
-    """(weights dtype, compute dtype). adamw keeps fp32 master weights and computes under bf16 autocast on a
-    GPU; adamw8bit keeps the weights in the compute dtype, so the KV cache of sampling is bf16 too."""
-    device, compute_dtype = common.pick_device(device)
-    return (torch.float32 if optimizer == "adamw" else compute_dtype), compute_dtype
-
-
-def make_optimizer(params, name, lr, weight_decay):
-    """AdamW, betas (0.9, 0.999), from a library. adamw: torch's fused kernel (no full-size temporaries).
-    adamw8bit: torchao's, both moments in 8 bits with a scale per block of 256; on bf16 weights with stochastic
-    rounding, so that an update far below bf16's resolution (lr 1e-6 on a weight ~1e-2, whose bf16 step is
-    ~1e-4) lands with the right probability instead of always being rounded away."""
-    params = list(params)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay, fused=True)
-    from torchao.optim import AdamW8bit  # imported here: only this choice needs torchao (it compiles its step)
-
-    bf16 = any(p.dtype == torch.bfloat16 for p in params)
-    return AdamW8bit(params, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay, bf16_stochastic_round=bf16)
-
-
-def count_params(config):
-    """Parameters of the model a config describes, counted on the meta device (no memory, no weights)."""
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        return sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
-
-
-def plan_memory(
-    config,
-    n_params,
-    batch_size,
-    prompt_tokens,
-    teacher_prompt_tokens,
-    new_tokens,
-    weight_bytes,
-    optimizer,
-    checkpointing,
-    micro_batch_tokens,
-    chunk,
-    autocast_bytes=0,
-    teacher_copy=True,
-):
-    """Planned peak memory in bytes, term by term, for one step of distill.main: the static terms, then
-    three phases that never overlap (sampling, the forward/backward of the largest micro-batch, the optimizer
-    step), peak = static + the largest phase. Worst case: every prompt as long as the longest.
-    Activations take the weights' dtype (under autocast fp32 weights keep an fp32 residual stream and
-    norms); per token and layer a Qwen3/Llama block keeps about 6H + 4M + 4(q + kv) numbers for its
-    backward pass (M: MLP width; measured with saved-tensor hooks), and bf16 RMSNorms keep fp32 copies
-    of their inputs (~2H fp32)."""
-    H, L, M, V = config.hidden_size, config.num_hidden_layers, config.intermediate_size, config.vocab_size
-    head_dim = getattr(config, "head_dim", None) or H // config.num_attention_heads
-    q, kv = config.num_attention_heads * head_dim, config.num_key_value_heads * head_dim
-    b = weight_bytes
-    layer = (6 * H + 4 * M + 4 * q + 4 * kv) * b + (8 * H if b < 4 else 0)  # bytes per token and layer
-    transient = (3 * M + 4 * H) * b  # a no-grad forward frees each layer's intermediates: one layer's MLP lives
-    s_len, t_len = prompt_tokens + new_tokens, teacher_prompt_tokens + new_tokens
-    pairs = min(batch_size, max(1, micro_batch_tokens // (s_len + t_len)))  # distill.micro_batches packs them
-    if checkpointing:  # each layer's input is kept; one layer at a time is recomputed in the backward pass
-        activations = pairs * s_len * (L * H * b + layer)
-    else:
-        activations = pairs * s_len * L * layer
-    return {
-        "static": {
-            "student weights": n_params * b,
-            "teacher weights": n_params * b if teacher_copy else 0,
-            "optimizer states": n_params * (8 if optimizer == "adamw" else 2 * (1 + 4 / 256)),
-            # autocast keeps a bf16 copy of each fp32 weight that requires grad (the student's) while it runs
-            "autocast weight cache": n_params * autocast_bytes,
-        },
-        "sampling": {  # generate's cache holds K and V of every layer for the whole batch, in the weights' dtype
-            "KV cache": batch_size * s_len * L * 2 * kv * b,
-            "prefill": batch_size * prompt_tokens * transient,
-        },
-        "training": {
-            "gradients": n_params * b,
-            "activations": activations + pairs * s_len * (2 * H + 2 * head_dim) * b,
-            "teacher forward": pairs * t_len * transient,
-            "logits chunks": 8 * chunk * V * 4,  # fp32 logits, log-softmaxes, p and grads of both models
-            "output layer gradient": V * H * b,  # each chunk's (V, H) weight gradient, before it is accumulated
-        },
-        "optimizer step": {  # fused steps; torchao's is compiled per tensor: an fp32 copy of the largest one
-            "gradients": n_params * b,
-            "temporaries": 0 if optimizer == "adamw" else V * H * 4,
-        },
-    }
-
-
-def phase_bytes(plan):
-    """Bytes of each phase on top of the static terms; the teacher's forward and the logits chunks come one
-    after the other, never together."""
-    t = plan["training"]
-    return {
-        "sampling": sum(plan["sampling"].values()),
-        "training": t["gradients"]
-        + t["activations"]
-        + max(t["teacher forward"], t["logits chunks"] + t["output layer gradient"]),
-        "optimizer step": sum(plan["optimizer step"].values()),
-    }
-
-
-def planned_peak(plan):
-    """(bytes, phase): the static terms plus the largest phase."""
-    phases = phase_bytes(plan)
-    phase = max(phases, key=phases.get)
-    return sum(plan["static"].values()) + phases[phase], phase
-
-
-def main_plan(student, tokenizer, prompts, pool, args):
+def main_plan(student, tokenizer, prompts, pool, args, optimizer, checkpointing):
     """The memory plan of this run: the longest turn prompt, with the longest knowledge for the teacher."""
     _, compute_dtype = common.pick_device(args.device)
     tokens = lambda text: len(tokenizer(text, add_special_tokens=False).input_ids)  # noqa: E731
@@ -509,7 +394,7 @@ def main_plan(student, tokenizer, prompts, pool, args):
     longest = prompts[max(range(len(prompts)), key=lengths.__getitem__)][1]
     knowledge = max((k for _, k in pool), key=tokens)
     teacher_text = common.chat_text(tokenizer, games.insert_knowledge(longest, knowledge), args.thinking)
-    return plan_memory(
+    return memory.plan_memory(
         student.config,
         sum(p.numel() for p in student.parameters()),
         batch_size=args.batch_size,
@@ -517,38 +402,13 @@ def main_plan(student, tokenizer, prompts, pool, args):
         teacher_prompt_tokens=tokens(teacher_text),
         new_tokens=args.max_new_tokens,
         weight_bytes=next(student.parameters()).element_size(),
-        optimizer=args.optimizer,
-        checkpointing=args.gradient_checkpointing,
+        optimizer=optimizer,
+        checkpointing=checkpointing,
         micro_batch_tokens=args.micro_batch_tokens,
         chunk=args.chunk,
         teacher_copy=args.teacher != "live",
         autocast_bytes=compute_dtype.itemsize if student.dtype != compute_dtype else 0,
     )
-
-
-def device_capacity(device):
-    """Total memory of a CUDA device (None elsewhere: a CPU process shares the machine)."""
-    return torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
-
-
-def format_peak(plan, device):
-    """The planned peak next to the measured one (CUDA: peak allocated; CPU: the process's peak RSS, which also
-    holds Python, torch and the tokenizer)."""
-    what = "CUDA peak allocated" if device.type == "cuda" else "process peak RSS"
-    measured = peak_memory_mb(device) * 2**20
-    return f"memory | planned peak {planned_peak(plan)[0] / 2**30:.2f} GiB | measured {what} {measured / 2**30:.2f} GiB"
-
-
-def format_plan(plan, capacity=None):
-    """A few lines: every term, each phase's total and the planned peak, in GiB."""
-    (peak, phase), phases = planned_peak(plan), phase_bytes(plan)
-    unit, size = ("GiB", 2**30) if peak >= 2**30 else ("MiB", 2**20)
-    lines = [f"memory plan ({unit})"]
-    for name, terms in plan.items():
-        total = sum(terms.values()) if name == "static" else phases[name]
-        lines.append(f"  {name} {total / size:.2f}: " + ", ".join(f"{k} {v / size:.2f}" for k, v in terms.items()))
-    fits = "" if not capacity else f" of {capacity / size:.1f} {unit}" + (", DOES NOT FIT" if peak > capacity else "")
-    return "\n".join(lines + [f"  planned peak {peak / size:.2f} {unit} (static + {phase}){fits}"])
 
 
 # ----------------------------------------------------------------------------- main
@@ -587,23 +447,25 @@ def main(args):
     # numerics and memory: adamw8bit (default on a GPU) keeps bf16 weights, adamw fp32 master weights under
     # bf16 autocast; either way the teacher computes exactly as the student does
     device, compute_dtype = common.pick_device(args.device)
-    args.optimizer = args.optimizer or ("adamw8bit" if device.type == "cuda" else "adamw")
-    if args.gradient_checkpointing is None:
-        args.gradient_checkpointing = device.type == "cuda"
-    if args.optimizer == "adamw8bit" and importlib.util.find_spec("torchao") is None:
+    optimizer_name = args.optimizer or ("adamw8bit" if device.type == "cuda" else "adamw")
+    checkpointing = device.type == "cuda" if args.gradient_checkpointing is None else args.gradient_checkpointing
+    if optimizer_name == "adamw8bit" and importlib.util.find_spec("torchao") is None:
         raise common.InputError("--optimizer adamw8bit needs torchao (pip install -r requirements.txt)")
-    weights_dtype, _ = training_dtypes(args.device, args.optimizer)
+    weights_dtype, _ = memory.training_dtypes(args.device, optimizer_name)
     student, tokenizer = common.load_model(args.model, args.device, dtype=weights_dtype)
     # a live teacher is the student's own current weights, with the knowledge in context: no copy
     teacher = student if args.teacher == "live" else make_teacher(student)
     autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32)
-    if args.gradient_checkpointing:
+    if checkpointing:
         student.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(use_reentrant=False))
-    optimizer = make_optimizer(student.parameters(), args.optimizer, args.lr, args.weight_decay)
-    plan = main_plan(student, tokenizer, prompts, pool, args)
-    print(format_plan(plan, device_capacity(device)), flush=True)
-    settings = dict(vars(args), max_seq_len=max_seq_len)  # args.json: what ran, the derived limit included
+    optimizer = memory.make_optimizer(student.parameters(), optimizer_name, args.lr, args.weight_decay)
+    plan = main_plan(student, tokenizer, prompts, pool, args, optimizer_name, checkpointing)
+    print(memory.format_plan(plan, memory.device_capacity(device)), flush=True)
+    # args.json: the arguments as given, and what the defaults resolved to on this machine
+    resolved = dict(max_seq_len=max_seq_len, optimizer=optimizer_name, gradient_checkpointing=checkpointing)
+    settings = dict(vars(args), resolved=resolved)
     loss_settings = dict(mode=args.mode, temperature=args.temperature, topk=args.topk)
+    eos = common.eos_ids(student, tokenizer)  # a response that ends in none of these was cut at the cap
     metrics_path = args.metrics or os.path.join(os.path.dirname(os.path.abspath(args.out)), "distill_metrics.jsonl")
     if os.path.exists(metrics_path):  # an earlier attempt's records (killed, or retrained with --force) go
         print(f"distill | {metrics_path}: an earlier attempt's metrics are replaced by this run's")
@@ -655,13 +517,13 @@ def main(args):
         record["teacher_topk_mass"] = sums["teacher_mass"] / n_total  # teacher's mass on that support
         record["response_len_mean"] = n_total / len(responses)
         record["response_len_max"] = max(len(r) for r in responses)
-        record["capped"] = sum(r[-1] != tokenizer.eos_token_id for r in responses)  # cut at --max-new-tokens
+        record["capped"] = sum(r[-1] not in eos for r in responses)  # cut at --max-new-tokens
         record["grad_norm"] = grad_norm.item()
         record["skipped"] = skipped
         record["lr"] = args.lr
         record["tokens_per_s"] = sum(len(p["student_ids"]) + len(p["teacher_ids"]) for p in pairs) / seconds
         record["seconds"] = seconds
-        record["peak_memory_mb"] = peak_memory_mb(device)
+        record["peak_memory_mb"] = memory.peak_memory_mb(device)
         common.append_jsonl(metrics_path, record)
         history.append(record)
         if args.print_every and (step == 1 or step % args.print_every == 0):
@@ -674,7 +536,7 @@ def main(args):
         if args.save_every and step % args.save_every == 0 and step < args.steps:
             save_model(student, tokenizer, os.path.join(args.out + "_steps", f"step_{step}"), settings)
     save_model(student, tokenizer, args.out, settings)
-    print(format_peak(plan, device), flush=True)
+    print(memory.format_peak(plan, device), flush=True)
     first, last = history[0], history[-1]
     print(
         f"distill | {args.mode}, {args.teacher} teacher | steps {args.steps} | kl {first['kl']:.4f} -> "

@@ -406,7 +406,7 @@ def test_end_to_end_on_policy_frozen(tiny_model, tmp_path, capsys, monkeypatch):
     settings = json.load(open(out / "args.json"))
     longest = max(len(p["teacher_ids"]) - len(p["response_ids"]) for p in seen["pairs"])  # one prompt, 2 entries
     assert settings["steps"] == 3 and settings["mode"] == "on-policy" and settings["teacher"] == "frozen"
-    assert settings["max_seq_len"] == longest + 6  # derived: the longest teacher prompt + --max-new-tokens
+    assert settings["resolved"]["max_seq_len"] == longest + 6  # derived: the longest teacher prompt + --max-new-tokens
     assert (tmp_path / "round_1" / "model_steps" / "step_2" / "args.json").exists()  # --save-every: OUT_steps
     reloaded, tokenizer = common.load_model(str(out), "cpu", quiet=True)
     original, _ = common.load_model(tiny_model, "cpu", quiet=True)

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 
 import pytest
 import test_distill
@@ -16,6 +15,7 @@ import torch
 import bench_distill
 import common
 import distill
+import memory
 
 MESSAGES = [
     {"role": "system", "content": "Play the game."},
@@ -26,22 +26,23 @@ RESPONSES = ["<think>\nthe coin is here\n</think>\n\n[take coin]<|im_end|>", "<t
 
 def same_context_pairs(tokenizer):
     """Student and teacher see the very same prompt (Qwen3 template, thinking on)."""
-    text = common.chat_text(tokenizer, MESSAGES, thinking=True)
-    marker = distill.generation_marker(tokenizer, thinking=True)
+    ids = tokenizer(common.chat_text(tokenizer, MESSAGES, thinking=True), add_special_tokens=False).input_ids
+    marker_ids = tokenizer(distill.generation_marker(tokenizer, thinking=True), add_special_tokens=False).input_ids
     responses = [tokenizer(r, add_special_tokens=False).input_ids for r in RESPONSES]
-    return [distill.build_pair(tokenizer, text, text, r, marker, 4096) for r in responses]
+    return [distill.build_pair(ids, ids, r, marker_ids, 4096) for r in responses]
 
 
 def kl_and_grad_norm(student, teacher, pairs):
     """The training path of distill.main on one batch under CPU bf16 autocast: (KL per token, grad norm)."""
     student.train()
     student.zero_grad(set_to_none=True)
-    args = types.SimpleNamespace(temperature=0.7, topk=0, chunk=4, pad_id=0)
     n_total = sum(len(p["response_ids"]) for p in pairs)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        sums = distill.micro_batch_loss(student, teacher, pairs, n_total, args)
+        sums = distill.micro_batch_loss(
+            student, teacher, pairs, n_total, mode="on-policy", temperature=0.7, topk=0, chunk=4, pad_id=0
+        )
     grads = [p.grad.float().flatten() for p in student.parameters() if p.grad is not None]
-    return sums[0].item() / n_total, torch.cat(grads).norm().item()
+    return sums["kl"] / n_total, torch.cat(grads).norm().item()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -80,7 +81,7 @@ def test_adamw8bit_lands_updates_below_bf16_resolution():
         if name == "adamw":
             optimizer = torch.optim.AdamW([weight], lr=lr, weight_decay=0.0)
         else:
-            optimizer = distill.make_optimizer([weight], name, lr, 0.0)
+            optimizer = memory.make_optimizer([weight], name, lr, 0.0)
         for _ in range(steps):
             weight.grad = torch.ones_like(weight)  # Adam's update is then lr in size, every step
             optimizer.step()
@@ -91,7 +92,7 @@ def test_adamw8bit_lands_updates_below_bf16_resolution():
 def test_optimizer_states_have_the_planned_size():
     weight = torch.nn.Parameter(torch.zeros(256, 256))
     weight.grad = torch.ones_like(weight)
-    optimizer = distill.make_optimizer([weight], "adamw", 1e-3, 0.01)
+    optimizer = memory.make_optimizer([weight], "adamw", 1e-3, 0.01)
     optimizer.step()
     state_bytes = sum(t.numel() * t.element_size() for t in optimizer.state[weight].values() if t.dim())
     assert state_bytes == 8 * weight.numel()  # two fp32 moments, as plan_memory counts for adamw
@@ -113,25 +114,25 @@ def plan_4b(**kw):
     config = qwen3_4b()
     settings = dict(PAPER, weight_bytes=2, optimizer="adamw8bit", checkpointing=True, micro_batch_tokens=4096)
     settings.update(kw)
-    return distill.plan_memory(config, 4_022_468_096, chunk=128, **settings)
+    return memory.plan_memory(config, 4_022_468_096, chunk=128, **settings)
 
 
 def test_plan_terms_by_hand_for_qwen3_4b():
-    assert distill.count_params(qwen3_4b()) == 4_022_468_096  # Qwen3-4B's public count, 4.02B
+    assert memory.count_params(qwen3_4b()) == 4_022_468_096  # Qwen3-4B's public count, 4.02B
     plan = plan_4b()
     # K and V of 36 layers, 8 heads of 128, bf16, for 32 sequences of 1500 + 1024 tokens
     assert plan["sampling"]["KV cache"] == 32 * 2524 * 36 * 2 * 8 * 128 * 2
     assert plan["static"]["student weights"] == plan["static"]["teacher weights"] == 2 * 4_022_468_096
     assert 2 * 4_022_468_096 < plan["static"]["optimizer states"] < 2.1 * 4_022_468_096
-    peak, phase = distill.planned_peak(plan)
+    peak, phase = memory.planned_peak(plan)
     assert peak < 80e9 * 0.9 and phase == "sampling"
     # fp32 master weights with fp32 AdamW (and an fp32 teacher, to compute alike) do not fit on 80 GB
     adamw = plan_4b(weight_bytes=4, optimizer="adamw", autocast_bytes=2)
-    assert sum(adamw["static"].values()) > 80e9 * 0.9 and "DOES NOT FIT" in distill.format_plan(adamw, 80e9)
+    assert sum(adamw["static"].values()) > 80e9 * 0.9 and "DOES NOT FIT" in memory.format_plan(adamw, 80e9)
     # without checkpointing, one micro-batch's activations of all 36 layers
     no_ckpt = plan_4b(checkpointing=False)
     assert no_ckpt["training"]["activations"] > 10 * plan["training"]["activations"]
-    text = distill.format_plan(plan, 80e9)
+    text = memory.format_plan(plan, 80e9)
     assert "planned peak" in text and "KV cache 11.09" in text and "of 74.5 GiB" in text and "NOT FIT" not in text
 
 
@@ -158,11 +159,12 @@ def test_main_prints_the_plan_and_the_measured_peak(tiny_qwen3, tmp_path, capsys
     args = distill.parse_args(argv + ["--steps", "1", "--batch-size", "2", "--max-new-tokens", "4", "--thinking"])
     assert args.optimizer is None and args.gradient_checkpointing is None
     distill.main(args)
-    assert args.optimizer == "adamw" and args.gradient_checkpointing is False  # the defaults on a CPU
+    resolved = json.loads((tmp_path / "m" / "args.json").read_text())["resolved"]
+    assert resolved["optimizer"] == "adamw" and resolved["gradient_checkpointing"] is False  # the CPU defaults
     printed = capsys.readouterr().out
     assert "memory plan (MiB)" in printed and "static" in printed and "KV cache" in printed
     assert "planned peak" in printed and "measured process peak RSS" in printed
-    assert printed.index("memory plan") < printed.index("distill | steps")
+    assert printed.index("memory plan") < printed.index("teacher | steps")  # the plan comes before the run
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adamw8bit"])

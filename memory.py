@@ -1,0 +1,154 @@
+"""What distill.py needs to fit one GPU: the training dtypes, the optimizer, and the memory plan.
+
+On CUDA distill.py keeps bf16 weights and trains them with torchao's 8-bit AdamW with stochastic rounding
+(`--optimizer adamw8bit`); on a CPU, fp32 weights and torch's AdamW. Before the first step it prints a plan
+of its peak memory, term by term, made from the model config and the settings alone; after the run, the
+measured peak. `python bench_distill.py --shape qwen3-4b --plan-only` prints the plan of a shape without
+downloading anything.
+"""
+
+import resource
+
+import torch
+
+import common
+
+
+def peak_memory_mb(device):
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
+
+
+def training_dtypes(device, optimizer):
+    """(weights dtype, compute dtype). adamw keeps fp32 master weights and computes under bf16 autocast on a
+    GPU; adamw8bit keeps the weights in the compute dtype, so the KV cache of sampling is bf16 too."""
+    device, compute_dtype = common.pick_device(device)
+    return (torch.float32 if optimizer == "adamw" else compute_dtype), compute_dtype
+
+
+def make_optimizer(params, name, lr, weight_decay):
+    """AdamW, betas (0.9, 0.999), from a library. adamw: torch's fused kernel (no full-size temporaries).
+    adamw8bit: torchao's, both moments in 8 bits with a scale per block of 256; on bf16 weights with stochastic
+    rounding, so that an update far below bf16's resolution (lr 1e-6 on a weight ~1e-2, whose bf16 step is
+    ~1e-4) lands with the right probability instead of always being rounded away."""
+    params = list(params)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay, fused=True)
+    from torchao.optim import AdamW8bit  # imported here: only this choice needs torchao (it compiles its step)
+
+    bf16 = any(p.dtype == torch.bfloat16 for p in params)
+    return AdamW8bit(params, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay, bf16_stochastic_round=bf16)
+
+
+def count_params(config):
+    """Parameters of the model a config describes, counted on the meta device (no memory, no weights)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+
+
+def plan_memory(
+    config,
+    n_params,
+    batch_size,
+    prompt_tokens,
+    teacher_prompt_tokens,
+    new_tokens,
+    weight_bytes,
+    optimizer,
+    checkpointing,
+    micro_batch_tokens,
+    chunk,
+    autocast_bytes=0,
+    teacher_copy=True,
+):
+    """Planned peak memory in bytes, term by term, for one step of distill.main: the static terms, then
+    three phases that never overlap (sampling, the forward/backward of the largest micro-batch, the optimizer
+    step), peak = static + the largest phase. Worst case: every prompt as long as the longest.
+    Activations take the weights' dtype (under autocast fp32 weights keep an fp32 residual stream and
+    norms); per token and layer a Qwen3/Llama block keeps about 6H + 4M + 4(q + kv) numbers for its
+    backward pass (M: MLP width; measured with saved-tensor hooks), and bf16 RMSNorms keep fp32 copies
+    of their inputs (~2H fp32)."""
+    H, L, M, V = config.hidden_size, config.num_hidden_layers, config.intermediate_size, config.vocab_size
+    head_dim = getattr(config, "head_dim", None) or H // config.num_attention_heads
+    q, kv = config.num_attention_heads * head_dim, config.num_key_value_heads * head_dim
+    b = weight_bytes
+    layer = (6 * H + 4 * M + 4 * q + 4 * kv) * b + (8 * H if b < 4 else 0)  # bytes per token and layer
+    transient = (3 * M + 4 * H) * b  # a no-grad forward frees each layer's intermediates: one layer's MLP lives
+    s_len, t_len = prompt_tokens + new_tokens, teacher_prompt_tokens + new_tokens
+    pairs = min(batch_size, max(1, micro_batch_tokens // (s_len + t_len)))  # distill.micro_batches packs them
+    if checkpointing:  # each layer's input is kept; one layer at a time is recomputed in the backward pass
+        activations = pairs * s_len * (L * H * b + layer)
+    else:
+        activations = pairs * s_len * L * layer
+    return {
+        "static": {
+            "student weights": n_params * b,
+            "teacher weights": n_params * b if teacher_copy else 0,
+            "optimizer states": n_params * (8 if optimizer == "adamw" else 2 * (1 + 4 / 256)),
+            # autocast keeps a bf16 copy of each fp32 weight that requires grad (the student's) while it runs
+            "autocast weight cache": n_params * autocast_bytes,
+        },
+        "sampling": {  # generate's cache holds K and V of every layer for the whole batch, in the weights' dtype
+            "KV cache": batch_size * s_len * L * 2 * kv * b,
+            "prefill": batch_size * prompt_tokens * transient,
+        },
+        "training": {
+            "gradients": n_params * b,
+            "activations": activations + pairs * s_len * (2 * H + 2 * head_dim) * b,
+            "teacher forward": pairs * t_len * transient,
+            "logits chunks": 8 * chunk * V * 4,  # fp32 logits, log-softmaxes, p and grads of both models
+            "output layer gradient": V * H * b,  # each chunk's (V, H) weight gradient, before it is accumulated
+        },
+        "optimizer step": {  # fused steps; torchao's is compiled per tensor: an fp32 copy of the largest one
+            "gradients": n_params * b,
+            "temporaries": 0 if optimizer == "adamw" else V * H * 4,
+        },
+    }
+
+
+def phase_bytes(plan):
+    """Bytes of each phase on top of the static terms; the teacher's forward and the logits chunks come one
+    after the other, never together."""
+    t = plan["training"]
+    return {
+        "sampling": sum(plan["sampling"].values()),
+        "training": t["gradients"]
+        + t["activations"]
+        + max(t["teacher forward"], t["logits chunks"] + t["output layer gradient"]),
+        "optimizer step": sum(plan["optimizer step"].values()),
+    }
+
+
+def planned_peak(plan):
+    """(bytes, phase): the static terms plus the largest phase."""
+    phases = phase_bytes(plan)
+    phase = max(phases, key=phases.get)
+    return sum(plan["static"].values()) + phases[phase], phase
+
+
+def device_capacity(device):
+    """Total memory of a CUDA device (None elsewhere: a CPU process shares the machine)."""
+    return torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
+
+
+def format_peak(plan, device):
+    """The planned peak next to the measured one (CUDA: peak allocated; CPU: the process's peak RSS, which also
+    holds Python, torch and the tokenizer)."""
+    what = "CUDA peak allocated" if device.type == "cuda" else "process peak RSS"
+    measured = peak_memory_mb(device) * 2**20
+    return f"memory | planned peak {planned_peak(plan)[0] / 2**30:.2f} GiB | measured {what} {measured / 2**30:.2f} GiB"
+
+
+def format_plan(plan, capacity=None):
+    """A few lines: every term, each phase's total and the planned peak, in GiB."""
+    (peak, phase), phases = planned_peak(plan), phase_bytes(plan)
+    unit, size = ("GiB", 2**30) if peak >= 2**30 else ("MiB", 2**20)
+    lines = [f"memory plan ({unit})"]
+    for name, terms in plan.items():
+        total = sum(terms.values()) if name == "static" else phases[name]
+        lines.append(f"  {name} {total / size:.2f}: " + ", ".join(f"{k} {v / size:.2f}" for k, v in terms.items()))
+    fits = "" if not capacity else f" of {capacity / size:.1f} {unit}" + (", DOES NOT FIT" if peak > capacity else "")
+    return "\n".join(lines + [f"  planned peak {peak / size:.2f} {unit} (static + {phase}){fits}"])
