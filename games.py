@@ -1,4 +1,4 @@
-"""TextWorld for the four stages: game sets, one playable episode, the turn prompt, command parsing.
+"""TextWorld for the stages: game sets, one playable episode, the turn prompt, command parsing, the play loop.
 
 Game sets are made with TextWorld's `tw-make` from a family, a difficulty and a seed, in parallel, and
 cached under a folder (an existing game is reused; a half-written one never is). Seeds are split so
@@ -17,7 +17,12 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
+
+from tqdm import tqdm
+
+import common
 
 # ----------------------------------------------------------------------------- game sets
 
@@ -120,17 +125,17 @@ def clean(text):
     """Game text without TextWorld's ASCII-art banner, the '>' prompt and the status bar."""
     lines = text.replace("\r", "").split("\n")
     lines = [
-        l
-        for l in lines
-        if "$$" not in l
-        and not re.fullmatch(r"[\s_|\\/]*[_|\\/][\s_|\\/]*", l)
-        and "Would you like to RESTART" not in l
+        line
+        for line in lines
+        if "$$" not in line
+        and not re.fullmatch(r"[\s_|\\/]*[_|\\/][\s_|\\/]*", line)
+        and "Would you like to RESTART" not in line
     ]
     while lines and not lines[-1].strip():
         lines.pop()
     if lines and lines[-1].lstrip().startswith(">"):  # the prompt line carries the status bar
         lines.pop()
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(l.rstrip() for l in lines)).strip()
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(line.rstrip() for line in lines)).strip()
 
 
 def check_story_file(path):
@@ -286,7 +291,185 @@ def feedback_line(episode, max_turns):
         return f"Result: WON in {turns} turns (score {episode.score}/{episode.max_score}). The game said: {last}"
     if episode.lost:
         return f"Result: LOST after {turns} turns (score {episode.score}/{episode.max_score}). The game said: {last}"
-    return f"Result: NOT FINISHED, the turn limit of {max_turns} turns ran out (score {episode.score}/{episode.max_score}). The last reply was: {last}"
+    return (
+        f"Result: NOT FINISHED, the turn limit of {max_turns} turns ran out "
+        f"(score {episode.score}/{episode.max_score}). The last reply was: {last}"
+    )
+
+
+# ----------------------------------------------------------------------------- playing a game set
+
+
+def load_knowledge(path, knowledge_id=None):
+    """(knowledge_id, text) from a knowledge JSONL (extract.py) or a plain text file.
+
+    From a JSONL: the record whose `knowledge_id` is asked for, else the first pool entry
+    (`in_pool` true), else the last record.
+    """
+    if path is None:
+        return None, None
+    if not path.endswith(".jsonl"):
+        return os.path.basename(path), common.read_text(path, "knowledge file")
+    records = common.read_jsonl(path, required=("knowledge_id", "knowledge"))
+    if not records:
+        raise common.InputError(f"{path}: no knowledge records")
+    if knowledge_id is not None:
+        chosen = [r for r in records if r["knowledge_id"] == knowledge_id]
+        if not chosen:
+            raise common.InputError(f"{path}: no record with knowledge_id {knowledge_id!r}")
+    else:
+        chosen = [r for r in records if r.get("in_pool")] or records[-1:]
+    return chosen[0]["knowledge_id"], chosen[0]["knowledge"]
+
+
+def game_paths(folder, games_dir, preset, n, round_=0, split="extract"):
+    """Every finished game in `folder`, or the preset's set made (or reused) under games_dir; each
+    checked, so that a broken game fails before a model is loaded."""
+    try:
+        if folder:
+            paths = list_games(folder)
+        else:
+            paths = make_games(os.path.join(games_dir, preset), game_specs(preset, n, round_, split))
+        for path in paths:
+            check_story_file(path)
+    except (OSError, ValueError) as e:
+        raise common.InputError(str(e))
+    return paths
+
+
+def model_agent(model, tokenizer, *, thinking, max_new_tokens, temperature, top_p, top_k):
+    """The policy: chat messages of many games -> one batched generate -> [(response, n_tokens)]."""
+
+    def act(episodes, messages):
+        prompts = [common.chat_text(tokenizer, m, thinking) for m in messages]
+        return common.generate(model, tokenizer, prompts, max_new_tokens, temperature, top_p, top_k)
+
+    return act
+
+
+def choose_command(response, admissible, match):
+    """(answer, command sent, status, valid) for one response. Never raises."""
+    _, answer = common.split_thinking(response)
+    typed, status = parse_command(answer)
+    valid = typed in admissible
+    command = typed
+    if status != "empty" and not valid and match == "closest":
+        command = closest_command(typed, admissible) or typed
+        status = "closest" if command != typed else status
+    return answer, command, status, valid
+
+
+def play(
+    agent,
+    paths,
+    *,
+    max_turns,
+    history,
+    batch_size,
+    episodes=1,
+    list_commands=True,
+    match="closest",
+    example=True,
+    lockstep=True,
+    knowledge=None,
+    quiet=False,
+    desc="play",
+):
+    """Play every (game, episode) in lock-step: each turn, one `agent` call per `batch_size` running
+    games (one game per call if not `lockstep`). Returns one record per episode (see README) and
+    stats (generated tokens, seconds spent in the agent)."""
+    running = [(path, e, Episode(path)) for path in paths for e in range(episodes)]
+    turns = [[] for _ in running]
+    stats = dict(tokens=0, gen_seconds=0.0)
+    bar = tqdm(total=len(running), desc=desc, disable=quiet, leave=False)
+    step = batch_size if lockstep else 1
+    for t in range(max_turns):
+        active = [i for i, (_, _, ep) in enumerate(running) if not ep.done]
+        for start in range(0, len(active), step):
+            chunk = [running[i][2] for i in active[start : start + step]]
+            messages = [
+                render_turn(
+                    ep.objective, ep.history, ep.admissible if list_commands else None, knowledge, history, example
+                )
+                for ep in chunk
+            ]
+            t0 = time.time()
+            outs = agent(chunk, messages)
+            stats["gen_seconds"] += time.time() - t0
+            for i, ep, m, (response, n_tokens) in zip(active[start : start + step], chunk, messages, outs):
+                answer, command, status, valid = choose_command(response, ep.admissible, match)
+                if command:
+                    reply = ep.step(command)
+                else:  # nothing to send: the turn is spent, the game is untouched
+                    reply = "(no command was given)"
+                    ep.history.append(("", reply))
+                turns[i].append(
+                    dict(
+                        turn=t,
+                        messages=m,
+                        response=response,
+                        response_tokens=n_tokens,
+                        answer=answer,
+                        command=command,
+                        command_status=status,
+                        valid=valid,
+                        reply=reply,
+                        score=ep.score,
+                    )
+                )
+                stats["tokens"] += n_tokens
+                bar.update(int(ep.done))
+    bar.close()
+    records = []
+    for (path, e, ep), ts in zip(running, turns):
+        records.append(
+            dict(
+                game=os.path.basename(path)[:-3],
+                game_file=path,
+                episode=e,
+                objective=ep.objective,
+                intro=ep.intro,
+                turns=ts,
+                won=ep.won,
+                lost=ep.lost,
+                score=ep.score,
+                max_score=ep.max_score,
+                turns_used=len(ts),
+                feedback=feedback_line(ep, max_turns),
+            )
+        )
+        ep.close()
+    return records, stats
+
+
+def summarize(records, stats):
+    """Pass rate, valid-command rate, tokens per turn, turns per game, tokens/s."""
+    all_turns = [t for r in records for t in r["turns"]]
+    n_turns = max(len(all_turns), 1)
+    return dict(
+        games=len(records),
+        won=sum(r["won"] for r in records) / max(len(records), 1),
+        valid=sum(t["valid"] for t in all_turns) / n_turns,
+        empty=sum(t["command_status"] == "empty" for t in all_turns) / n_turns,
+        multi=sum(t["command_status"] == "multi" for t in all_turns) / n_turns,
+        tokens_per_turn=sum(t["response_tokens"] for t in all_turns) / n_turns,
+        turns=sum(r["turns_used"] for r in records) / max(len(records), 1),
+        tokens_per_s=stats["tokens"] / max(stats["gen_seconds"], 1e-9),
+        turns_per_s=len(all_turns) / max(stats["gen_seconds"], 1e-9),
+    )
+
+
+def show_trajectory(record):
+    """Print one trajectory the way a person reads a game."""
+    print(f"--- sample: {record['game']} (episode {record['episode']}) ---")
+    print(f"Goal: {record['objective']}\n{record['intro']}")
+    for t in record["turns"]:
+        valid = ", valid" if t["valid"] else ""
+        print(f"[model] {t['response']!r} -> sent {t['command']!r} ({t['command_status']}{valid})\n{t['reply']}")
+    print(record["feedback"] + "\n---")
+
+
+# ----------------------------------------------------------------------------- making a set by hand
 
 
 def parse_args():

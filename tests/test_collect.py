@@ -45,7 +45,7 @@ def test_parse_command(answer, expected):
 def test_thinking_is_split_off_before_parsing():
     assert common.split_thinking("<think>go north?</think>\ngo south") == ("<think>go north?</think>", "go south")
     assert common.split_thinking("<think>still thinking, no answer") == ("<think>still thinking, no answer", "")
-    answer, command, status, valid = collect.choose_command(
+    answer, command, status, valid = games.choose_command(
         "<think>maybe west</think> go east", ["go east", "look"], "exact"
     )
     assert (answer, command, status, valid) == ("go east", "go east", "ok", True)
@@ -56,14 +56,17 @@ def test_closest_command():
     assert games.closest_command("take the key", admissible) == "take key"  # ties go to the shorter one
     assert games.closest_command("walk west", admissible) == "go west"
     assert games.closest_command("dance", admissible) is None
-    _, command, status, valid = collect.choose_command("walk west", admissible, "closest")
+    _, command, status, valid = games.choose_command("walk west", admissible, "closest")
     assert (command, status, valid) == ("go west", "closest", False)
-    _, command, status, valid = collect.choose_command("walk west", admissible, "exact")
+    _, command, status, valid = games.choose_command("walk west", admissible, "exact")
     assert (command, status, valid) == ("walk west", "ok", False)
 
 
 def test_clean_removes_banner_prompt_and_status_bar():
-    raw = "\n   ________  __\n  |  \\  |  \\\n \\$$$$$$$$| $$\nWelcome!\n\n-= Kitchen =-\nA kitchen.\n\n\n\n>    -= Kitchen =-0/1"
+    raw = (
+        "\n   ________  __\n  |  \\  |  \\\n \\$$$$$$$$| $$\n"
+        "Welcome!\n\n-= Kitchen =-\nA kitchen.\n\n\n\n>    -= Kitchen =-0/1"
+    )
     assert games.clean(raw) == "Welcome!\n\n-= Kitchen =-\nA kitchen."
 
 
@@ -141,10 +144,9 @@ def test_walkthrough_agent_wins_every_game(tiny_games, tmp_path):
         return [(f"[{ep.walkthrough[len(ep.history) - 1]}]", 1) for ep in episodes]
 
     paths = games.list_games(tiny_games)
-    args = collect.parse_args(
-        ["--games", tiny_games, "--max-turns", "30", "--quiet", "--list-commands", "0", "--match", "exact"]
+    records, stats = games.play(
+        walkthrough, paths, max_turns=30, history=8, batch_size=64, list_commands=False, match="exact", quiet=True
     )
-    records, stats = collect.play(walkthrough, paths, args)
     assert len(records) == 3
     for r in records:
         assert r["won"] and not r["lost"], r["feedback"]
@@ -157,8 +159,9 @@ def test_walkthrough_agent_wins_every_game(tiny_games, tmp_path):
 def test_a_random_agent_does_not_win_everything(tiny_games):
     """The harness is not trivially winning: answering 'look' forever wins nothing."""
     paths = games.list_games(tiny_games)
-    args = collect.parse_args(["--games", tiny_games, "--max-turns", "4", "--quiet"])
-    records, _ = collect.play(lambda eps, msgs: [("look", 1)] * len(eps), paths, args)
+    records, _ = games.play(
+        lambda eps, msgs: [("look", 1)] * len(eps), paths, max_turns=4, history=8, batch_size=64, quiet=True
+    )
     assert not any(r["won"] for r in records)
     assert all(r["feedback"].startswith("Result: NOT FINISHED") for r in records)
 
@@ -166,8 +169,11 @@ def test_a_random_agent_does_not_win_everything(tiny_games):
 def test_strange_answers_never_crash(tiny_games):
     answers = ["", "go north then take coin", "xyzzy plugh", "<think>unfinished", "!!!", "take coin and key"]
     paths = games.list_games(tiny_games)
-    args = collect.parse_args(["--games", tiny_games, "--max-turns", str(len(answers)), "--quiet", "--match", "exact"])
-    records, _ = collect.play(lambda eps, msgs: [(answers[len(ep.history) - 1], 0) for ep in eps], paths, args)
+
+    def agent(episodes, messages):
+        return [(answers[len(ep.history) - 1], 0) for ep in episodes]
+
+    records, _ = games.play(agent, paths, max_turns=len(answers), history=8, batch_size=64, match="exact", quiet=True)
     statuses = [t["command_status"] for t in records[0]["turns"]]
     assert statuses == ["empty", "multi", "ok", "empty", "empty", "ok"]
     assert records[0]["turns"][1]["command"] == "go north"
@@ -179,23 +185,9 @@ def test_lockstep_equals_one_game_at_a_time(tiny_model, tiny_games, tmp_path):
     model, tokenizer = common.load_model(tiny_model, "cpu", dtype=torch.float64, quiet=True)
     paths = games.list_games(tiny_games)
     runs = []
-    for lockstep in ("1", "0"):
-        args = collect.parse_args(
-            [
-                "--games",
-                tiny_games,
-                "--max-turns",
-                "3",
-                "--quiet",
-                "--temperature",
-                "0",
-                "--lockstep",
-                lockstep,
-                "--max-new-tokens",
-                "8",
-            ]
-        )
-        records, _ = collect.play(collect.model_agent(model, tokenizer, args), paths, args)
+    agent = games.model_agent(model, tokenizer, thinking=False, max_new_tokens=8, temperature=0, top_p=1.0, top_k=0)
+    for lockstep in (True, False):
+        records, _ = games.play(agent, paths, max_turns=3, history=8, batch_size=64, lockstep=lockstep, quiet=True)
         runs.append([[(t["response"], t["command"]) for t in r["turns"]] for r in records])
     assert runs[0] == runs[1]
     assert any(resp for game in runs[0] for resp, _ in game)  # the model did say something
