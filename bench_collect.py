@@ -50,7 +50,7 @@ def measure(model, tokenizer, paths, args, lockstep):
 
 
 def main(args):
-    paths = games.make_games(f"{args.games_dir}/eval", games.game_specs("eval", args.n))
+    paths = games.make_set(args.games_dir, "eval", args.n)
     model, tokenizer = common.load_model(args.model, args.device)
     print(
         f"threads {torch.get_num_threads()} | games {len(paths)} | turns {args.max_turns} | max new tokens {args.max_new_tokens}"

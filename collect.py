@@ -36,7 +36,12 @@ def parse_args(argv=None):
         "--preset", default="train", choices=sorted(games.PRESETS), help="game set to make (or reuse) and play"
     )
     p.add_argument("--n", type=common.positive_int, default=16, help="number of games in the set (with --preset)")
-    p.add_argument("--round", type=int, default=0, help="round number: picks fresh training seeds and is recorded")
+    p.add_argument(
+        "--round",
+        type=games.nonnegative_int,
+        default=0,
+        help="round number: picks fresh training seeds and is recorded",
+    )
     p.add_argument(
         "--split", default="extract", choices=sorted(games.SPLIT_OFFSET), help="training split (train preset only)"
     )
@@ -50,7 +55,9 @@ def parse_args(argv=None):
         help="response length cap per turn (raise it for thinking models)",
     )
     p.add_argument("--batch-size", type=common.positive_int, default=64, help="most games in one generate call")
-    p.add_argument("--history", type=int, default=8, help="turns of the log shown in the prompt (0 = all)")
+    p.add_argument(
+        "--history", type=games.nonnegative_int, default=8, help="turns of the log shown in the prompt (0 = all)"
+    )
     p.add_argument(
         "--list-commands", type=int, default=1, choices=[0, 1], help="1: list the admissible commands in the prompt"
     )

@@ -3,6 +3,7 @@ one-at-a-time play, records round-trip, bad input fails clearly without touching
 
 import json
 import os
+import random
 import shutil
 
 import pytest
@@ -89,16 +90,14 @@ def test_knowledge_is_inserted_the_same_way_everywhere():
     assert "Commands you can use" not in games.render_turn("x", history, None)[-1]["content"]
 
 
-def test_seed_sets_never_collide():
-    ev = set(games.game_seeds("eval", 5000))
-    ood = set(games.game_seeds("ood", 5000))
-    train = [set(games.game_seeds("train", 5000, r, s)) for r in range(20) for s in ("extract", "deploy")]
-    assert not ev & ood
-    for i, t in enumerate(train):
-        assert not t & ev and not t & ood
-        assert all(not t & u for u in train[i + 1 :])  # fresh games every round and split
-    with pytest.raises(ValueError):
-        games.game_seeds("train", 5001)
+def test_seed_ranges_never_collide():
+    ranges = [games.seed_range("eval"), games.seed_range("ood")]
+    ranges += [games.seed_range("train", r, s) for r in range(20) for s in ("extract", "deploy")]
+    seeds = [set(range(low, high)) for low, high in ranges]
+    for i, s in enumerate(seeds):
+        assert all(not s & t for t in seeds[i + 1 :])  # held-out apart, fresh games every round and split
+    with pytest.raises(ValueError, match="at most 5000 training games"):
+        games.make_set("unused", "train", 5001)
 
 
 def test_jsonl_round_trip_and_errors(tmp_path):
@@ -234,7 +233,17 @@ def test_collect_end_to_end(tiny_model, tiny_games, tmp_path):
 
 @pytest.mark.parametrize(
     "problem",
-    ["missing_folder", "empty_folder", "corrupt_game", "truncated_game", "knowledge_missing", "knowledge_malformed"],
+    [
+        "missing_folder",
+        "empty_folder",
+        "corrupt_game",
+        "truncated_game",
+        "scrambled_body",
+        "knowledge_missing",
+        "knowledge_malformed",
+        "knowledge_is_trajectories",
+        "knowledge_empty",
+    ],
 )
 def test_bad_input_is_a_clear_error_and_keeps_earlier_output(problem, tiny_model, tiny_games, tmp_path):
     out = tmp_path / "trajectories.jsonl"
@@ -257,11 +266,28 @@ def test_bad_input_is_a_clear_error_and_keeps_earlier_output(problem, tiny_model
         victim = games.list_games(games_dir)[-1]
         with open(victim, "r+b") as f:
             f.truncate(4000)
+    elif problem == "scrambled_body":  # a valid header, noise after it: the interpreter halts on every command
+        games_dir = str(tmp_path / "scrambled")
+        shutil.copytree(tiny_games, games_dir)
+        victim = games.list_games(games_dir)[0]
+        with open(victim, "rb") as f:
+            data = f.read()
+        rng = random.Random(0)
+        with open(victim, "wb") as f:
+            f.write(data[:64] + bytes(rng.randrange(256) for _ in range(len(data) - 64)))
     elif problem == "knowledge_missing":
         extra = ["--knowledge", str(tmp_path / "none.txt")]
     elif problem == "knowledge_malformed":
         (tmp_path / "k.jsonl").write_text('{"knowledge_id": "a", "knowledge": "x"}\nnot json\n')
         extra = ["--knowledge", str(tmp_path / "k.jsonl")]
+    elif problem == "knowledge_is_trajectories":  # collect's own output records knowledge: null
+        common.write_jsonl(
+            str(tmp_path / "deploy.jsonl"), [{"game": "g", "turns": [], "knowledge_id": None, "knowledge": None}]
+        )
+        extra = ["--knowledge", str(tmp_path / "deploy.jsonl")]
+    elif problem == "knowledge_empty":
+        (tmp_path / "k.txt").write_text(" \n")
+        extra = ["--knowledge", str(tmp_path / "k.txt")]
     args = collect.parse_args(
         ["--model", tiny_model, "--games", games_dir, "--out", str(out), "--max-turns", "2", "--quiet", *extra]
     )
@@ -272,6 +298,9 @@ def test_bad_input_is_a_clear_error_and_keeps_earlier_output(problem, tiny_model
         "truncated_game": "not a complete z-machine story",
         "knowledge_missing": "cannot read knowledge file",
         "knowledge_malformed": r"k.jsonl:2: not valid JSON",
+        "scrambled_body": r"scrambled/coin-l2-s1\.z8: the z-machine interpreter failed",
+        "knowledge_is_trajectories": r"deploy.jsonl: record 1 is not a knowledge record",
+        "knowledge_empty": r"k.txt: the knowledge text is empty",
     }[problem]
     with pytest.raises(common.InputError, match=expected):
         collect.main(args)
@@ -279,7 +308,9 @@ def test_bad_input_is_a_clear_error_and_keeps_earlier_output(problem, tiny_model
 
 
 def test_malformed_arguments_exit_with_usage(capsys):
-    for argv in (["--max-turns", "0"], ["--episodes", "two"], ["--list-commands", "2"], ["--preset", "nope"]):
+    bad = [["--max-turns", "0"], ["--episodes", "two"], ["--list-commands", "2"], ["--preset", "nope"]]
+    bad += [["--history", "-1"], ["--round", "-1"], ["--n", "0"], ["--batch-size", "0"], ["--max-new-tokens", "0"]]
+    for argv in bad:
         with pytest.raises(SystemExit) as e:
             collect.parse_args(argv)
         assert e.value.code == 2
