@@ -151,16 +151,30 @@ def make_set(games_dir, preset, n, round_=0, split="extract", jobs=None):
                     seen.add(w)
     paths = [chosen[i % len(mix)][i // len(mix)] for i in range(n)]
     if preset in HELD_OUT:
-        trained = {walkthrough(p): p for p in list_games(f"{games_dir}/train", True)}
-        clash = solved_by(trained, paths)
-        if clash:
-            pairs = "; ".join(f"{trained[w]}'s walkthrough wins {p}" for w, p in clash[:5])
-            raise ValueError(
-                f"{len(clash)} held-out game(s) of {folder} can be won by a training game's walkthrough ({pairs}): "
-                f"the training games in {games_dir}/train were made before this held-out set grew; remove them "
-                "(and the runs trained on them) or ask for fewer held-out games"
-            )
+        check_against_training(games_dir, folder, paths)
     return paths
+
+
+def check_against_training(games_dir, folder, paths):
+    """Refuse held-out games that a training game's walkthrough wins. Training sets are checked against
+    every held-out game when they are made, so only held-out games new since the last check (listed in
+    folder/.checked) are replayed here, against every training game in the cache."""
+    stamp = os.path.join(folder, ".checked")
+    done = set(common.read_text(stamp, "check list").split()) if os.path.isfile(stamp) else set()
+    new = [p for p in paths if os.path.basename(p) not in done]
+    trained = {walkthrough(p): p for p in list_games(f"{games_dir}/train", True)}
+    clash = solved_by(trained, new) if new else []
+    if clash:
+        pairs = "; ".join(f"{trained[w]}'s walkthrough wins {p}" for w, p in clash[:5])
+        raise ValueError(
+            f"{len(clash)} held-out game(s) of {folder} can be won by a training game's walkthrough ({pairs}): "
+            f"the training games in {games_dir}/train were made before this held-out set grew; remove them "
+            "(and the runs trained on them) or ask for fewer held-out games"
+        )
+    if new:  # written whole, then renamed: a stamp that exists is a finished one
+        with open(stamp + ".tmp", "w", encoding="utf-8") as f:
+            f.write("\n".join(sorted(done | {os.path.basename(p) for p in new})) + "\n")
+        os.replace(stamp + ".tmp", stamp)
 
 
 def make_game(folder, name, family, level, seed):

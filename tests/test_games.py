@@ -65,6 +65,7 @@ def test_held_out_and_training_sets_are_disjoint_by_content(tiny_games, tmp_path
             first_distinct.append(p)
     assert held_out == first_distinct[:2]
     assert games.make_set(root, "eval", 1) == held_out[:1]  # a smaller set is a prefix of a bigger one
+    assert open(f"{root}/eval/.checked").read().split() == [os.path.basename(p) for p in held_out]
 
     for p in made:  # the training range starts with the same seeds: reuse the files instead of remaking
         copy_game(p, f"{root}/train")
@@ -74,6 +75,10 @@ def test_held_out_and_training_sets_are_disjoint_by_content(tiny_games, tmp_path
     skipped = [p for p in games.list_games(f"{root}/train") if p not in train]
     assert skipped and all(games.solved_by([games.walkthrough(p)], held_out) for p in skipped)
 
+    replayed = []  # a held-out set already checked is not replayed again
+    real = games.solved_by
+    monkeypatch.setattr(games, "solved_by", lambda ws, paths: replayed.extend(paths) or real(ws, paths))
+    assert games.make_set(root, "eval", 2) == held_out and replayed == []
     # the held-out set grows onto a game the training set already holds: refused, naming both files
     for p in train:
         copy_game(p, f"{root}/eval")
