@@ -54,6 +54,7 @@ PRESETS = {
 SEED_RANGES = {"eval": (0, 500_000), "ood": (500_000, 1_000_000), "train": (1_000_000, 10**9)}
 SPLIT_OFFSET = {"extract": 0, "deploy": 5_000}
 HELD_OUT = ("eval", "ood")  # the sets no training game may solve
+SOLVES_HELD_OUT = ".solves-held-out"  # beside a training game whose walkthrough wins the held-out games listed in it
 SCAN = 4  # seeds a level may try per game it must give (+ 8), before it is called too poor in distinct games
 
 
@@ -113,8 +114,9 @@ def make_set(games_dir, preset, n, round_=0, split="extract", jobs=None):
     A held-out set is the first distinct games of its seed range, level by level (a game whose
     walkthrough the set already has is skipped): it never repeats a game, the same n gives the same
     games, and a bigger n extends a smaller one. A training set skips every game whose walkthrough
-    wins a game in games_dir/eval or games_dir/ood; a held-out set refuses to exist beside a training
-    game whose walkthrough wins one of its games (made before the held-out set grew).
+    wins a game in games_dir/eval or games_dir/ood (and marks it, NAME.solves-held-out); a held-out set
+    refuses to exist beside a training game whose walkthrough wins one of its games (made before the
+    held-out set grew).
     """
     if preset == "train" and n > 5_000:
         raise ValueError("at most 5000 training games per split and round")
@@ -142,10 +144,15 @@ def make_set(games_dir, preset, n, round_=0, split="extract", jobs=None):
         if not batch:
             break
         paths = make_games(folder, [spec for _, spec in batch], jobs)
-        leaks = {w for w, _ in solved_by([walkthrough(p) for p in paths], held_out)}
+        unmarked = [p for p in paths if not os.path.exists(p[:-3] + SOLVES_HELD_OUT)]
+        for w, won in solved_by([walkthrough(p) for p in unmarked], held_out):
+            for p in unmarked:  # marked, so it is never trained on nor replayed again
+                if walkthrough(p) == w:
+                    with open(p[:-3] + SOLVES_HELD_OUT, "a", encoding="utf-8") as f:
+                        f.write(won + "\n")
         for (k, _), path in zip(batch, paths):
             w = walkthrough(path)
-            if w not in seen and w not in leaks:
+            if w not in seen and not os.path.exists(path[:-3] + SOLVES_HELD_OUT):
                 chosen[k].append(path)
                 if preset in HELD_OUT:  # training sets may repeat a game; held-out sets never
                     seen.add(w)
@@ -158,11 +165,13 @@ def make_set(games_dir, preset, n, round_=0, split="extract", jobs=None):
 def check_against_training(games_dir, folder, paths):
     """Refuse held-out games that a training game's walkthrough wins. Training sets are checked against
     every held-out game when they are made, so only held-out games new since the last check (listed in
-    folder/.checked) are replayed here, against every training game in the cache."""
+    folder/.checked) are replayed here, against every training game in the cache that is not marked
+    as solving a held-out game (those are never trained on)."""
     stamp = os.path.join(folder, ".checked")
     done = set(common.read_text(stamp, "check list").split()) if os.path.isfile(stamp) else set()
     new = [p for p in paths if os.path.basename(p) not in done]
-    trained = {walkthrough(p): p for p in list_games(f"{games_dir}/train", True)}
+    train = [p for p in list_games(f"{games_dir}/train", True) if not os.path.exists(p[:-3] + SOLVES_HELD_OUT)]
+    trained = {walkthrough(p): p for p in train}
     clash = solved_by(trained, new) if new else []
     if clash:
         pairs = "; ".join(f"{trained[w]}'s walkthrough wins {p}" for w, p in clash[:5])

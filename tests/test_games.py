@@ -74,6 +74,10 @@ def test_held_out_and_training_sets_are_disjoint_by_content(tiny_games, tmp_path
     assert games.solved_by([games.walkthrough(p) for p in train], held_out) == []  # the exact property
     skipped = [p for p in games.list_games(f"{root}/train") if p not in train]
     assert skipped and all(games.solved_by([games.walkthrough(p)], held_out) for p in skipped)
+    assert all(os.path.exists(p[:-3] + games.SOLVES_HELD_OUT) for p in skipped)  # marked: never trained on
+    assert not any(os.path.exists(p[:-3] + games.SOLVES_HELD_OUT) for p in train)
+    os.remove(f"{root}/eval/.checked")  # a full check of the held-out set: the marked games are not training games
+    assert games.make_set(root, "eval", 2) == held_out
 
     replayed = []  # a held-out set already checked is not replayed again
     real = games.solved_by
