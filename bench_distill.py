@@ -85,7 +85,7 @@ def parse_args():
 
 def batch_pairs(tokenizer, args):
     """Student/teacher sequences from the first turn of real games, with a fixed knowledge text."""
-    paths = games.make_games(os.path.join(args.games_dir, "eval"), games.game_specs("eval", args.batch))
+    paths = games.make_set(args.games_dir, "eval", args.batch)
     marker = distill.generation_marker(tokenizer)
     pairs = []
     for i, path in enumerate(paths):

@@ -4,7 +4,7 @@ and does it keep its general instruction following?
 Sets (`--sets`, comma separated, one model load for all of them):
 - `id`: held-out games of the training distribution (preset `eval`, the same games every round);
 - `ood`: harder settings and another game family (preset `ood`);
-  both played exactly as collect.py plays (`collect.play`: same prompt, same command parsing),
+  both played exactly as collect.py plays (`games.play`: same prompt, same command parsing),
   without knowledge unless `--knowledge` (one pool entry, placed where the distillation teacher sees
   it) or `--knowledge-curve C` (every snapshot of chain C, in order: the in-context curve);
 - `ifeval`: IFEval prompt-level strict accuracy, offline, greedy by default (see ifeval.py).
@@ -32,8 +32,8 @@ import time
 import torch
 from tqdm import tqdm
 
-import collect
 import common
+import games
 import ifeval
 
 PRESETS = {"id": "eval", "ood": "ood", "ifeval": None}  # set -> game preset (games.PRESETS)
@@ -50,7 +50,7 @@ PLAY_FLAGS = (
     "top_p",
     "top_k",
     "quiet",
-)  # passed on to collect.play
+)  # passed on to games.play
 
 
 def set_list(text):
@@ -226,20 +226,22 @@ def knowledge_texts(args):
         if not chain:
             raise common.InputError(f"{args.knowledge}: no snapshots of chain {args.knowledge_curve}")
         return [(r["knowledge_id"], r["knowledge"], r["step"]) for r in chain]
-    return [collect.load_knowledge(args.knowledge, args.knowledge_id) + (None,)]
+    return [games.load_knowledge(args.knowledge, args.knowledge_id) + (None,)]
 
 
 def play_set(model, tokenizer, paths, args, texts, name):
     """Play the games once per knowledge text (None = without); per-game records and one summary each."""
-    play_args = collect.parse_args([])
-    vars(play_args).update({k: getattr(args, k) for k in PLAY_FLAGS})
-    agent = collect.model_agent(model, tokenizer, play_args)
+    sampling = ("thinking", "max_new_tokens", "temperature", "top_p", "top_k")
+    agent = games.model_agent(model, tokenizer, **{k: getattr(args, k) for k in sampling})
+    options = {k: getattr(args, k) for k in PLAY_FLAGS if k not in sampling}
     records, summaries = [], []
     for knowledge_id, knowledge, step in texts:
         random.seed(args.seed)
         torch.manual_seed(args.seed)  # the same sampling noise for every knowledge text
         try:
-            played, _ = collect.play(agent, paths, play_args, knowledge, desc=f"eval {name} {knowledge_id or ''}")
+            played, _ = games.play(
+                agent, paths, **options, knowledge=knowledge, desc=f"eval {name} {knowledge_id or ''}"
+            )
         except ValueError as e:
             raise common.InputError(str(e))
         for r in played:
@@ -442,7 +444,7 @@ def main(args):
         return []
     # every input is checked before the model loads
     paths = {
-        name: collect.game_paths(
+        name: games.game_paths(
             args.games, args.games_dir, PRESETS[name], (args.n_ood or args.n) if name == "ood" else args.n
         )
         for name in todo
@@ -488,7 +490,7 @@ def main(args):
 def show_sample(record):
     """One game as a person reads it, or one IFEval prompt with its answer and verdicts."""
     if record["kind"] == "game":
-        return collect.show_trajectory(record)
+        return games.show_trajectory(record)
     print(
         f"--- sample: IFEval prompt {record['key']} ---\n{record['prompt']}\n[model] {record['response'][:800]}\n"
         f"followed (strict): {dict(zip(record['instruction_id_list'], record['followed']))}\n---"
