@@ -7,7 +7,7 @@ Played without knowledge these trajectories feed extraction (extraction games) a
 (deployment games: their turn prompts are the student's inputs); with `--knowledge` the knowledge text
 goes in exactly where the distillation teacher sees it.
 
-    python collect.py --preset train --n 16 --split extract --out runs/demo/round_1/extract.jsonl
+    python collect.py --preset train --n 16 --split extract --out runs/demo/round_1/extraction_trajectories.jsonl
 
 Simplified relative to the paper: TextWorld instead of TextArena; HF `generate` instead of vLLM; the
 answer may be mapped to the closest listed command (`--match closest`) because small models rarely

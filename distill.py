@@ -10,7 +10,7 @@ knowledge and the loss is the forward KL, teacher to student, over the teacher's
 samples. `--teacher frozen` (the method) keeps a copy of the start-of-round weights; `--teacher live` uses
 the student's current weights with the knowledge, no copy. One AdamW step per freshly sampled batch.
 
-    python distill.py --model smollm2-135m --trajectories runs/demo/round_1/deploy.jsonl \\
+    python distill.py --model smollm2-135m --trajectories runs/demo/round_1/deployment_trajectories.jsonl \\
         --knowledge runs/demo/round_1/knowledge.jsonl --out runs/demo/round_1/model
 
 Simplified relative to the papers: HF `generate` for sampling instead of vLLM; one GPU (or CPU), with

@@ -10,7 +10,7 @@ the knowledge passes the token budget. Step i of all chains is one batched gener
 snapshot is written; one per chain (`--use-steps`) forms the pool for distillation. A pool in which
 every knowledge text is empty is an error, never an output.
 
-    python extract.py --model smollm2-135m --trajectories runs/demo/round_1/extract.jsonl \\
+    python extract.py --model smollm2-135m --trajectories runs/demo/round_1/extraction_trajectories.jsonl \\
         --out runs/demo/round_1/knowledge.jsonl
 
 Simplified relative to the paper: TextWorld trajectories; K=4 chains over a few trajectories by
@@ -296,7 +296,7 @@ def load_trajectories(path):
     records = common.read_jsonl(path)
     with open(path, encoding="utf-8") as f:
         linenos = [n for n, line in enumerate(f, 1) if line.strip()]
-    expected = "expected collect.py trajectories (RUN/round_R/extract.jsonl), one episode per line"
+    expected = "expected collect.py trajectories (RUN/round_R/extraction_trajectories.jsonl), one episode per line"
     for lineno, r in zip(linenos, records):
         where = f"{path}:{lineno}"
         if "turns" not in r and ("knowledge_id" in r or "items" in r):  # collect's carry knowledge_id: None

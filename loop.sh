@@ -44,12 +44,13 @@ knob N_DEPLOY    4         16        128       collect  # deployment games per r
 knob CHAINS      2         4         10        extract  # knowledge chains K (the pool size)
 knob KNOW_TOKENS 256       512       2048      extract  # knowledge budget in tokens
 knob EXTRACT_NEW 96        96        auto      extract  # extractor output cap; paper: 2048 with thinking, else 96
+knob TRAJ_TOKENS 4096     4096      16384     extract  # the extractor sees a trajectory within this (oldest turns go)
 knob SOURCE      knowledge knowledge knowledge extract  # knowledge: the policy writes items; raw: the trajectories
 knob EXTRACTOR   policy    policy    policy    extract  # the model writing the knowledge (policy: the policy itself)
 knob STEPS       2         20        50        distill  # distillation steps per round
 knob BATCH       2         8         32        distill  # prompts per distillation step
 knob LR          1e-5      1e-5      auto      distill  # constant lr; paper: by size (below). 135M: 5e-5 collapsed it
-knob MODE        on-policy on-policy on-policy distill  # on-policy: the student samples; off-policy: the trajectories
+knob MODE        on-policy on-policy on-policy distill  # on-policy: the student samples; off-policy: the teacher
 knob TEACHER     frozen    frozen    frozen    distill  # frozen: theta_{r-1} + knowledge; live: the student + knowledge
 knob N_EVAL      3         20        100       eval     # held-out in-distribution games (same every round)
 knob N_OOD       2         12        50        eval     # out-of-distribution games (same every round)
@@ -158,7 +159,7 @@ set_aside() {  # move the outputs the changed knobs affect to RUN/replaced/TIME/
       [ "$s" = "$first" ] && on=1
       [ $on = 1 ] || continue
       case $s in
-        collect) files+=("$d"/extract.jsonl* "$d"/deploy.jsonl*);;
+        collect) files+=("$d"/extraction_trajectories.jsonl* "$d"/deployment_trajectories.jsonl*);;
         extract) files+=("$d"/knowledge.jsonl*);;
         distill) files+=("$d"/model "$d"/model_steps "$d"/distill_metrics.jsonl);;
       esac
@@ -207,17 +208,19 @@ policy=$MODEL
 for r in $(seq 1 "$ROUNDS"); do
   dir=$RUN/round_$r
   mkdir -p "$dir"
+  extraction=$dir/extraction_trajectories.jsonl deployment=$dir/deployment_trajectories.jsonl
   # 1. collect: the current policy plays fresh training games, no knowledge in its context
-  stage "collect extract r$r" "$dir/extract.jsonl" $PY collect.py --model "$policy" --preset train --split extract \
-    --round "$r" --n "$N_EXTRACT" --seed "$r" --out "$dir/extract.jsonl" "${play[@]}"
-  stage "collect deploy r$r" "$dir/deploy.jsonl" $PY collect.py --model "$policy" --preset train --split deploy \
-    --round "$r" --n "$N_DEPLOY" --seed "$r" --out "$dir/deploy.jsonl" "${play[@]}"
+  stage "collect extract r$r" "$extraction" $PY collect.py --model "$policy" --preset train --split extract \
+    --round "$r" --n "$N_EXTRACT" --seed "$r" --out "$extraction" "${play[@]}"
+  stage "collect deploy r$r" "$deployment" $PY collect.py --model "$policy" --preset train --split deploy \
+    --round "$r" --n "$N_DEPLOY" --seed "$r" --out "$deployment" "${play[@]}"
   # 2. extract: the same policy (or EXTRACTOR) turns its extraction trajectories into a knowledge pool
-  stage "extract r$r" "$dir/knowledge.jsonl" $PY extract.py --model "$policy" --trajectories "$dir/extract.jsonl" \
+  stage "extract r$r" "$dir/knowledge.jsonl" $PY extract.py --model "$policy" --trajectories "$extraction" \
     --chains "$CHAINS" --max-knowledge-tokens "$KNOW_TOKENS" --max-new-tokens "$EXTRACT_NEW" --source "$SOURCE" \
-    "${extractor[@]}" --round "$r" --seed "$r" --out "$dir/knowledge.jsonl" "${think[@]}"
+    --max-trajectory-tokens "$TRAJ_TOKENS" "${extractor[@]}" --round "$r" --seed "$r" --out "$dir/knowledge.jsonl" \
+    "${think[@]}"
   # 3. distill: student = policy without knowledge, teacher = policy with knowledge
-  stage "distill r$r" "$dir/model" $PY distill.py --model "$policy" --trajectories "$dir/deploy.jsonl" \
+  stage "distill r$r" "$dir/model" $PY distill.py --model "$policy" --trajectories "$deployment" \
     --knowledge "$dir/knowledge.jsonl" --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --mode "$MODE" \
     --teacher "$TEACHER" --max-new-tokens "$MAX_NEW" --round "$r" --seed "$r" --out "$dir/model" "${think[@]}"
   # 4. evaluate theta_r without knowledge, and the start-of-round policy with the knowledge in context

@@ -118,7 +118,7 @@ def test_jsonl_round_trip_and_errors(tmp_path):
 
 
 def test_run_name_is_the_folder_holding_the_round():
-    assert common.run_name("runs/demo/round_1/deploy.jsonl") == "demo"
+    assert common.run_name("runs/demo/round_1/deployment_trajectories.jsonl") == "demo"
     assert common.run_name("runs/demo/round_12/model") == "demo"
     assert common.run_name("/tmp/x/round_2/sub/eval_id.jsonl") == "x"
     assert common.run_name("out/trajectories.jsonl") == "out"  # no round folder: the output's own folder
@@ -193,7 +193,7 @@ def test_lockstep_equals_one_game_at_a_time(tiny_model, tiny_games, tmp_path):
 
 
 def test_collect_end_to_end(tiny_model, tiny_games, tmp_path):
-    out = tmp_path / "round_1" / "extract.jsonl"
+    out = tmp_path / "round_1" / "extraction_trajectories.jsonl"
     know = tmp_path / "k.jsonl"
     common.write_jsonl(
         str(know),
@@ -282,9 +282,10 @@ def test_bad_input_is_a_clear_error_and_keeps_earlier_output(problem, tiny_model
         extra = ["--knowledge", str(tmp_path / "k.jsonl")]
     elif problem == "knowledge_is_trajectories":  # collect's own output records knowledge: null
         common.write_jsonl(
-            str(tmp_path / "deploy.jsonl"), [{"game": "g", "turns": [], "knowledge_id": None, "knowledge": None}]
+            str(tmp_path / "deployment_trajectories.jsonl"),
+            [{"game": "g", "turns": [], "knowledge_id": None, "knowledge": None}],
         )
-        extra = ["--knowledge", str(tmp_path / "deploy.jsonl")]
+        extra = ["--knowledge", str(tmp_path / "deployment_trajectories.jsonl")]
     elif problem == "knowledge_empty":
         (tmp_path / "k.txt").write_text(" \n")
         extra = ["--knowledge", str(tmp_path / "k.txt")]
@@ -299,7 +300,7 @@ def test_bad_input_is_a_clear_error_and_keeps_earlier_output(problem, tiny_model
         "knowledge_missing": "cannot read knowledge file",
         "knowledge_malformed": r"k.jsonl:2: not valid JSON",
         "scrambled_body": r"scrambled/coin-l2-s1\.z8: the z-machine interpreter failed",
-        "knowledge_is_trajectories": r"deploy.jsonl: record 1 is not a knowledge record",
+        "knowledge_is_trajectories": r"deployment_trajectories.jsonl: record 1 is not a knowledge record",
         "knowledge_empty": r"k.txt: the knowledge text is empty",
     }[problem]
     with pytest.raises(common.InputError, match=expected):

@@ -72,7 +72,7 @@ def test_every_artifact_of_every_round_has_content(finished_run, tiny_model):
             assert len(summaries) == 1 and summaries[0]["round"] == r, name
         if r == 0:
             continue
-        extract, deploy = read(d / "extract.jsonl"), read(d / "deploy.jsonl")
+        extract, deploy = read(d / "extraction_trajectories.jsonl"), read(d / "deployment_trajectories.jsonl")
         assert len(extract) == 2 and len(deploy) == 4
         assert all(t["messages"] and "response" in t for x in deploy for t in x["turns"])
         assert {x["round"] for x in extract + deploy} == {r}
@@ -88,9 +88,13 @@ def test_every_artifact_of_every_round_has_content(finished_run, tiny_model):
         assert read(d / "eval_id_incontext.jsonl")
     # fresh training games every round, the same held-out games every round
     g = lambda r, name: {x["game"] for x in read(run / f"round_{r}" / name) if x.get("kind") != "summary"}
-    assert not g(1, "extract.jsonl") & g(2, "extract.jsonl") and not g(1, "deploy.jsonl") & g(2, "deploy.jsonl")
+    assert not g(1, "extraction_trajectories.jsonl") & g(2, "extraction_trajectories.jsonl") and not g(
+        1, "deployment_trajectories.jsonl"
+    ) & g(2, "deployment_trajectories.jsonl")
     assert g(0, "eval_id.jsonl") == g(1, "eval_id.jsonl") == g(2, "eval_id.jsonl")
-    assert not (g(1, "extract.jsonl") | g(1, "deploy.jsonl")) & (g(0, "eval_id.jsonl") | g(0, "eval_ood.jsonl"))
+    assert not (g(1, "extraction_trajectories.jsonl") | g(1, "deployment_trajectories.jsonl")) & (
+        g(0, "eval_id.jsonl") | g(0, "eval_ood.jsonl")
+    )
     report = (run / "report.md").read_text()
     assert "| 2 " in report or "|2|" in report.replace(" ", "")
     assert (run / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -106,7 +110,10 @@ def test_a_killed_run_resumes_without_corruption(finished_run, tiny_model):
         if name.startswith("eval") or name == "model":
             subprocess.run(["rm", "-rf", str(r2 / name)], check=True)
     (run / "report.md").unlink()
-    before = {p: digest(run / p) for p in ("round_0", "round_1", "round_2/knowledge.jsonl", "round_2/deploy.jsonl")}
+    before = {
+        p: digest(run / p)
+        for p in ("round_0", "round_1", "round_2/knowledge.jsonl", "round_2/deployment_trajectories.jsonl")
+    }
     env = loop_env(tiny_model, run, games_dir)
     proc = subprocess.Popen(
         ["bash", "loop.sh"],

@@ -78,7 +78,7 @@ def test_the_pool_is_written_from_the_answers_after_think(paper_run):
 
 def test_commands_are_read_from_the_final_answers(paper_run):
     run, _, _ = paper_run
-    turns = [t for r in read(run / "round_1" / "deploy.jsonl") for t in r["turns"]]
+    turns = [t for r in read(run / "round_1" / "deployment_trajectories.jsonl") for t in r["turns"]]
     assert turns and all(t["response"].lstrip("\n").startswith("<think>") for t in turns)
     for t in turns:
         answer = t["response"].rsplit("</think>", 1)[1].strip()

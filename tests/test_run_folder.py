@@ -103,7 +103,12 @@ def test_a_changed_knob_is_refused_then_redone_from_the_first_stage_it_affects(t
     redone = loop(run, ROUNDS=1, STEPS=5, LR="5e-5", NEW_SETTINGS=1)
     assert redone.returncode == 0, redone.stdout + redone.stderr
     after = digest(run)
-    for kept in ("round_0/eval_id.jsonl", "round_1/extract.jsonl", "round_1/deploy.jsonl", "round_1/knowledge.jsonl"):
+    for kept in (
+        "round_0/eval_id.jsonl",
+        "round_1/extraction_trajectories.jsonl",
+        "round_1/deployment_trajectories.jsonl",
+        "round_1/knowledge.jsonl",
+    ):
         assert after[kept] == before[kept], kept  # what the distillation knobs do not feed is kept
     assert f"-- distill r1: {sys.executable}" in redone.stdout and f"-- eval r1: {sys.executable}" in redone.stdout
     assert json.loads((run / "round_1/model/args.json").read_text())["steps"] == "5"
@@ -135,9 +140,9 @@ def test_a_changed_knob_is_refused_then_redone_from_the_first_stage_it_affects(t
     now = digest(run)
     assert now["round_0/eval_id.jsonl"] == kept["round_0/eval_id.jsonl"]  # the base model's evaluation stays
     for redone_ in (
-        "round_1/extract.jsonl",
+        "round_1/extraction_trajectories.jsonl",
         "round_1/knowledge.jsonl",
-        "round_2/deploy.jsonl",
+        "round_2/deployment_trajectories.jsonl",
         "round_2/eval_id.jsonl",
     ):
         assert now[redone_] != kept[redone_], redone_  # round 1 from collect on, and every later round
