@@ -7,7 +7,10 @@ Sets (`--sets`, comma separated, one model load for all of them):
   both played exactly as collect.py plays (`collect.play`: same prompt, same command parsing),
   without knowledge unless `--knowledge` (one pool entry, placed where the distillation teacher sees
   it) or `--knowledge-curve C` (every snapshot of chain C, in order: the in-context curve);
-- `ifeval`: IFEval prompt-level strict accuracy, offline, greedy by default (see ifeval.py).
+- `ifeval`: IFEval prompt-level strict accuracy, offline (see ifeval.py), always in one documented setting, the
+  Qwen3 authors' for IFEval: thinking off (whatever `--thinking` says; an answer cut inside `<think>` would be
+  empty and fail, so a shorter reasoning alone would raise the score), sampling at temperature 0.7, top-p 0.8,
+  top-k 20, seeded with `--seed`. The `--ifeval-*` flags change it; their values go into the summary.
 Each set writes OUT_DIR/eval_SET.jsonl (eval_SET_incontext.jsonl with --knowledge,
 eval_SET_curveC.jsonl with --knowledge-curve): per-game or per-prompt records, then one
 `kind: "summary"` record per evaluation, with 95% intervals. An existing output is skipped unless
@@ -37,6 +40,15 @@ import common
 import ifeval
 
 PRESETS = {"id": "eval", "ood": "ood", "ifeval": None}  # set -> game preset (games.PRESETS)
+IFEVAL_FLAGS = (
+    "ifeval_n",
+    "ifeval_max_new_tokens",
+    "ifeval_thinking",
+    "ifeval_temperature",
+    "ifeval_top_p",
+    "ifeval_top_k",
+    "seed",
+)  # the IFEval setting, recorded in its summary: the same every round
 PLAY_FLAGS = (
     "max_turns",
     "history",
@@ -126,7 +138,16 @@ def parse_args(argv=None):
         default=256,
         help="response cap (raise it for thinking models)",
     )
-    g.add_argument("--ifeval-temperature", type=float, default=0.0, help="sampling temperature for IFEval; 0 = greedy")
+    g.add_argument(
+        "--ifeval-thinking",
+        type=int,
+        default=0,
+        choices=[0, 1],
+        help="1: IFEval with the thinking switch on; 0 (default, the Qwen3 authors' setting): off, whatever --thinking",
+    )
+    g.add_argument("--ifeval-temperature", type=float, default=0.7, help="IFEval sampling temperature (0 = greedy)")
+    g.add_argument("--ifeval-top-p", type=float, default=0.8, help="IFEval nucleus sampling mass")
+    g.add_argument("--ifeval-top-k", type=int, default=20, help="IFEval top-k sampling")
     g.add_argument(
         "--ifeval-file", default=None, help="prompts in IFEval's input_data.jsonl format (default: the packaged IFEval)"
     )
@@ -250,19 +271,15 @@ def play_set(model, tokenizer, paths, args, texts, name):
 
 
 def ifeval_set(model, tokenizer, args, prompts):
-    """Answer every prompt (batched) and check its instructions with IFEval's own checker."""
-    texts = [common.chat_text(tokenizer, [{"role": "user", "content": p["prompt"]}], args.thinking) for p in prompts]
+    """Answer every prompt (batched, seeded) and check its instructions with IFEval's own checker."""
+    chat = lambda p: common.chat_text(tokenizer, [{"role": "user", "content": p["prompt"]}], bool(args.ifeval_thinking))
+    texts = [chat(p) for p in prompts]
     torch.manual_seed(args.seed)
+    sampling = (args.ifeval_temperature, args.ifeval_top_p, args.ifeval_top_k)
     outputs = []
     for i in tqdm(range(0, len(texts), args.batch_size), desc="eval ifeval", disable=args.quiet, leave=False):
         outputs += common.generate(
-            model,
-            tokenizer,
-            texts[i : i + args.batch_size],
-            args.ifeval_max_new_tokens,
-            args.ifeval_temperature,
-            args.top_p,
-            args.top_k,
+            model, tokenizer, texts[i : i + args.batch_size], args.ifeval_max_new_tokens, *sampling
         )
     records = []
     for p, (response, n_tokens) in zip(prompts, outputs):
@@ -455,10 +472,7 @@ def main(args):
         out, start = output_path(args, name), time.time()
         if name == "ifeval":
             records, summaries = ifeval_set(model, tokenizer, args, prompts)
-            settings = {
-                k: getattr(args, k)
-                for k in ("ifeval_n", "ifeval_max_new_tokens", "ifeval_temperature", "thinking", "seed")
-            }
+            settings = {k: getattr(args, k) for k in IFEVAL_FLAGS}
         else:
             records, summaries = play_set(model, tokenizer, paths[name], args, texts, name)
             settings = {k: getattr(args, k) for k in PLAY_FLAGS + ("seed",) if k != "quiet"}

@@ -9,6 +9,7 @@ import pytest
 import common
 import evaluate
 import ifeval
+import thinking_stub
 
 
 def game(won, score, max_score, tokens):
@@ -183,7 +184,7 @@ def test_all_sets_in_one_call(tiny_model, tiny_games, tmp_path):
         if s["eval_set"] == "ifeval":
             assert [r["kind"] for r in items] == ["prompt"] * 3 and s["n"] == 3
             assert [r["key"] for r in items] == [p["key"] for p in ifeval.load_prompts(3)]
-            assert all(0 < r["response_tokens"] <= 6 for r in items) and s["settings"]["ifeval_temperature"] == 0
+            assert all(0 < r["response_tokens"] <= 6 for r in items) and s["settings"]["ifeval_temperature"] == 0.7
             assert s["prompt_accuracy"] == sum(all(r["followed"]) for r in items) / 3
             assert all(r["followed"] == ifeval.check(r, r["answer"])[0] for r in items)
         else:
@@ -198,6 +199,31 @@ def test_all_sets_in_one_call(tiny_model, tiny_games, tmp_path):
     before = (out_dir / "eval_id.jsonl").read_bytes()
     assert evaluate.main(evaluate.parse_args(argv)) == []  # everything exists: skipped, nothing loaded or rewritten
     assert (out_dir / "eval_id.jsonl").read_bytes() == before
+
+
+def test_ifeval_thinking_off_with_the_authors_sampling_whatever_thinking_says(tiny_qwen3, tmp_path, monkeypatch):
+    calls = []
+
+    def recorder(model, tokenizer, prompts, max_new_tokens, *sampling, **kwargs):
+        calls.append((prompts, sampling))
+        return thinking_stub.generate_ids(model, tokenizer, prompts, max_new_tokens, *sampling, **kwargs)
+
+    monkeypatch.setattr(common, "generate_ids", recorder)
+    argv = ["--model", tiny_qwen3, "--sets", "ifeval", "--ifeval-n", "2", "--out-dir", str(tmp_path), "--quiet"]
+    (s,) = evaluate.main(evaluate.parse_args(argv + ["--thinking", "--ifeval-max-new-tokens", "40"]))
+    assert [sampling for _, sampling in calls] == [(0.7, 0.8, 20)]
+    assert all(p.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n") for p in calls[0][0])
+    records = common.read_jsonl(str(tmp_path / "eval_ifeval.jsonl"))[:-1]
+    assert all(r["answer"] == "Here is my answer, in plain words, with no commas." for r in records)  # never cut
+    settings = dict(ifeval_thinking=0, ifeval_temperature=0.7, ifeval_top_p=0.8, ifeval_top_k=20, seed=0)
+    assert settings.items() <= s["settings"].items() and s["cut"] == 0
+    # the switch turns thinking on, is recorded, and a short budget then cuts the answer inside <think>
+    calls.clear()
+    argv += ["--ifeval-thinking", "1", "--ifeval-temperature", "0", "--ifeval-max-new-tokens", "20", "--force"]
+    (s,) = evaluate.main(evaluate.parse_args(argv))
+    assert [sampling for _, sampling in calls] == [(0.0, 0.8, 20)]
+    assert all(p.endswith("<|im_start|>assistant\n") for p in calls[0][0])
+    assert s["settings"]["ifeval_thinking"] == 1 and s["cut"] == 1 and s["prompt_accuracy"] == 0
 
 
 def test_knowledge_in_context_and_the_curve(tiny_model, tiny_games, tmp_path):
