@@ -12,7 +12,6 @@ import time
 
 import torch
 
-import collect
 import common
 import games
 
@@ -28,10 +27,11 @@ def parse_args():
     return p.parse_args()
 
 
-def measure(model, tokenizer, paths, argv):
-    """Play once; return (seconds, generated tokens, prompt tokens, turns, commands)."""
-    args = collect.parse_args(argv)
-    agent = collect.model_agent(model, tokenizer, args)
+def measure(model, tokenizer, paths, args, lockstep):
+    """Play once, greedy; return (seconds, generated tokens, prompt tokens, turns, commands)."""
+    agent = games.model_agent(
+        model, tokenizer, thinking=False, max_new_tokens=args.max_new_tokens, temperature=0, top_p=1.0, top_k=0
+    )
     prompt_tokens = [0]
 
     def counting_agent(episodes, messages):  # count prompt tokens (padding excluded) as well
@@ -41,30 +41,23 @@ def measure(model, tokenizer, paths, argv):
         return agent(episodes, messages)
 
     start = time.time()
-    records, stats = collect.play(counting_agent, paths, args)
+    records, stats = games.play(
+        counting_agent, paths, max_turns=args.max_turns, history=8, batch_size=64, lockstep=lockstep, quiet=True
+    )
     seconds = time.time() - start
     turns = [t for r in records for t in r["turns"]]
     return seconds, stats["tokens"], prompt_tokens[0], len(turns), [[t["command"] for t in r["turns"]] for r in records]
 
 
 def main(args):
-    paths = games.make_games(f"{args.games_dir}/eval", games.game_specs("eval", args.n))
+    paths = games.make_set(args.games_dir, "eval", args.n)
     model, tokenizer = common.load_model(args.model, args.device)
     print(
         f"threads {torch.get_num_threads()} | games {len(paths)} | turns {args.max_turns} | max new tokens {args.max_new_tokens}"
     )
-    base = [
-        "--quiet",
-        "--temperature",
-        "0",
-        "--max-turns",
-        str(args.max_turns),
-        "--max-new-tokens",
-        str(args.max_new_tokens),
-    ]
     results = {}
-    for mode, flag in (("lock-step", "1"), ("one at a time", "0")):
-        results[mode] = measure(model, tokenizer, paths, base + ["--lockstep", flag])
+    for mode, lockstep in (("lock-step", True), ("one at a time", False)):
+        results[mode] = measure(model, tokenizer, paths, args, lockstep)
         s, gen, prompt, turns, _ = results[mode]
         print(
             f"{mode:>14} | {s:7.1f} s | gen tokens/s {gen / s:7.1f} | prompt tokens/s {prompt / s:7.1f} | turns/s {turns / s:6.2f}"

@@ -10,7 +10,6 @@ memory (CUDA peak allocated, or process peak RSS on a CPU) is its own.
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -43,7 +42,7 @@ def parse_args():
 
 def batch_pairs(tokenizer, args):
     """Student/teacher sequences from the first turn of real games, with a fixed knowledge text."""
-    paths = games.make_games(os.path.join(args.games_dir, "eval"), games.game_specs("eval", args.batch))
+    paths = games.make_set(args.games_dir, "eval", args.batch)
     marker = distill.generation_marker(tokenizer)
     pairs = []
     for i, path in enumerate(paths):

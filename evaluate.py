@@ -4,7 +4,7 @@ and does it keep its general instruction following?
 Sets (`--sets`, comma separated, one model load for all of them):
 - `id`: held-out games of the training distribution (preset `eval`, the same games every round);
 - `ood`: harder settings and another game family (preset `ood`);
-  both played exactly as collect.py plays (`collect.play`: same prompt, same command parsing),
+  both played exactly as collect.py plays (`games.play`: same prompt, same command parsing),
   without knowledge unless `--knowledge` (the knowledge pool, placed where the distillation teacher sees it;
   each game draws one entry, seeded by its name, as the teacher draws one per prompt; `--knowledge-id` plays
   one entry) or `--knowledge-curve C` (every snapshot of chain C, in order: the in-context curve);
@@ -42,8 +42,8 @@ import time
 import torch
 from tqdm import tqdm
 
-import collect
 import common
+import games
 import ifeval
 
 PRESETS = {"id": "eval", "ood": "ood", "ifeval": None}  # set -> game preset (games.PRESETS)
@@ -69,7 +69,7 @@ PLAY_FLAGS = (
     "top_p",
     "top_k",
     "quiet",
-)  # passed on to collect.play
+)  # passed on to games.play
 
 
 def set_list(text):
@@ -78,6 +78,19 @@ def set_list(text):
     if not sets or any(s not in PRESETS for s in sets):
         raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(PRESETS)}, got {text!r}")
     return list(dict.fromkeys(sets))
+
+
+def at_least(low, above=False, most=None):
+    """argparse type: a number of low's type (int or float), >= low (> low if `above`) and <= most."""
+
+    def parse(text):
+        value = type(low)(text)
+        if value < low or (above and value == low) or (most is not None and value > most):
+            high = f"{most}]" if most is not None else "inf)"
+            raise argparse.ArgumentTypeError(f"expected a number in {'(' if above else '['}{low}, {high}, got {text}")
+        return value
+
+    return parse
 
 
 def parse_args(argv=None):
@@ -93,7 +106,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--out", default=None, help="output file instead of the name in --out-dir (one set only)")
     p.add_argument("--force", action="store_true", help="redo an evaluation whose output exists")
-    p.add_argument("--round", type=int, default=0, help="round recorded in every record (0 = the base model)")
+    p.add_argument("--round", type=at_least(0), default=0, help="round recorded in every record (0 = the base model)")
     p.add_argument(
         "--run", default=None, help="run name recorded in every record (default: the folder holding round_R)"
     )
@@ -111,7 +124,7 @@ def parse_args(argv=None):
         "--games-dir", default="games", help="cache folder for generated games (GAMES_DIR/eval, GAMES_DIR/ood)"
     )
     g.add_argument("--max-turns", type=common.positive_int, default=12, help="turn limit per game")
-    g.add_argument("--history", type=int, default=4, help="turns of the log shown in the prompt (0 = all)")
+    g.add_argument("--history", type=at_least(0), default=4, help="turns of the log shown in the prompt (0 = all)")
     g.add_argument(
         "--max-new-tokens",
         type=common.positive_int,
@@ -132,13 +145,15 @@ def parse_args(argv=None):
     g.add_argument("--knowledge-id", default=None, help="which knowledge record (default: the first pool entry)")
     g.add_argument(
         "--knowledge-curve",
-        type=int,
+        type=at_least(0),
         default=None,
         metavar="C",
         help="play with every snapshot of chain C (the in-context curve)",
     )
     g = p.add_argument_group("instruction following (ifeval)")
-    g.add_argument("--ifeval-n", type=int, default=50, help="IFEval prompts, evenly spaced over the 541 (0 = all)")
+    g.add_argument(
+        "--ifeval-n", type=at_least(0), default=50, help="IFEval prompts, evenly spaced over the 541 (0 = all)"
+    )
     g.add_argument(
         "--ifeval-max-new-tokens",
         type=common.positive_int,
@@ -152,9 +167,13 @@ def parse_args(argv=None):
         choices=[0, 1],
         help="1: IFEval with the thinking switch on; 0 (default, the Qwen3 authors' setting): off, whatever --thinking",
     )
-    g.add_argument("--ifeval-temperature", type=float, default=0.7, help="IFEval sampling temperature (0 = greedy)")
-    g.add_argument("--ifeval-top-p", type=float, default=0.8, help="IFEval nucleus sampling mass")
-    g.add_argument("--ifeval-top-k", type=int, default=20, help="IFEval top-k sampling")
+    g.add_argument(
+        "--ifeval-temperature", type=at_least(0.0), default=0.7, help="IFEval sampling temperature (0 = greedy)"
+    )
+    g.add_argument(
+        "--ifeval-top-p", type=at_least(0.0, above=True, most=1.0), default=0.8, help="IFEval nucleus sampling mass"
+    )
+    g.add_argument("--ifeval-top-k", type=at_least(0), default=20, help="IFEval top-k sampling")
     g.add_argument(
         "--ifeval-file", default=None, help="prompts in IFEval's input_data.jsonl format (default: the packaged IFEval)"
     )
@@ -301,28 +320,21 @@ def knowledge_plans(args):
             raise common.InputError("--knowledge-curve needs --knowledge KNOWLEDGE.jsonl (extract.py's snapshots)")
         return [(None, None, [(None, None)])]
     if not args.knowledge.endswith(".jsonl"):
-        return [(os.path.basename(args.knowledge), None, [collect.load_knowledge(args.knowledge)])]
+        return [(os.path.basename(args.knowledge), None, [games.load_knowledge(args.knowledge)])]
     records = common.read_jsonl(args.knowledge, required=("knowledge_id", "knowledge"))
     if args.knowledge_curve is not None:
         chain = [r for r in records if r.get("chain") == args.knowledge_curve and isinstance(r.get("step"), int)]
         if not chain:
             raise common.InputError(f"{args.knowledge}: no snapshots of chain {args.knowledge_curve} (chain, step)")
+        chain.sort(key=lambda r: r["step"])
         return [
-            (r["knowledge_id"], r["step"], [(r["knowledge_id"], r["knowledge"])])
-            for r in sorted(chain, key=lambda r: r["step"])
+            (r["knowledge_id"], r["step"], [games.load_knowledge(args.knowledge, r["knowledge_id"])]) for r in chain
         ]
     if args.knowledge_id is not None:
-        return [(args.knowledge_id, None, [collect.load_knowledge(args.knowledge, args.knowledge_id)])]
-    pool = [r for r in records if r.get("in_pool")] or records[-1:]
-    if not pool:
-        raise common.InputError(f"{args.knowledge}: no knowledge records")
-    return [
-        (
-            "pool" if len(pool) > 1 else pool[0]["knowledge_id"],
-            None,
-            [(r["knowledge_id"], r["knowledge"]) for r in pool],
-        )
-    ]
+        return [(args.knowledge_id, None, [games.load_knowledge(args.knowledge, args.knowledge_id)])]
+    ids = [r["knowledge_id"] for r in records if r.get("in_pool")] or [games.load_knowledge(args.knowledge)[0]]
+    pool = [games.load_knowledge(args.knowledge, i) for i in dict.fromkeys(ids)]  # each checked: a text, not empty
+    return [("pool" if len(pool) > 1 else pool[0][0], None, pool)]
 
 
 def game_name(path):
@@ -337,9 +349,9 @@ def draw(entries, game, seed):
 
 def play_set(model, tokenizer, paths, args, plans, name):
     """Play the games once per plan; per-episode records and one summary each."""
-    play_args = collect.parse_args([])
-    vars(play_args).update({k: getattr(args, k) for k in PLAY_FLAGS})
-    agent = collect.model_agent(model, tokenizer, play_args)
+    sampling = ("thinking", "max_new_tokens", "temperature", "top_p", "top_k")
+    agent = games.model_agent(model, tokenizer, **{k: getattr(args, k) for k in sampling})
+    options = {k: getattr(args, k) for k in PLAY_FLAGS if k not in sampling}
     records, summaries = [], []
     for knowledge_id, step, entries in plans:
         groups = collections.defaultdict(list)  # entry -> its games: one lock-step play per entry
@@ -350,12 +362,12 @@ def play_set(model, tokenizer, paths, args, plans, name):
         played = []
         for (entry_id, text), group in groups.items():
             try:
-                part, _ = collect.play(agent, group, play_args, text, desc=f"eval {name} {entry_id or ''}")
+                part, _ = games.play(agent, group, **options, knowledge=text, desc=f"eval {name} {entry_id or ''}")
             except ValueError as e:
                 raise common.InputError(str(e))
             played += [dict(r, kind="game", eval_set=name, knowledge_id=entry_id, knowledge=text) for r in part]
-        order = {game_name(p): i for i, p in enumerate(paths)}
-        played.sort(key=lambda r: (order[r["game"]], r["episode"]))
+        order = {path: i for i, path in enumerate(paths)}
+        played.sort(key=lambda r: (order[r["game_file"]], r["episode"]))
         records += played
         summaries.append(dict(knowledge_id=knowledge_id, step=step, **game_metrics(played)))
         if len(entries) > 1:  # the spread over the pool: [won, episodes] per entry
@@ -678,7 +690,7 @@ def main(args):
         return []
     # every input is checked before the model loads
     paths = {
-        name: collect.game_paths(
+        name: games.game_paths(
             args.games, args.games_dir, PRESETS[name], (args.n_ood or args.n) if name == "ood" else args.n
         )
         for name in todo
@@ -686,6 +698,8 @@ def main(args):
     }
     plans = knowledge_plans(args) if paths else None
     prompts = ifeval.load_prompts(args.ifeval_n, args.ifeval_file) if "ifeval" in todo else None
+    if prompts is not None and len(prompts) < args.ifeval_n:
+        raise common.InputError(f"--ifeval-n {args.ifeval_n}: the prompt file has {len(prompts)} prompts (0 = all)")
     model, tokenizer = common.load_model(args.model, args.device, quiet=args.quiet)
     all_summaries = []
     for name in todo:
@@ -721,7 +735,7 @@ def main(args):
 def show_sample(record):
     """One game as a person reads it, or one IFEval prompt with its answer and verdicts."""
     if record["kind"] == "game":
-        return collect.show_trajectory(record)
+        return games.show_trajectory(record)
     print(
         f"--- sample: IFEval prompt {record['key']} ---\n{record['prompt']}\n[model] {record['response'][:800]}\n"
         f"followed (strict): {dict(zip(record['instruction_id_list'], record['followed']))}\n---"

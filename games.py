@@ -1,23 +1,34 @@
-"""TextWorld for the four stages: game sets, one playable episode, the turn prompt, command parsing.
+"""TextWorld for the stages: game sets, one playable episode, the turn prompt, command parsing, the play loop.
 
 Game sets are made with TextWorld's `tw-make` from a family, a difficulty and a seed, in parallel, and
-cached under a folder (an existing game is reused; a half-written one never is). Seeds are split so
-that training games can never be evaluation or OOD games:
+cached under a folder (an existing game is reused; a half-written one never is). Each set draws its
+seeds from its own range, level by level:
 
     eval   seeds      0 ..   499_999   (fixed across rounds)
     ood    seeds 500_000 ..   999_999   (fixed across rounds)
     train  seeds 1_000_000 + 10_000 * round + (0 for extraction games | 5_000 for deployment games) + i
 
-Make a set by hand:  python games.py --preset eval --n 24 --out games
+Different seeds can still make the same game (treasure hunter 1 has a few dozen), so sets are also
+made disjoint by content: a held-out set (eval, ood) is the first games of its range with distinct
+walkthroughs, and a training set skips every game whose walkthrough wins a held-out game already made
+in the same cache (replayed in TextWorld, see `make_set`).
+
+Make a set by hand:  python games.py --preset eval --n 20 --out games
 """
 
 import argparse
+import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
+
+from tqdm import tqdm
+
+import common
 
 # ----------------------------------------------------------------------------- game sets
 
@@ -31,38 +42,125 @@ FAMILIES = {
     ),
     "cooking": ("tw-cooking", lambda level: ["--recipe", str(level), "--take", str(level), "--go", "1", "--open"]),
 }
-# preset -> list of (family, level), cycled over the games of a set
+# preset -> list of (family, level), cycled over the games of a set. Treasure hunter levels come in
+# identical pairs (1=2, 3=4, ...: TextWorld rounds the quest length), so only odd levels are used.
+# Coin collector is left out: its goal text spells out the walkthrough ("venture north. And then,
+# retrieve the coin"), so a won game shows that the goal was copied, not that anything was learned.
 PRESETS = {
-    "train": [("treasure", 1), ("treasure", 2), ("treasure", 3), ("coin", 2), ("coin", 3)],
-    "eval": [("treasure", 1), ("treasure", 2), ("treasure", 3), ("coin", 2), ("coin", 3)],
-    "ood": [("treasure", 6), ("coin", 8), ("cooking", 1)],
+    "train": [("treasure", 1), ("treasure", 3), ("treasure", 5)],
+    "eval": [("treasure", 1), ("treasure", 3), ("treasure", 5)],
+    "ood": [("treasure", 7), ("treasure", 11), ("cooking", 1)],
 }
 SEED_RANGES = {"eval": (0, 500_000), "ood": (500_000, 1_000_000), "train": (1_000_000, 10**9)}
 SPLIT_OFFSET = {"extract": 0, "deploy": 5_000}
+HELD_OUT = ("eval", "ood")  # the sets no training game may solve
+SCAN = 4  # seeds a level may try per game it must give (+ 8), before it is called too poor in distinct games
 
 
-def game_seeds(preset, n, round_=0, split="extract"):
-    """The seeds of a game set; training seeds move with the round and never reach eval/OOD seeds."""
+def seed_range(preset, round_=0, split="extract"):
+    """(first, end) of the seeds a set draws from, in order. Training seeds move with the round and split
+    (5000 seeds each) and never reach the held-out ones."""
     if preset not in SEED_RANGES:
         raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(SEED_RANGES)}")
     low, high = SEED_RANGES[preset]
     if preset == "train":
-        if n > 5_000:
-            raise ValueError("at most 5000 training games per split and round")
         low += 10_000 * round_ + SPLIT_OFFSET[split]
-    seeds = list(range(low, low + n))
-    assert all(SEED_RANGES[preset][0] <= s < SEED_RANGES[preset][1] for s in seeds)
-    return seeds
+        high = low + 5_000
+    return low, high
 
 
-def game_specs(preset, n, round_=0, split="extract", families=None):
-    """[(name, family, level, seed)] for a preset; `families` overrides the preset's (family, level) list."""
-    mix = families or PRESETS[preset]
-    specs = []
-    for i, seed in enumerate(game_seeds(preset, n, round_, split)):
-        family, level = mix[i % len(mix)]
-        specs.append((f"{family}-l{level}-s{seed}", family, level, seed))
-    return specs
+def walkthrough(path):
+    """A game's winning command list, as TextWorld wrote it in the game's .json (no game is started).
+    Two games with the same walkthrough are the same game to a player who remembers solutions, so
+    the walkthrough is what makes a game distinct."""
+    json_path = path[:-3] + ".json"
+    try:
+        with open(json_path, encoding="utf-8") as f:
+            commands = json.load(f)["metadata"]["walkthrough"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{json_path}: no walkthrough in the game's .json ({type(e).__name__}: {e})") from e
+    if not commands or not all(isinstance(c, str) for c in commands):
+        raise ValueError(f"{json_path}: expected metadata.walkthrough to be a list of commands, got {commands!r}")
+    return tuple(commands)
+
+
+def solved_by(walkthroughs, paths):
+    """[(walkthrough, path)] for every walkthrough that wins the game at `path` when typed from the start:
+    exactly what "a held-out game is solvable by a training game's walkthrough" means (one game can be
+    won by another's longer or different walkthrough, not only by an identical one)."""
+    import textworld
+
+    found, walkthroughs = [], sorted(set(walkthroughs))
+    for path in paths:
+        env = textworld.start(path, request_infos=textworld.EnvInfos(won=True))
+        try:
+            for commands in walkthroughs:
+                state = env.reset()
+                for command in commands:
+                    state, _, done = env.step(command)
+                    if done:
+                        break
+                if state.won:
+                    found.append((commands, path))
+        finally:
+            env.close()
+    return found
+
+
+def make_set(games_dir, preset, n, round_=0, split="extract", jobs=None):
+    """The n game paths of a set, made (or reused) under games_dir/preset; game i has level mix[i % len(mix)].
+
+    A held-out set is the first distinct games of its seed range, level by level (a game whose
+    walkthrough the set already has is skipped): it never repeats a game, the same n gives the same
+    games, and a bigger n extends a smaller one. A training set skips every game whose walkthrough
+    wins a game in games_dir/eval or games_dir/ood; a held-out set refuses to exist beside a training
+    game whose walkthrough wins one of its games (made before the held-out set grew).
+    """
+    if preset == "train" and n > 5_000:
+        raise ValueError("at most 5000 training games per split and round")
+    mix, (low, high) = PRESETS[preset], seed_range(preset, round_, split)
+    folder = os.path.join(games_dir, preset)
+    want = [len(range(k, n, len(mix))) for k in range(len(mix))]  # games per (family, level)
+    held_out = [] if preset in HELD_OUT else [p for s in HELD_OUT for p in list_games(f"{games_dir}/{s}", True)]
+    chosen, tried, seen = [[] for _ in mix], [0] * len(mix), set()
+    while True:
+        batch = []  # one parallel tw-make batch: what every level still lacks
+        for k, (family, level) in enumerate(mix):
+            need = want[k] - len(chosen[k])
+            if need and tried[k] + need > min(SCAN * want[k] + 8, high - low):
+                why = (
+                    "repeats of earlier games" if preset in HELD_OUT else "games whose walkthrough wins a held-out game"
+                )
+                raise ValueError(
+                    f"{family}-l{level}: only {len(chosen[k])} of {want[k]} games found in seeds {low}.."
+                    f"{low + tried[k] - 1} (the rest were {why}): too few distinct games at this level; take it"
+                    f" out of PRESETS[{preset!r}] in games.py, or ask for fewer games"
+                )
+            seeds = range(low + tried[k], low + tried[k] + need)
+            batch += [(k, (f"{family}-l{level}-s{s}", family, level, s)) for s in seeds]
+            tried[k] += need
+        if not batch:
+            break
+        paths = make_games(folder, [spec for _, spec in batch], jobs)
+        leaks = {w for w, _ in solved_by([walkthrough(p) for p in paths], held_out)}
+        for (k, _), path in zip(batch, paths):
+            w = walkthrough(path)
+            if w not in seen and w not in leaks:
+                chosen[k].append(path)
+                if preset in HELD_OUT:  # training sets may repeat a game; held-out sets never
+                    seen.add(w)
+    paths = [chosen[i % len(mix)][i // len(mix)] for i in range(n)]
+    if preset in HELD_OUT:
+        trained = {walkthrough(p): p for p in list_games(f"{games_dir}/train", True)}
+        clash = solved_by(trained, paths)
+        if clash:
+            pairs = "; ".join(f"{trained[w]}'s walkthrough wins {p}" for w, p in clash[:5])
+            raise ValueError(
+                f"{len(clash)} held-out game(s) of {folder} can be won by a training game's walkthrough ({pairs}): "
+                f"the training games in {games_dir}/train were made before this held-out set grew; remove them "
+                "(and the runs trained on them) or ask for fewer held-out games"
+            )
+    return paths
 
 
 def make_game(folder, name, family, level, seed):
@@ -99,8 +197,11 @@ def make_games(folder, specs, jobs=None):
         return list(pool.map(lambda s: make_game(folder, *s), specs))
 
 
-def list_games(folder):
-    """The finished games in a folder (both .z8 and .json present), sorted, with a clear error if none."""
+def list_games(folder, missing_ok=False):
+    """The finished games in a folder (both .z8 and .json present), sorted, with a clear error if none
+    (or [] if `missing_ok`)."""
+    if missing_ok and not os.path.isdir(folder):
+        return []
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder}: no such game folder; make one with `python games.py --out {folder}`")
     games = sorted(
@@ -108,7 +209,7 @@ def list_games(folder):
         for f in os.listdir(folder)
         if f.endswith(".z8") and os.path.isfile(os.path.join(folder, f[:-3] + ".json"))
     )
-    if not games:
+    if not games and not missing_ok:
         raise FileNotFoundError(f"{folder}: no finished games (expected NAME.z8 with NAME.json beside it)")
     return games
 
@@ -120,17 +221,17 @@ def clean(text):
     """Game text without TextWorld's ASCII-art banner, the '>' prompt and the status bar."""
     lines = text.replace("\r", "").split("\n")
     lines = [
-        l
-        for l in lines
-        if "$$" not in l
-        and not re.fullmatch(r"[\s_|\\/]*[_|\\/][\s_|\\/]*", l)
-        and "Would you like to RESTART" not in l
+        line
+        for line in lines
+        if "$$" not in line
+        and not re.fullmatch(r"[\s_|\\/]*[_|\\/][\s_|\\/]*", line)
+        and "Would you like to RESTART" not in line
     ]
     while lines and not lines[-1].strip():
         lines.pop()
     if lines and lines[-1].lstrip().startswith(">"):  # the prompt line carries the status bar
         lines.pop()
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(l.rstrip() for l in lines)).strip()
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(line.rstrip() for line in lines)).strip()
 
 
 def check_story_file(path):
@@ -147,8 +248,23 @@ def check_story_file(path):
         )
 
 
+# What the z-machine interpreter prints when the story file is damaged past its header; the game then
+# answers every command with it, so it is an error, never a reply.
+INTERPRETER_ERRORS = ("Emulator halted", "This is normally fatal", "Fatal error")
+
+
+def interpreter_check(path, text):
+    """Raise, naming the game, if `text` (the game's raw output) is an interpreter error or empty."""
+    if not text.strip() or any(e in text for e in INTERPRETER_ERRORS):
+        printed = repr(text.strip()[:200]) if text.strip() else "nothing"
+        raise ValueError(
+            f"{path}: the z-machine interpreter failed on this game (it printed {printed}); "
+            "the file is damaged: delete it and remake it with games.py"
+        )
+
+
 class Episode:
-    """One play of one game file; `step` never raises on a strange command."""
+    """One play of one game file; `step` never raises on a strange command, only on a damaged game."""
 
     def __init__(self, path):
         import textworld
@@ -171,6 +287,7 @@ class Episode:
             state = self.env.reset()
         except Exception as e:  # a corrupt file fails inside TextWorld with a message naming nothing
             raise ValueError(f"{path}: not a playable TextWorld game ({type(e).__name__}: {e})") from e
+        interpreter_check(path, state.feedback or "")
         self.path, self.objective = path, clean(state.objective or "")
         self.intro, self.walkthrough = clean(state.feedback), list(state.policy_commands or [])
         if self.objective and self.objective in self.intro:  # the intro repeats the goal: keep it once
@@ -181,6 +298,7 @@ class Episode:
 
     def step(self, command):
         state, score, done = self.env.step(command)
+        interpreter_check(self.path, state.feedback or "(no reply)")
         reply = clean(state.feedback) or "(no reply)"
         self.history.append((command, reply))
         self.score, self.won, self.lost, self.done = score, bool(state.won), bool(state.lost), bool(done)
@@ -189,6 +307,20 @@ class Episode:
 
     def close(self):
         self.env.close()
+
+
+def check_game(path):
+    """Refuse a game that is not whole before any model loads: a complete story file whose own
+    walkthrough wins it (a damaged body shows up here as an interpreter error)."""
+    episode = Episode(path)
+    try:
+        for command in episode.walkthrough:
+            if not episode.done:
+                episode.step(command)
+        if not episode.won:
+            raise ValueError(f"{path}: its own walkthrough {episode.walkthrough} does not win it; remake the game")
+    finally:
+        episode.close()
 
 
 # ----------------------------------------------------------------------------- the turn prompt
@@ -286,25 +418,235 @@ def feedback_line(episode, max_turns):
         return f"Result: WON in {turns} turns (score {episode.score}/{episode.max_score}). The game said: {last}"
     if episode.lost:
         return f"Result: LOST after {turns} turns (score {episode.score}/{episode.max_score}). The game said: {last}"
-    return f"Result: NOT FINISHED, the turn limit of {max_turns} turns ran out (score {episode.score}/{episode.max_score}). The last reply was: {last}"
+    return (
+        f"Result: NOT FINISHED, the turn limit of {max_turns} turns ran out "
+        f"(score {episode.score}/{episode.max_score}). The last reply was: {last}"
+    )
+
+
+# ----------------------------------------------------------------------------- playing a game set
+
+
+def load_knowledge(path, knowledge_id=None):
+    """(knowledge_id, text) from a knowledge JSONL (extract.py) or a plain text file; never empty.
+
+    From a JSONL: the record whose `knowledge_id` is asked for, else the first pool entry
+    (`in_pool` true), else the last record. A trajectories file (whose records carry
+    `knowledge: null`) is refused, not read as "no knowledge".
+    """
+    if path is None:
+        return None, None
+    if not path.endswith(".jsonl"):
+        text = common.read_text(path, "knowledge file")
+        if not text.strip():
+            raise common.InputError(f"{path}: the knowledge text is empty")
+        return os.path.basename(path), text
+    records = common.read_jsonl(path, required=("knowledge_id", "knowledge"))
+    if not records:
+        raise common.InputError(f"{path}: no knowledge records")
+    for i, r in enumerate(records, 1):
+        if "turns" in r or not isinstance(r["knowledge_id"], str) or not isinstance(r["knowledge"], str):
+            raise common.InputError(
+                f"{path}: record {i} is not a knowledge record (expected extract.py's records: a string "
+                "knowledge_id and a knowledge text); trajectories from collect.py are not knowledge"
+            )
+    if knowledge_id is not None:
+        chosen = [r for r in records if r["knowledge_id"] == knowledge_id]
+        if not chosen:
+            raise common.InputError(f"{path}: no record with knowledge_id {knowledge_id!r}")
+    else:
+        chosen = [r for r in records if r.get("in_pool")] or records[-1:]
+    if not chosen[0]["knowledge"].strip():
+        raise common.InputError(f"{path}: knowledge {chosen[0]['knowledge_id']!r} is empty")
+    return chosen[0]["knowledge_id"], chosen[0]["knowledge"]
+
+
+def game_paths(folder, games_dir, preset, n, round_=0, split="extract"):
+    """Every finished game in `folder`, or the preset's set made (or reused) under games_dir; each
+    checked, so that a broken game fails before a model is loaded."""
+    try:
+        if folder:
+            paths = list_games(folder)
+        else:
+            paths = make_set(games_dir, preset, n, round_, split)
+        for path in paths:
+            check_game(path)
+    except (OSError, ValueError) as e:
+        raise common.InputError(str(e))
+    return paths
+
+
+def model_agent(model, tokenizer, *, thinking, max_new_tokens, temperature, top_p, top_k):
+    """The policy: chat messages of many games -> one batched generate -> [(response, n_tokens)]."""
+
+    def act(episodes, messages):
+        prompts = [common.chat_text(tokenizer, m, thinking) for m in messages]
+        return common.generate(model, tokenizer, prompts, max_new_tokens, temperature, top_p, top_k)
+
+    return act
+
+
+def choose_command(response, admissible, match):
+    """(answer, command sent, status, valid) for one response. Never raises."""
+    _, answer = common.split_thinking(response)
+    typed, status = parse_command(answer)
+    valid = typed in admissible
+    command = typed
+    if status != "empty" and not valid and match == "closest":
+        command = closest_command(typed, admissible) or typed
+        status = "closest" if command != typed else status
+    return answer, command, status, valid
+
+
+def play(
+    agent,
+    paths,
+    *,
+    max_turns,
+    history,
+    batch_size,
+    episodes=1,
+    list_commands=True,
+    match="closest",
+    example=True,
+    lockstep=True,
+    knowledge=None,
+    quiet=False,
+    desc="play",
+):
+    """Play every (game, episode) in lock-step: each turn, one `agent` call per `batch_size` running
+    games (one game per call if not `lockstep`). Returns one record per episode (see README) and
+    stats (generated tokens, seconds spent in the agent)."""
+    running = [(path, e, Episode(path)) for path in paths for e in range(episodes)]
+    turns = [[] for _ in running]
+    stats = dict(tokens=0, gen_seconds=0.0)
+    bar = tqdm(total=len(running), desc=desc, disable=quiet, leave=False)
+    step = batch_size if lockstep else 1
+    for t in range(max_turns):
+        active = [i for i, (_, _, ep) in enumerate(running) if not ep.done]
+        for start in range(0, len(active), step):
+            chunk = [running[i][2] for i in active[start : start + step]]
+            messages = [
+                render_turn(
+                    ep.objective, ep.history, ep.admissible if list_commands else None, knowledge, history, example
+                )
+                for ep in chunk
+            ]
+            t0 = time.time()
+            outs = agent(chunk, messages)
+            stats["gen_seconds"] += time.time() - t0
+            for i, ep, m, (response, n_tokens) in zip(active[start : start + step], chunk, messages, outs):
+                answer, command, status, valid = choose_command(response, ep.admissible, match)
+                if command:
+                    reply = ep.step(command)
+                else:  # nothing to send: the turn is spent, the game is untouched
+                    reply = "(no command was given)"
+                    ep.history.append(("", reply))
+                turns[i].append(
+                    dict(
+                        turn=t,
+                        messages=m,
+                        response=response,
+                        response_tokens=n_tokens,
+                        answer=answer,
+                        command=command,
+                        command_status=status,
+                        valid=valid,
+                        reply=reply,
+                        score=ep.score,
+                    )
+                )
+                stats["tokens"] += n_tokens
+                bar.update(int(ep.done))
+    bar.close()
+    records = []
+    for (path, e, ep), ts in zip(running, turns):
+        records.append(
+            dict(
+                game=os.path.basename(path)[:-3],
+                game_file=path,
+                episode=e,
+                objective=ep.objective,
+                intro=ep.intro,
+                turns=ts,
+                won=ep.won,
+                lost=ep.lost,
+                score=ep.score,
+                max_score=ep.max_score,
+                turns_used=len(ts),
+                feedback=feedback_line(ep, max_turns),
+            )
+        )
+        ep.close()
+    return records, stats
+
+
+def summarize(records, stats):
+    """Pass rate, valid-command rate, tokens per turn, turns per game, tokens/s."""
+    all_turns = [t for r in records for t in r["turns"]]
+    n_turns = max(len(all_turns), 1)
+    return dict(
+        games=len(records),
+        won=sum(r["won"] for r in records) / max(len(records), 1),
+        valid=sum(t["valid"] for t in all_turns) / n_turns,
+        empty=sum(t["command_status"] == "empty" for t in all_turns) / n_turns,
+        multi=sum(t["command_status"] == "multi" for t in all_turns) / n_turns,
+        tokens_per_turn=sum(t["response_tokens"] for t in all_turns) / n_turns,
+        turns=sum(r["turns_used"] for r in records) / max(len(records), 1),
+        tokens_per_s=stats["tokens"] / max(stats["gen_seconds"], 1e-9),
+        turns_per_s=len(all_turns) / max(stats["gen_seconds"], 1e-9),
+    )
+
+
+def show_trajectory(record):
+    """Print one trajectory the way a person reads a game."""
+    print(f"--- sample: {record['game']} (episode {record['episode']}) ---")
+    print(f"Goal: {record['objective']}\n{record['intro']}")
+    for t in record["turns"]:
+        valid = ", valid" if t["valid"] else ""
+        print(f"[model] {t['response']!r} -> sent {t['command']!r} ({t['command_status']}{valid})\n{t['reply']}")
+    print(record["feedback"] + "\n---")
+
+
+# ----------------------------------------------------------------------------- making a set by hand
+
+
+def nonnegative_int(text):
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
 
 
 def parse_args():
     p = argparse.ArgumentParser(description="Make (or reuse) a TextWorld game set.")
     p.add_argument("--preset", default="eval", choices=sorted(PRESETS), help="which game distribution and seed range")
-    p.add_argument("--n", type=int, default=24, help="number of games")
-    p.add_argument("--round", type=int, default=0, help="training round (train preset only)")
+    p.add_argument("--n", type=common.positive_int, default=20, help="number of games")
+    p.add_argument("--round", type=nonnegative_int, default=0, help="training round (train preset only)")
     p.add_argument(
         "--split", default="extract", choices=sorted(SPLIT_OFFSET), help="training split (train preset only)"
     )
     p.add_argument("--out", default="games", help="cache folder; games go to OUT/PRESET/")
-    p.add_argument("--jobs", type=int, default=None, help="parallel tw-make processes (default: all cores)")
+    p.add_argument(
+        "--jobs", type=common.positive_int, default=None, help="parallel tw-make processes (default: all cores)"
+    )
     return p.parse_args()
+
+
+def describe(paths):
+    """'N games, D distinct (family-lL: d/n, ...)': distinct = different walkthroughs."""
+    levels = {}
+    for path in paths:
+        levels.setdefault(os.path.basename(path).split("-s")[0], []).append(walkthrough(path))
+    per_level = ", ".join(f"{name}: {len(set(ws))}/{len(ws)}" for name, ws in levels.items())
+    return f"{len(paths)} games, {len({walkthrough(p) for p in paths})} distinct ({per_level})"
 
 
 if __name__ == "__main__":
     args = parse_args()
-    paths = make_games(
-        os.path.join(args.out, args.preset), game_specs(args.preset, args.n, args.round, args.split), args.jobs
-    )
-    print(f"games | {args.preset} | {len(paths)} games in {os.path.join(args.out, args.preset)}")
+    try:
+        paths = make_set(args.out, args.preset, args.n, args.round, args.split, args.jobs)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: {e}")
+    print(f"games | {args.preset} | {describe(paths)} | {os.path.join(args.out, args.preset)}")

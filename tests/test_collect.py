@@ -3,6 +3,7 @@ one-at-a-time play, records round-trip, bad input fails clearly without touching
 
 import json
 import os
+import random
 import shutil
 
 import pytest
@@ -45,7 +46,7 @@ def test_parse_command(answer, expected):
 def test_thinking_is_split_off_before_parsing():
     assert common.split_thinking("<think>go north?</think>\ngo south") == ("<think>go north?</think>", "go south")
     assert common.split_thinking("<think>still thinking, no answer") == ("<think>still thinking, no answer", "")
-    answer, command, status, valid = collect.choose_command(
+    answer, command, status, valid = games.choose_command(
         "<think>maybe west</think> go east", ["go east", "look"], "exact"
     )
     assert (answer, command, status, valid) == ("go east", "go east", "ok", True)
@@ -56,14 +57,17 @@ def test_closest_command():
     assert games.closest_command("take the key", admissible) == "take key"  # ties go to the shorter one
     assert games.closest_command("walk west", admissible) == "go west"
     assert games.closest_command("dance", admissible) is None
-    _, command, status, valid = collect.choose_command("walk west", admissible, "closest")
+    _, command, status, valid = games.choose_command("walk west", admissible, "closest")
     assert (command, status, valid) == ("go west", "closest", False)
-    _, command, status, valid = collect.choose_command("walk west", admissible, "exact")
+    _, command, status, valid = games.choose_command("walk west", admissible, "exact")
     assert (command, status, valid) == ("walk west", "ok", False)
 
 
 def test_clean_removes_banner_prompt_and_status_bar():
-    raw = "\n   ________  __\n  |  \\  |  \\\n \\$$$$$$$$| $$\nWelcome!\n\n-= Kitchen =-\nA kitchen.\n\n\n\n>    -= Kitchen =-0/1"
+    raw = (
+        "\n   ________  __\n  |  \\  |  \\\n \\$$$$$$$$| $$\n"
+        "Welcome!\n\n-= Kitchen =-\nA kitchen.\n\n\n\n>    -= Kitchen =-0/1"
+    )
     assert games.clean(raw) == "Welcome!\n\n-= Kitchen =-\nA kitchen."
 
 
@@ -86,16 +90,14 @@ def test_knowledge_is_inserted_the_same_way_everywhere():
     assert "Commands you can use" not in games.render_turn("x", history, None)[-1]["content"]
 
 
-def test_seed_sets_never_collide():
-    ev = set(games.game_seeds("eval", 5000))
-    ood = set(games.game_seeds("ood", 5000))
-    train = [set(games.game_seeds("train", 5000, r, s)) for r in range(20) for s in ("extract", "deploy")]
-    assert not ev & ood
-    for i, t in enumerate(train):
-        assert not t & ev and not t & ood
-        assert all(not t & u for u in train[i + 1 :])  # fresh games every round and split
-    with pytest.raises(ValueError):
-        games.game_seeds("train", 5001)
+def test_seed_ranges_never_collide():
+    ranges = [games.seed_range("eval"), games.seed_range("ood")]
+    ranges += [games.seed_range("train", r, s) for r in range(20) for s in ("extract", "deploy")]
+    seeds = [set(range(low, high)) for low, high in ranges]
+    for i, s in enumerate(seeds):
+        assert all(not s & t for t in seeds[i + 1 :])  # held-out apart, fresh games every round and split
+    with pytest.raises(ValueError, match="at most 5000 training games"):
+        games.make_set("unused", "train", 5001)
 
 
 def test_jsonl_round_trip_and_errors(tmp_path):
@@ -141,10 +143,9 @@ def test_walkthrough_agent_wins_every_game(tiny_games, tmp_path):
         return [(f"[{ep.walkthrough[len(ep.history) - 1]}]", 1) for ep in episodes]
 
     paths = games.list_games(tiny_games)
-    args = collect.parse_args(
-        ["--games", tiny_games, "--max-turns", "30", "--quiet", "--list-commands", "0", "--match", "exact"]
+    records, stats = games.play(
+        walkthrough, paths, max_turns=30, history=8, batch_size=64, list_commands=False, match="exact", quiet=True
     )
-    records, stats = collect.play(walkthrough, paths, args)
     assert len(records) == 3
     for r in records:
         assert r["won"] and not r["lost"], r["feedback"]
@@ -157,8 +158,9 @@ def test_walkthrough_agent_wins_every_game(tiny_games, tmp_path):
 def test_a_random_agent_does_not_win_everything(tiny_games):
     """The harness is not trivially winning: answering 'look' forever wins nothing."""
     paths = games.list_games(tiny_games)
-    args = collect.parse_args(["--games", tiny_games, "--max-turns", "4", "--quiet"])
-    records, _ = collect.play(lambda eps, msgs: [("look", 1)] * len(eps), paths, args)
+    records, _ = games.play(
+        lambda eps, msgs: [("look", 1)] * len(eps), paths, max_turns=4, history=8, batch_size=64, quiet=True
+    )
     assert not any(r["won"] for r in records)
     assert all(r["feedback"].startswith("Result: NOT FINISHED") for r in records)
 
@@ -166,8 +168,11 @@ def test_a_random_agent_does_not_win_everything(tiny_games):
 def test_strange_answers_never_crash(tiny_games):
     answers = ["", "go north then take coin", "xyzzy plugh", "<think>unfinished", "!!!", "take coin and key"]
     paths = games.list_games(tiny_games)
-    args = collect.parse_args(["--games", tiny_games, "--max-turns", str(len(answers)), "--quiet", "--match", "exact"])
-    records, _ = collect.play(lambda eps, msgs: [(answers[len(ep.history) - 1], 0) for ep in eps], paths, args)
+
+    def agent(episodes, messages):
+        return [(answers[len(ep.history) - 1], 0) for ep in episodes]
+
+    records, _ = games.play(agent, paths, max_turns=len(answers), history=8, batch_size=64, match="exact", quiet=True)
     statuses = [t["command_status"] for t in records[0]["turns"]]
     assert statuses == ["empty", "multi", "ok", "empty", "empty", "ok"]
     assert records[0]["turns"][1]["command"] == "go north"
@@ -179,23 +184,9 @@ def test_lockstep_equals_one_game_at_a_time(tiny_model, tiny_games, tmp_path):
     model, tokenizer = common.load_model(tiny_model, "cpu", dtype=torch.float64, quiet=True)
     paths = games.list_games(tiny_games)
     runs = []
-    for lockstep in ("1", "0"):
-        args = collect.parse_args(
-            [
-                "--games",
-                tiny_games,
-                "--max-turns",
-                "3",
-                "--quiet",
-                "--temperature",
-                "0",
-                "--lockstep",
-                lockstep,
-                "--max-new-tokens",
-                "8",
-            ]
-        )
-        records, _ = collect.play(collect.model_agent(model, tokenizer, args), paths, args)
+    agent = games.model_agent(model, tokenizer, thinking=False, max_new_tokens=8, temperature=0, top_p=1.0, top_k=0)
+    for lockstep in (True, False):
+        records, _ = games.play(agent, paths, max_turns=3, history=8, batch_size=64, lockstep=lockstep, quiet=True)
         runs.append([[(t["response"], t["command"]) for t in r["turns"]] for r in records])
     assert runs[0] == runs[1]
     assert any(resp for game in runs[0] for resp, _ in game)  # the model did say something
@@ -242,7 +233,17 @@ def test_collect_end_to_end(tiny_model, tiny_games, tmp_path):
 
 @pytest.mark.parametrize(
     "problem",
-    ["missing_folder", "empty_folder", "corrupt_game", "truncated_game", "knowledge_missing", "knowledge_malformed"],
+    [
+        "missing_folder",
+        "empty_folder",
+        "corrupt_game",
+        "truncated_game",
+        "scrambled_body",
+        "knowledge_missing",
+        "knowledge_malformed",
+        "knowledge_is_trajectories",
+        "knowledge_empty",
+    ],
 )
 def test_bad_input_is_a_clear_error_and_keeps_earlier_output(problem, tiny_model, tiny_games, tmp_path):
     out = tmp_path / "trajectories.jsonl"
@@ -265,11 +266,28 @@ def test_bad_input_is_a_clear_error_and_keeps_earlier_output(problem, tiny_model
         victim = games.list_games(games_dir)[-1]
         with open(victim, "r+b") as f:
             f.truncate(4000)
+    elif problem == "scrambled_body":  # a valid header, noise after it: the interpreter halts on every command
+        games_dir = str(tmp_path / "scrambled")
+        shutil.copytree(tiny_games, games_dir)
+        victim = games.list_games(games_dir)[0]
+        with open(victim, "rb") as f:
+            data = f.read()
+        rng = random.Random(0)
+        with open(victim, "wb") as f:
+            f.write(data[:64] + bytes(rng.randrange(256) for _ in range(len(data) - 64)))
     elif problem == "knowledge_missing":
         extra = ["--knowledge", str(tmp_path / "none.txt")]
     elif problem == "knowledge_malformed":
         (tmp_path / "k.jsonl").write_text('{"knowledge_id": "a", "knowledge": "x"}\nnot json\n')
         extra = ["--knowledge", str(tmp_path / "k.jsonl")]
+    elif problem == "knowledge_is_trajectories":  # collect's own output records knowledge: null
+        common.write_jsonl(
+            str(tmp_path / "deploy.jsonl"), [{"game": "g", "turns": [], "knowledge_id": None, "knowledge": None}]
+        )
+        extra = ["--knowledge", str(tmp_path / "deploy.jsonl")]
+    elif problem == "knowledge_empty":
+        (tmp_path / "k.txt").write_text(" \n")
+        extra = ["--knowledge", str(tmp_path / "k.txt")]
     args = collect.parse_args(
         ["--model", tiny_model, "--games", games_dir, "--out", str(out), "--max-turns", "2", "--quiet", *extra]
     )
@@ -280,6 +298,9 @@ def test_bad_input_is_a_clear_error_and_keeps_earlier_output(problem, tiny_model
         "truncated_game": "not a complete z-machine story",
         "knowledge_missing": "cannot read knowledge file",
         "knowledge_malformed": r"k.jsonl:2: not valid JSON",
+        "scrambled_body": r"scrambled/coin-l2-s1\.z8: the z-machine interpreter failed",
+        "knowledge_is_trajectories": r"deploy.jsonl: record 1 is not a knowledge record",
+        "knowledge_empty": r"k.txt: the knowledge text is empty",
     }[problem]
     with pytest.raises(common.InputError, match=expected):
         collect.main(args)
@@ -287,7 +308,9 @@ def test_bad_input_is_a_clear_error_and_keeps_earlier_output(problem, tiny_model
 
 
 def test_malformed_arguments_exit_with_usage(capsys):
-    for argv in (["--max-turns", "0"], ["--episodes", "two"], ["--list-commands", "2"], ["--preset", "nope"]):
+    bad = [["--max-turns", "0"], ["--episodes", "two"], ["--list-commands", "2"], ["--preset", "nope"]]
+    bad += [["--history", "-1"], ["--round", "-1"], ["--n", "0"], ["--batch-size", "0"], ["--max-new-tokens", "0"]]
+    for argv in bad:
         with pytest.raises(SystemExit) as e:
             collect.parse_args(argv)
         assert e.value.code == 2

@@ -447,6 +447,37 @@ def test_report_puts_runs_side_by_side(tmp_path):
 # ----------------------------------------------------------------------------- bad input
 
 
+@pytest.mark.parametrize(
+    "flag, bad, edge",
+    [
+        ("--ifeval-n", "-3", "0"),  # -3 ran all 541 prompts before it was range-checked
+        ("--ifeval-n", "x", "1"),
+        ("--round", "-1", "0"),
+        ("--n", "0", "1"),
+        ("--n-ood", "0", "1"),
+        ("--max-turns", "0", "1"),
+        ("--history", "-1", "0"),
+        ("--max-new-tokens", "0", "1"),
+        ("--episodes", "0", "1"),
+        ("--batch-size", "0", "1"),
+        ("--knowledge-curve", "-1", "0"),
+        ("--ifeval-max-new-tokens", "0", "1"),
+        ("--ifeval-temperature", "-0.1", "0"),
+        ("--ifeval-top-p", "0", "1"),
+        ("--ifeval-top-p", "1.5", "0.01"),
+        ("--ifeval-top-k", "-1", "0"),
+        ("--ifeval-thinking", "2", "1"),
+        ("--list-commands", "2", "0"),
+    ],
+)
+def test_numeric_flags_are_range_checked(flag, bad, edge, capsys):
+    with pytest.raises(SystemExit):
+        evaluate.parse_args([flag, bad])
+    assert f"argument {flag}" in capsys.readouterr().err
+    value = vars(evaluate.parse_args([flag, edge]))[flag[2:].replace("-", "_")]
+    assert value == float(edge) and type(value) in (int, float)
+
+
 def test_bad_input(tiny_model, tiny_games, tmp_path):
     run_ = lambda *argv: evaluate.main(evaluate.parse_args(["--out-dir", str(tmp_path), "--quiet", *argv]))
     with pytest.raises(common.InputError, match="no such model folder"):
@@ -468,6 +499,8 @@ def test_bad_input(tiny_model, tiny_games, tmp_path):
         common.InputError, match=r"prompts.jsonl: prompt 7: unknown instruction\(s\) \['punctuation:no_semicolons'\]"
     ):
         run_("--model", tiny_model, "--sets", "ifeval", "--ifeval-file", str(bad))
+    with pytest.raises(common.InputError, match=r"--ifeval-n 600: the prompt file has 541 prompts"):
+        run_("--model", str(tmp_path / "missing"), "--sets", "ifeval", "--ifeval-n", "600")  # before the model loads
     with pytest.raises(SystemExit):
         evaluate.parse_args(["--sets", "id,games"])
     assert not [f for f in os.listdir(tmp_path) if f.startswith("eval_")]  # nothing half-written

@@ -1,0 +1,121 @@
+"""games.py's game sets: held-out sets never repeat a game, training sets never hold a game whose
+walkthrough wins a held-out one, every game is won by its own walkthrough, damaged games are refused."""
+
+import os
+import random
+import shutil
+
+import pytest
+
+import common
+import games
+
+
+def copy_game(src, folder, name=None):
+    """Copy a finished game (.z8 + .json) into folder, optionally renamed (so no tw-make is needed)."""
+    os.makedirs(folder, exist_ok=True)
+    name = name or os.path.basename(src)[:-3]
+    for ext in (".z8", ".json"):
+        shutil.copy(src[:-3] + ext, os.path.join(folder, name + ext))
+    return os.path.join(folder, name + ".z8")
+
+
+def scramble_body(path, seed=0):
+    """Keep the 64-byte z-machine header (so the file still looks like a story), replace the rest with noise."""
+    with open(path, "rb") as f:
+        data = f.read()
+    rng = random.Random(seed)
+    with open(path, "wb") as f:
+        f.write(data[:64] + bytes(rng.randrange(256) for _ in range(len(data) - 64)))
+
+
+def test_every_game_is_won_by_its_own_walkthrough(tiny_games):
+    """TextWorld's walkthrough, typed through Episode, wins each game: a free check of the harness."""
+    for path in games.list_games(tiny_games):
+        games.check_game(path)  # the game's own policy_commands win it through Episode.step
+        # the .json's walkthrough (cooking's adds `inventory`, `examine cookbook`...) wins it as well
+        assert games.solved_by([games.walkthrough(path)], [path]) == [(games.walkthrough(path), path)]
+
+
+def test_solved_by_replays_rather_than_compares(tiny_games):
+    """A different command list can win a game too: the check replays, it does not compare lists."""
+    path = [p for p in games.list_games(tiny_games) if "treasure" in p][0]
+    solution = games.walkthrough(path)
+    longer = ("look", "inventory") + solution
+    assert games.solved_by([longer], [path]) == [(longer, path)]
+    assert games.solved_by([("look",), solution[:-1] + ("take nothing-here",)], [path]) == []
+
+
+def test_held_out_and_training_sets_are_disjoint_by_content(tiny_games, tmp_path, monkeypatch):
+    """Treasure hunter level 1, seeds from 0: seeds 0 and 1 make the same game. Training seeds are made to
+    start at 0 as well, so every held-out game is offered to the training set and must be refused."""
+    monkeypatch.setitem(games.PRESETS, "eval", [("treasure", 1)])
+    monkeypatch.setitem(games.PRESETS, "train", [("treasure", 1)])
+    monkeypatch.setitem(games.SEED_RANGES, "train", (0, 10**9))
+    root = str(tmp_path / "games")
+    copy_game(os.path.join(tiny_games, "treasure-l1-s0.z8"), f"{root}/eval")  # seed 0, already made
+
+    held_out = games.make_set(root, "eval", 2)
+    walkthroughs = [games.walkthrough(p) for p in held_out]
+    assert len(set(walkthroughs)) == 2  # never repeats a game
+    made = sorted(games.list_games(f"{root}/eval"), key=lambda p: int(p.split("-s")[-1][:-3]))
+    first_distinct = []  # brute force: the first distinct games of the seed range, in seed order
+    for p in made:
+        if games.walkthrough(p) not in [games.walkthrough(q) for q in first_distinct]:
+            first_distinct.append(p)
+    assert held_out == first_distinct[:2]
+    assert games.make_set(root, "eval", 1) == held_out[:1]  # a smaller set is a prefix of a bigger one
+
+    for p in made:  # the training range starts with the same seeds: reuse the files instead of remaking
+        copy_game(p, f"{root}/train")
+    train = games.make_set(root, "train", 2)
+    assert not {games.walkthrough(p) for p in train} & set(walkthroughs)
+    assert games.solved_by([games.walkthrough(p) for p in train], held_out) == []  # the exact property
+    skipped = [p for p in games.list_games(f"{root}/train") if p not in train]
+    assert skipped and all(games.solved_by([games.walkthrough(p)], held_out) for p in skipped)
+
+    # the held-out set grows onto a game the training set already holds: refused, naming both files
+    for p in train:
+        copy_game(p, f"{root}/eval")
+    with pytest.raises(ValueError, match=r"won by a training game's walkthrough .*train/treasure-l1-s\d+\.z8"):
+        games.make_set(root, "eval", 2 + len(train))
+
+
+def test_a_level_with_too_few_distinct_games_is_an_error(tiny_games, tmp_path, monkeypatch):
+    monkeypatch.setitem(games.PRESETS, "eval", [("treasure", 1)])
+    monkeypatch.setitem(games.SEED_RANGES, "eval", (0, 2))  # seeds 0 and 1: one distinct game
+    root = str(tmp_path / "games")
+    copy_game(os.path.join(tiny_games, "treasure-l1-s0.z8"), f"{root}/eval")
+    copy_game(os.path.join(tiny_games, "treasure-l1-s0.z8"), f"{root}/eval", "treasure-l1-s1")  # a repeat
+    assert len(games.make_set(root, "eval", 1)) == 1
+    with pytest.raises(ValueError, match=r"treasure-l1: only 1 of 2 games .*too few distinct games"):
+        games.make_set(root, "eval", 2)
+
+
+def test_a_damaged_game_is_an_error_naming_it(tiny_games, tmp_path):
+    """Header intact, body scrambled: the interpreter halts; that is an error naming the file, never a reply."""
+    victim = copy_game(games.list_games(tiny_games)[-1], str(tmp_path / "bad"))
+    scramble_body(victim)
+    games.check_story_file(victim)  # the header still passes
+    with pytest.raises(common.InputError, match=r"bad/treasure-l1-s0\.z8: the z-machine interpreter failed"):
+        games.game_paths(str(tmp_path / "bad"), None, None, None)
+    with pytest.raises(ValueError, match="interpreter failed"):
+        games.play(lambda eps, msgs: [("look", 1)] * len(eps), [victim], max_turns=2, history=4, batch_size=4)
+
+
+def test_knowledge_file_checks(tmp_path):
+    traj = tmp_path / "deploy.jsonl"
+    common.write_jsonl(str(traj), [{"game": "g", "turns": [], "won": False, "knowledge_id": None, "knowledge": None}])
+    with pytest.raises(common.InputError, match=r"deploy.jsonl: record 1 is not a knowledge record"):
+        games.load_knowledge(str(traj))
+    empty = tmp_path / "k.jsonl"
+    common.write_jsonl(str(empty), [{"knowledge_id": "a", "knowledge": "  \n"}])
+    with pytest.raises(common.InputError, match=r"k.jsonl: knowledge 'a' is empty"):
+        games.load_knowledge(str(empty))
+    blank = tmp_path / "k.txt"
+    blank.write_text("\n\n")
+    with pytest.raises(common.InputError, match=r"k.txt: the knowledge text is empty"):
+        games.load_knowledge(str(blank))
+    good = tmp_path / "good.txt"
+    good.write_text("- open the chest first\n")
+    assert games.load_knowledge(str(good)) == ("good.txt", "- open the chest first\n")
