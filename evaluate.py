@@ -47,29 +47,13 @@ import games
 import ifeval
 
 PRESETS = {"id": "eval", "ood": "ood", "ifeval": None}  # set -> game preset (games.PRESETS)
+EPISODES = 1  # episodes per held-out game: see the docstring for why
+# the IFEval setting, recorded in its summary: the same every round
 IFEVAL_FLAGS = (
-    "ifeval_n",
-    "ifeval_max_new_tokens",
-    "ifeval_thinking",
-    "ifeval_temperature",
-    "ifeval_top_p",
-    "ifeval_top_k",
-    "seed",
-)  # the IFEval setting, recorded in its summary: the same every round
-PLAY_FLAGS = (
-    "max_turns",
-    "history",
-    "max_new_tokens",
-    "list_commands",
-    "match",
-    "episodes",
-    "batch_size",
-    "thinking",
-    "temperature",
-    "top_p",
-    "top_k",
-    "quiet",
-)  # passed on to games.play
+    "ifeval_n ifeval_max_new_tokens ifeval_thinking ifeval_temperature ifeval_top_p ifeval_top_k seed".split()
+)
+SAMPLING = "thinking max_new_tokens temperature top_p top_k".split()  # games.model_agent's
+PLAY_FLAGS = "max_turns history list_commands match episodes batch_size quiet".split()  # games.play's
 
 
 def set_list(text):
@@ -98,93 +82,38 @@ def parse_args(argv=None):
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     common.add_model_args(p)
-    p.add_argument(
-        "--sets", "--set", type=set_list, default=["id"], help="what to evaluate: id, ood, ifeval (comma separated)"
-    )
-    p.add_argument(
-        "--out-dir", default=".", help="folder for eval_SET[_incontext|_curveC].jsonl (e.g. runs/RUN/round_R)"
-    )
+    positive = common.positive_int
+    p.add_argument("--sets", "--set", type=set_list, default=["id"], help="id, ood, ifeval (comma separated)")
+    p.add_argument("--out-dir", default=".", help="folder for eval_SET[_incontext|_curveC].jsonl (runs/RUN/round_R)")
     p.add_argument("--out", default=None, help="output file instead of the name in --out-dir (one set only)")
     p.add_argument("--force", action="store_true", help="redo an evaluation whose output exists")
     p.add_argument("--round", type=at_least(0), default=0, help="round recorded in every record (0 = the base model)")
-    p.add_argument(
-        "--run", default=None, help="run name recorded in every record (default: the folder holding round_R)"
-    )
+    p.add_argument("--run", default=None, help="run name in every record (default: the folder holding round_R)")
     p.add_argument("--quiet", action="store_true", help="no sample, no progress bars")
+    p.add_argument("--report", nargs="+", metavar="RUN", help="write the report of RUN (several: compare them), exit")
     g = p.add_argument_group("games (id, ood)")
-    g.add_argument(
-        "--n",
-        type=common.positive_int,
-        default=20,
-        help="games in the held-out set (and in the OOD set unless --n-ood)",
-    )
-    g.add_argument("--n-ood", type=common.positive_int, default=None, help="games in the OOD set (default: --n)")
-    g.add_argument("--games", default=None, help="play every finished game in this folder instead of the preset sets")
-    g.add_argument(
-        "--games-dir", default="games", help="cache folder for generated games (GAMES_DIR/eval, GAMES_DIR/ood)"
-    )
-    g.add_argument("--max-turns", type=common.positive_int, default=12, help="turn limit per game")
+    g.add_argument("--n", type=positive, default=20, help="games in the held-out set (and OOD set unless --n-ood)")
+    g.add_argument("--n-ood", type=positive, default=None, help="games in the OOD set (default: --n)")
+    g.add_argument("--games", default=None, help="play every finished game in this folder instead of the presets")
+    g.add_argument("--games-dir", default="games", help="cache of generated games (GAMES_DIR/eval, GAMES_DIR/ood)")
+    g.add_argument("--episodes", type=positive, default=EPISODES, help="episodes per game (see the docstring)")
+    g.add_argument("--max-turns", type=positive, default=12, help="turn limit per game")
     g.add_argument("--history", type=at_least(0), default=4, help="turns of the log shown in the prompt (0 = all)")
-    g.add_argument(
-        "--max-new-tokens",
-        type=common.positive_int,
-        default=24,
-        help="response cap per turn (raise it for thinking models)",
-    )
-    g.add_argument(
-        "--list-commands", type=int, default=1, choices=[0, 1], help="1: list the admissible commands in the prompt"
-    )
+    g.add_argument("--max-new-tokens", type=positive, default=24, help="response cap per turn (more for thinking)")
+    g.add_argument("--list-commands", type=int, default=1, choices=[0, 1], help="1: list the admissible commands")
     g.add_argument("--match", default="closest", choices=["closest", "exact"], help="as in collect.py")
-    g.add_argument("--episodes", type=common.positive_int, default=1, help="episodes per game")
-    g.add_argument(
-        "--batch-size", type=common.positive_int, default=32, help="most games (or IFEval prompts) in one generate call"
-    )
-    g.add_argument(
-        "--knowledge", default=None, help="knowledge JSONL (extract.py) or text file: play with it in context"
-    )
-    g.add_argument("--knowledge-id", default=None, help="which knowledge record (default: the first pool entry)")
-    g.add_argument(
-        "--knowledge-curve",
-        type=at_least(0),
-        default=None,
-        metavar="C",
-        help="play with every snapshot of chain C (the in-context curve)",
-    )
-    g = p.add_argument_group("instruction following (ifeval)")
-    g.add_argument(
-        "--ifeval-n", type=at_least(0), default=50, help="IFEval prompts, evenly spaced over the 541 (0 = all)"
-    )
-    g.add_argument(
-        "--ifeval-max-new-tokens",
-        type=common.positive_int,
-        default=256,
-        help="response cap (raise it for thinking models)",
-    )
-    g.add_argument(
-        "--ifeval-thinking",
-        type=int,
-        default=0,
-        choices=[0, 1],
-        help="1: IFEval with the thinking switch on; 0 (default, the Qwen3 authors' setting): off, whatever --thinking",
-    )
-    g.add_argument(
-        "--ifeval-temperature", type=at_least(0.0), default=0.7, help="IFEval sampling temperature (0 = greedy)"
-    )
-    g.add_argument(
-        "--ifeval-top-p", type=at_least(0.0, above=True, most=1.0), default=0.8, help="IFEval nucleus sampling mass"
-    )
-    g.add_argument("--ifeval-top-k", type=at_least(0), default=20, help="IFEval top-k sampling")
-    g.add_argument(
-        "--ifeval-file", default=None, help="prompts in IFEval's input_data.jsonl format (default: the packaged IFEval)"
-    )
-    p.add_argument(
-        "--report",
-        nargs="+",
-        default=None,
-        metavar="RUN",
-        help="one run: RUN/report.md and report.png from RUN/round_*/eval_*.jsonl; several: OUT_DIR/compare.md "
-        "and compare.png, the runs side by side; then exit",
-    )
+    g.add_argument("--batch-size", type=positive, default=32, help="most games (or IFEval prompts) in one generate")
+    g.add_argument("--knowledge", default=None, help="knowledge JSONL (extract.py) or text file: play with it")
+    g.add_argument("--knowledge-id", default=None, help="play with this knowledge record only (default: the pool)")
+    g.add_argument("--knowledge-curve", type=at_least(0), metavar="C", help="play every snapshot of chain C, in order")
+    g = p.add_argument_group("instruction following (ifeval), the same setting every round")
+    g.add_argument("--ifeval-n", type=at_least(0), default=50, help="prompts, evenly spaced over the 541 (0 = all)")
+    g.add_argument("--ifeval-max-new-tokens", type=positive, default=256, help="response cap (more for thinking)")
+    g.add_argument("--ifeval-thinking", type=int, default=0, choices=[0, 1], help="1: thinking on (default off)")
+    g.add_argument("--ifeval-temperature", type=at_least(0.0), default=0.7, help="sampling temperature (0 = greedy)")
+    g.add_argument("--ifeval-top-p", type=at_least(0.0, above=True, most=1.0), default=0.8, help="nucleus mass")
+    g.add_argument("--ifeval-top-k", type=at_least(0), default=20, help="top-k sampling (0 = off)")
+    g.add_argument("--ifeval-file", default=None, help="prompts in IFEval's input_data.jsonl format (default: IFEval)")
     return p.parse_args(argv)
 
 
@@ -349,9 +278,8 @@ def draw(entries, game, seed):
 
 def play_set(model, tokenizer, paths, args, plans, name):
     """Play the games once per plan; per-episode records and one summary each."""
-    sampling = ("thinking", "max_new_tokens", "temperature", "top_p", "top_k")
-    agent = games.model_agent(model, tokenizer, **{k: getattr(args, k) for k in sampling})
-    options = {k: getattr(args, k) for k in PLAY_FLAGS if k not in sampling}
+    agent = games.model_agent(model, tokenizer, **{k: getattr(args, k) for k in SAMPLING})
+    options = {k: getattr(args, k) for k in PLAY_FLAGS}
     records, summaries = [], []
     for knowledge_id, step, entries in plans:
         groups = collections.defaultdict(list)  # entry -> its games: one lock-step play per entry
@@ -371,19 +299,16 @@ def play_set(model, tokenizer, paths, args, plans, name):
         records += played
         summaries.append(dict(knowledge_id=knowledge_id, step=step, **game_metrics(played)))
         if len(entries) > 1:  # the spread over the pool: [won, episodes] per entry
-            wins = {e: [sum(r["won"] for r in played if r["knowledge_id"] == e), 0] for e, _ in groups}
-            for r in played:
-                wins[r["knowledge_id"]][1] += 1
-            summaries[-1]["won_by_knowledge"] = wins
+            won = {e: [r["won"] for r in played if r["knowledge_id"] == e] for e, _ in groups}
+            summaries[-1]["won_by_knowledge"] = {e: [sum(w), len(w)] for e, w in won.items()}
     return records, summaries
 
 
 def ifeval_set(model, tokenizer, args, prompts):
     """Answer every prompt (batched, seeded) and check its instructions with IFEval's own checker."""
-    chat = lambda p: common.chat_text(tokenizer, [{"role": "user", "content": p["prompt"]}], bool(args.ifeval_thinking))
-    texts = [chat(p) for p in prompts]
+    thinking, sampling = bool(args.ifeval_thinking), (args.ifeval_temperature, args.ifeval_top_p, args.ifeval_top_k)
+    texts = [common.chat_text(tokenizer, [{"role": "user", "content": p["prompt"]}], thinking) for p in prompts]
     torch.manual_seed(args.seed)
-    sampling = (args.ifeval_temperature, args.ifeval_top_p, args.ifeval_top_k)
     outputs = []
     for i in tqdm(range(0, len(texts), args.batch_size), desc="eval ifeval", disable=args.quiet, leave=False):
         outputs += common.generate(
@@ -393,22 +318,11 @@ def ifeval_set(model, tokenizer, args, prompts):
     for p, (response, n_tokens) in zip(prompts, outputs):
         answer = common.split_thinking(response)[1]  # the checker reads the answer, not the reasoning
         strict, loose = ifeval.check(p, answer)
-        records.append(
-            dict(
-                kind="prompt",
-                eval_set="ifeval",
-                key=p["key"],
-                prompt=p["prompt"],
-                instruction_id_list=p["instruction_id_list"],
-                kwargs=p["kwargs"],
-                response=response,
-                response_tokens=n_tokens,
-                answer=answer,
-                followed=strict,
-                followed_loose=loose,
-                cut=n_tokens >= args.ifeval_max_new_tokens,
-            )
+        record = dict(
+            kind="prompt", eval_set="ifeval", **{k: p[k] for k in ("key", "prompt", "instruction_id_list", "kwargs")}
         )
+        record.update(response=response, response_tokens=n_tokens, answer=answer, followed=strict, followed_loose=loose)
+        records.append(dict(record, cut=n_tokens >= args.ifeval_max_new_tokens))
     return records, [dict(knowledge_id=None, **ifeval_metrics(records))]
 
 
@@ -689,12 +603,9 @@ def main(args):
     if not todo:
         return []
     # every input is checked before the model loads
+    n = lambda name: (args.n_ood or args.n) if name == "ood" else args.n
     paths = {
-        name: games.game_paths(
-            args.games, args.games_dir, PRESETS[name], (args.n_ood or args.n) if name == "ood" else args.n
-        )
-        for name in todo
-        if name != "ifeval"
+        name: games.game_paths(args.games, args.games_dir, PRESETS[name], n(name)) for name in todo if PRESETS[name]
     }
     plans = knowledge_plans(args) if paths else None
     prompts = ifeval.load_prompts(args.ifeval_n, args.ifeval_file) if "ifeval" in todo else None
@@ -709,20 +620,14 @@ def main(args):
             settings = {k: getattr(args, k) for k in IFEVAL_FLAGS}
         else:
             records, summaries = play_set(model, tokenizer, paths[name], args, plans, name)
-            settings = {k: getattr(args, k) for k in PLAY_FLAGS + ("seed",) if k != "quiet"}
+            settings = {k: getattr(args, k) for k in SAMPLING + PLAY_FLAGS + ["seed"] if k != "quiet"}
         run = args.run or common.run_name(out)
         for r in records:
             r.update(run=run, round=args.round, model=args.model)
+        seconds = round(time.time() - start, 1)
         for s in summaries:
-            s.update(
-                kind="summary",
-                eval_set=name,
-                run=run,
-                round=args.round,
-                model=args.model,
-                seconds=round(time.time() - start, 1),
-                settings=settings,
-            )
+            s.update(kind="summary", eval_set=name, run=run, round=args.round, model=args.model, seconds=seconds)
+            s["settings"] = settings
         common.write_jsonl(out, records + summaries)
         if not args.quiet:
             show_sample(records[0])
