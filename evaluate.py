@@ -27,13 +27,13 @@ puts runs side by side (OUT_DIR/compare.md and compare.png, the shape of the pap
 
 Episodes per game (`--episodes`, default 1). Over G games of E episodes the pass rate has variance σ_b²/G +
 σ_w²/(G·E): σ_b² = Var(p_g), how much games differ; σ_w² = mean p_g(1-p_g), the sampling noise within a game.
-Their sum is p(1-p) (0.24 at a pass rate of 0.60, the README's base model), so 20 games x 1 episode give a
-standard error of 0.11 (±0.21) whatever the split. Episodes shrink only σ_w²/(G·E): 20 x 2 gives 0.077 to
-0.11, while 40 x 1 (the same cost: an episode costs as much as a game) gives 0.077 for any split. For a paired
-difference between rounds the between-game part mostly cancels, and episodes help nearly as much as games,
-never more. So the default is 1 and precision is bought with games (`--n`, loop.sh's N_EVAL); `--episodes` is
-for a set that cannot grow (`--games FOLDER`). Intervals and paired tests resample whole games, so they stay
-right with several episodes (episodes of one game are not independent).
+Measured (SmolLM2-135M on the 20 held-out games x 2 episodes, 12 turns, CPU, 1791 s): pass rate 0.25, σ_b²
+0.095, σ_w² 0.100. Standard error of the pass rate: 0.099 at 20 x 1, 0.085 at 20 x 2, 0.070 at 40 x 1; of a
+paired round-to-round difference with no change: 0.100, 0.071, 0.071. Episodes shrink only the within-game term;
+another game (same cost as an episode) shrinks both, so it is never worse. So the default is 1 and precision is
+bought with games (`--n`, loop.sh's N_EVAL); `--episodes` is for a set that cannot grow (`--games FOLDER`).
+Intervals and paired tests resample whole games, so they stay right with several episodes (episodes of one game
+are not independent).
 
 Simplified relative to the paper: TextWorld games instead of TextArena's; IFEval on an evenly spaced
 subset of its prompts (`--ifeval-n`, 0 = all 541) with a response budget.
