@@ -5,24 +5,44 @@ Sets (`--sets`, comma separated, one model load for all of them):
 - `id`: held-out games of the training distribution (preset `eval`, the same games every round);
 - `ood`: harder settings and another game family (preset `ood`);
   both played exactly as collect.py plays (`games.play`: same prompt, same command parsing),
-  without knowledge unless `--knowledge` (one pool entry, placed where the distillation teacher sees
-  it) or `--knowledge-curve C` (every snapshot of chain C, in order: the in-context curve);
-- `ifeval`: IFEval prompt-level strict accuracy, offline, greedy by default (see ifeval.py).
+  without knowledge unless `--knowledge` (the knowledge pool, placed where the distillation teacher sees it;
+  each game draws one entry, seeded by its name, as the teacher draws one per prompt; `--knowledge-id` plays
+  one entry) or `--knowledge-curve C` (every snapshot of chain C, in order: the in-context curve);
+- `ifeval`: IFEval prompt-level strict accuracy, offline (see ifeval.py), always in one documented setting, the
+  Qwen3 authors' for IFEval: thinking off (whatever `--thinking` says; an answer cut inside `<think>` would be
+  empty and fail, so a shorter reasoning alone would raise the score), sampling at temperature 0.7, top-p 0.8,
+  top-k 20, seeded with `--seed`. The `--ifeval-*` flags change it; their values go into the summary.
 Each set writes OUT_DIR/eval_SET.jsonl (eval_SET_incontext.jsonl with --knowledge,
 eval_SET_curveC.jsonl with --knowledge-curve): per-game or per-prompt records, then one
 `kind: "summary"` record per evaluation, with 95% intervals. An existing output is skipped unless
-`--force`. `--report RUN` draws a run: RUN/report.md and RUN/report.png (the paper's Figure 1).
+`--force`. `--report RUN` draws a run: RUN/report.md and RUN/report.png (the paper's Figure 1), with the
+paired change of the held-out pass rate from round 0 and from the in-context run; `--report RUN1 RUN2 ...`
+puts runs side by side (OUT_DIR/compare.md and compare.png, the shape of the paper's Table 2).
 
     python evaluate.py --model runs/demo/round_1/model --round 1 --sets id,ood,ifeval --out-dir runs/demo/round_1
-    python evaluate.py --model smollm2-135m --round 1 --sets id --knowledge runs/demo/round_1/knowledge.jsonl --out-dir runs/demo/round_1
+    python evaluate.py --model smollm2-135m --round 1 --sets id --knowledge runs/demo/round_1/knowledge.jsonl \\
+        --out-dir runs/demo/round_1
     python evaluate.py --report runs/demo
+    python evaluate.py --report runs/a runs/b --out-dir runs
+
+Episodes per game (`--episodes`, default 1). Over G games of E episodes the pass rate has variance σ_b²/G +
+σ_w²/(G·E): σ_b² = Var(p_g), how much games differ; σ_w² = mean p_g(1-p_g), the sampling noise within a game.
+Measured (SmolLM2-135M on the 20 held-out games x 2 episodes, 12 turns, CPU, 1791 s): pass rate 0.25, σ_b²
+0.095, σ_w² 0.100. Standard error of the pass rate: 0.099 at 20 x 1, 0.085 at 20 x 2, 0.070 at 40 x 1; of a
+paired round-to-round difference with no change: 0.100, 0.071, 0.071. Episodes shrink only the within-game term;
+another game (same cost as an episode) shrinks both, so it is never worse. So the default is 1 and precision is
+bought with games (`--n`, loop.sh's N_EVAL); `--episodes` is for a set that cannot grow (`--games FOLDER`).
+Intervals and paired tests resample whole games, so they stay right with several episodes (episodes of one game
+are not independent).
 
 Simplified relative to the paper: TextWorld games instead of TextArena's; IFEval on an evenly spaced
 subset of its prompts (`--ifeval-n`, 0 = all 541) with a response budget.
 """
 
 import argparse
+import collections
 import glob
+import json
 import math
 import os
 import random
@@ -37,20 +57,13 @@ import games
 import ifeval
 
 PRESETS = {"id": "eval", "ood": "ood", "ifeval": None}  # set -> game preset (games.PRESETS)
-PLAY_FLAGS = (
-    "max_turns",
-    "history",
-    "max_new_tokens",
-    "list_commands",
-    "match",
-    "episodes",
-    "batch_size",
-    "thinking",
-    "temperature",
-    "top_p",
-    "top_k",
-    "quiet",
-)  # passed on to games.play
+EPISODES = 1  # episodes per held-out game: more games beat more episodes at the same cost (docstring)
+# the IFEval setting, recorded in its summary: the same every round
+IFEVAL_FLAGS = (
+    "ifeval_n ifeval_max_new_tokens ifeval_thinking ifeval_temperature ifeval_top_p ifeval_top_k seed".split()
+)
+SAMPLING = "thinking max_new_tokens temperature top_p top_k".split()  # games.model_agent's
+PLAY_FLAGS = "max_turns history list_commands match episodes batch_size quiet".split()  # games.play's
 
 
 def set_list(text):
@@ -61,81 +74,56 @@ def set_list(text):
     return list(dict.fromkeys(sets))
 
 
+def at_least(low, above=False, most=None):
+    """argparse type: a number of low's type (int or float), >= low (> low if `above`) and <= most."""
+
+    def parse(text):
+        value = type(low)(text)
+        if value < low or (above and value == low) or (most is not None and value > most):
+            high = f"{most}]" if most is not None else "inf)"
+            raise argparse.ArgumentTypeError(f"expected a number in {'(' if above else '['}{low}, {high}, got {text}")
+        return value
+
+    return parse
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     common.add_model_args(p)
-    p.add_argument(
-        "--sets", "--set", type=set_list, default=["id"], help="what to evaluate: id, ood, ifeval (comma separated)"
-    )
-    p.add_argument(
-        "--out-dir", default=".", help="folder for eval_SET[_incontext|_curveC].jsonl (e.g. runs/RUN/round_R)"
-    )
+    positive = common.positive_int
+    p.add_argument("--sets", "--set", type=set_list, default=["id"], help="id, ood, ifeval (comma separated)")
+    p.add_argument("--out-dir", default=".", help="folder for eval_SET[_incontext|_curveC].jsonl (runs/RUN/round_R)")
     p.add_argument("--out", default=None, help="output file instead of the name in --out-dir (one set only)")
     p.add_argument("--force", action="store_true", help="redo an evaluation whose output exists")
-    p.add_argument("--round", type=int, default=0, help="round recorded in every record (0 = the base model)")
-    p.add_argument(
-        "--run", default=None, help="run name recorded in every record (default: the folder holding round_R)"
-    )
+    p.add_argument("--round", type=at_least(0), default=0, help="round recorded in every record (0 = the base model)")
+    p.add_argument("--run", default=None, help="run name in every record (default: the folder holding round_R)")
     p.add_argument("--quiet", action="store_true", help="no sample, no progress bars")
+    p.add_argument("--report", nargs="+", metavar="RUN", help="write the report of RUN (several: compare them), exit")
     g = p.add_argument_group("games (id, ood)")
-    g.add_argument(
-        "--n",
-        type=common.positive_int,
-        default=20,
-        help="games in the held-out set (and in the OOD set unless --n-ood)",
-    )
-    g.add_argument("--n-ood", type=common.positive_int, default=None, help="games in the OOD set (default: --n)")
-    g.add_argument("--games", default=None, help="play every finished game in this folder instead of the preset sets")
-    g.add_argument(
-        "--games-dir", default="games", help="cache folder for generated games (GAMES_DIR/eval, GAMES_DIR/ood)"
-    )
-    g.add_argument("--max-turns", type=common.positive_int, default=12, help="turn limit per game")
-    g.add_argument("--history", type=int, default=4, help="turns of the log shown in the prompt (0 = all)")
-    g.add_argument(
-        "--max-new-tokens",
-        type=common.positive_int,
-        default=24,
-        help="response cap per turn (raise it for thinking models)",
-    )
-    g.add_argument(
-        "--list-commands", type=int, default=1, choices=[0, 1], help="1: list the admissible commands in the prompt"
-    )
+    g.add_argument("--n", type=positive, default=20, help="games in the held-out set (and OOD set unless --n-ood)")
+    g.add_argument("--n-ood", type=positive, default=None, help="games in the OOD set (default: --n)")
+    g.add_argument("--games", default=None, help="play every finished game in this folder instead of the presets")
+    g.add_argument("--games-dir", default="games", help="cache of generated games (GAMES_DIR/eval, GAMES_DIR/ood)")
+    g.add_argument("--episodes", type=positive, default=EPISODES, help="episodes per game (see the docstring)")
+    g.add_argument("--max-turns", type=positive, default=12, help="turn limit per game")
+    g.add_argument("--history", type=at_least(0), default=4, help="turns of the log shown in the prompt (0 = all)")
+    g.add_argument("--max-new-tokens", type=positive, default=24, help="response cap per turn (more for thinking)")
+    g.add_argument("--list-commands", type=int, default=1, choices=[0, 1], help="1: list the admissible commands")
     g.add_argument("--match", default="closest", choices=["closest", "exact"], help="as in collect.py")
-    g.add_argument("--episodes", type=common.positive_int, default=1, help="episodes per game")
-    g.add_argument(
-        "--batch-size", type=common.positive_int, default=32, help="most games (or IFEval prompts) in one generate call"
-    )
-    g.add_argument(
-        "--knowledge", default=None, help="knowledge JSONL (extract.py) or text file: play with it in context"
-    )
-    g.add_argument("--knowledge-id", default=None, help="which knowledge record (default: the first pool entry)")
-    g.add_argument(
-        "--knowledge-curve",
-        type=int,
-        default=None,
-        metavar="C",
-        help="play with every snapshot of chain C (the in-context curve)",
-    )
-    g = p.add_argument_group("instruction following (ifeval)")
-    g.add_argument("--ifeval-n", type=int, default=50, help="IFEval prompts, evenly spaced over the 541 (0 = all)")
-    g.add_argument(
-        "--ifeval-max-new-tokens",
-        type=common.positive_int,
-        default=256,
-        help="response cap (raise it for thinking models)",
-    )
-    g.add_argument("--ifeval-temperature", type=float, default=0.0, help="sampling temperature for IFEval; 0 = greedy")
-    g.add_argument(
-        "--ifeval-file", default=None, help="prompts in IFEval's input_data.jsonl format (default: the packaged IFEval)"
-    )
-    p.add_argument(
-        "--report",
-        default=None,
-        metavar="RUN",
-        help="write RUN/report.md and RUN/report.png from RUN/round_*/eval_*.jsonl, then exit",
-    )
+    g.add_argument("--batch-size", type=positive, default=32, help="most games (or IFEval prompts) in one generate")
+    g.add_argument("--knowledge", default=None, help="knowledge JSONL (extract.py) or text file: play with it")
+    g.add_argument("--knowledge-id", default=None, help="play with this knowledge record only (default: the pool)")
+    g.add_argument("--knowledge-curve", type=at_least(0), metavar="C", help="play every snapshot of chain C, in order")
+    g = p.add_argument_group("instruction following (ifeval), the same setting every round")
+    g.add_argument("--ifeval-n", type=at_least(0), default=50, help="prompts, evenly spaced over the 541 (0 = all)")
+    g.add_argument("--ifeval-max-new-tokens", type=positive, default=256, help="response cap (more for thinking)")
+    g.add_argument("--ifeval-thinking", type=int, default=0, choices=[0, 1], help="1: thinking on (default off)")
+    g.add_argument("--ifeval-temperature", type=at_least(0.0), default=0.7, help="sampling temperature (0 = greedy)")
+    g.add_argument("--ifeval-top-p", type=at_least(0.0, above=True, most=1.0), default=0.8, help="nucleus mass")
+    g.add_argument("--ifeval-top-k", type=at_least(0), default=20, help="top-k sampling (0 = off)")
+    g.add_argument("--ifeval-file", default=None, help="prompts in IFEval's input_data.jsonl format (default: IFEval)")
     return p.parse_args(argv)
 
 
@@ -151,36 +139,81 @@ def wilson(successes, n, z=1.96):
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def mean_ci(values, bounds=(-math.inf, math.inf), z=1.96):
-    """(mean, (low, high)): normal 95% interval of a mean, from the sample standard deviation, kept
-    within the values' possible range (`bounds`)."""
-    n = len(values)
-    mean = sum(values) / max(n, 1)
-    half = z * math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else 0.0
-    return mean, (max(mean - half, bounds[0]), min(mean + half, bounds[1]))
-
-
 def ratio_ci(numerators, denominators, resamples=2000, seed=0):
-    """(sum(num) / sum(den), 95% percentile bootstrap over units): for per-turn means, whose turns
-    are not independent (they cluster by game), so whole games are resampled."""
+    """(sum(num) / sum(den), 95% percentile bootstrap over units). A unit is a game: its turns and its
+    episodes are not independent, so whole games are resampled (a cluster bootstrap)."""
     n, rng = len(numerators), random.Random(seed)
     ratio = lambda idx: sum(numerators[i] for i in idx) / max(sum(denominators[i] for i in idx), 1)
     stats = sorted(ratio([rng.randrange(n) for _ in range(n)]) for _ in range(resamples)) if n else [0.0]
     return ratio(range(n)), (stats[int(0.025 * (len(stats) - 1))], stats[int(0.975 * (len(stats) - 1))])
 
 
+def mcnemar_exact(b, c):
+    """Two-sided exact McNemar p-value from the discordant pairs (b one way, c the other): with no
+    difference, each discordant pair goes either way with probability 1/2 (a binomial)."""
+    n = b + c
+    return min(1.0, 2 * sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n)
+
+
+def sign_flip_p(diffs):
+    """Two-sided exact p-value of the paired randomisation test on per-game integer differences: with no
+    difference each game's difference is as likely negative as positive, so all 2^G sign flips are
+    equally likely; their sums are counted exactly. With one episode a game it is McNemar's exact test."""
+    counts = {0: 1}  # sum of flipped differences -> number of flip patterns giving it
+    for d in diffs:
+        flipped = collections.Counter()
+        for total, k in counts.items():
+            flipped[total + d] += k
+            flipped[total - d] += k
+        counts = flipped
+    observed = abs(sum(diffs))
+    return sum(k for total, k in counts.items() if abs(total) >= observed) / 2 ** len(diffs)
+
+
+def by_game(records):
+    """{game: [records]} in first-seen order: the clusters of the intervals and of the pairing."""
+    games_ = {}
+    for r in records:
+        games_.setdefault(r["game"], []).append(r)
+    return games_
+
+
+def paired_difference(before, after):
+    """Change in pass rate between two evaluations of the same games, paired by (game, episode):
+    the difference, its 95% bootstrap interval over games, and the exact sign-flip p-value over games."""
+    won = {(r["game"], r["episode"]): bool(r["won"]) for r in before}
+    pairs = [
+        (r["game"], int(r["won"]) - won[(r["game"], r["episode"])]) for r in after if (r["game"], r["episode"]) in won
+    ]
+    diffs, counts = collections.Counter(), collections.Counter()
+    for game, d in pairs:
+        diffs[game] += d
+        counts[game] += 1
+    per_game = [diffs[g] for g in counts]
+    diff, ci = ratio_ci(per_game, [counts[g] for g in counts])
+    better, worse = sum(d > 0 for _, d in pairs), sum(d < 0 for _, d in pairs)
+    return dict(
+        diff=diff, diff_ci=ci, p=sign_flip_p(per_game), games=len(counts), pairs=len(pairs), better=better, worse=worse
+    )
+
+
 def game_metrics(records):
-    """Pass rate, score fraction, turns, response tokens per turn and per game, valid commands."""
+    """Pass rate, score fraction, turns, response tokens per turn and per game, valid commands; the
+    intervals resample whole games (Wilson's for the pass rate when every game has one episode)."""
     if not records:
         raise common.InputError("no game records to summarise")
+    games_ = list(by_game(records).values())
+    per_game = lambda f: [sum(f(r) for r in rs) for rs in games_]
+    episodes, turns = per_game(lambda r: 1), per_game(lambda r: len(r["turns"]))
+    tokens = per_game(lambda r: sum(t["response_tokens"] for t in r["turns"]))
     won, n = sum(bool(r["won"]) for r in records), len(records)
-    tokens = [sum(t["response_tokens"] for t in r["turns"]) for r in records]
-    m = dict(n=n, won=won, pass_rate=won / n, pass_rate_ci=wilson(won, n))
-    m["score"], m["score_ci"] = mean_ci([r["score"] / max(r["max_score"], 1) for r in records], bounds=(0, 1))
-    m["turns"], m["turns_ci"] = mean_ci([r["turns_used"] for r in records])
-    m["tokens_per_turn"], m["tokens_per_turn_ci"] = ratio_ci(tokens, [len(r["turns"]) for r in records])
-    m["tokens_per_game"], m["tokens_per_game_ci"] = mean_ci(tokens)
-    m["valid"] = sum(t["valid"] for r in records for t in r["turns"]) / max(sum(len(r["turns"]) for r in records), 1)
+    m = dict(n=n, games=len(games_), won=won, pass_rate=won / n)
+    m["pass_rate_ci"] = wilson(won, n) if n == len(games_) else ratio_ci(per_game(lambda r: r["won"]), episodes)[1]
+    m["score"], m["score_ci"] = ratio_ci(per_game(lambda r: r["score"] / max(r["max_score"], 1)), episodes)
+    m["turns"], m["turns_ci"] = ratio_ci(per_game(lambda r: r["turns_used"]), episodes)
+    m["tokens_per_turn"], m["tokens_per_turn_ci"] = ratio_ci(tokens, turns)
+    m["tokens_per_game"], m["tokens_per_game_ci"] = ratio_ci(tokens, episodes)
+    m["valid"] = sum(per_game(lambda r: sum(t["valid"] for t in r["turns"]))) / max(sum(turns), 1)
     return m
 
 
@@ -199,7 +232,7 @@ def ifeval_metrics(records):
         instruction_accuracy_loose=sum(flat_loose) / len(flat_loose),
         cut=sum(r["cut"] for r in records) / n,
     )
-    m["tokens_per_response"], m["tokens_per_response_ci"] = mean_ci([r["response_tokens"] for r in records])
+    m["tokens_per_response"], m["tokens_per_response_ci"] = ratio_ci([r["response_tokens"] for r in records], [1] * n)
     return m
 
 
@@ -216,211 +249,349 @@ def output_path(args, name):
     return os.path.join(args.out_dir, f"eval_{name}{suffix}.jsonl")
 
 
-def knowledge_texts(args):
-    """[(knowledge_id, text, step)] to play with: none, one pool entry, or every snapshot of one chain."""
-    if args.knowledge_curve is not None:
-        if not args.knowledge:
+def knowledge_plans(args):
+    """[(knowledge_id, step, entries)], one evaluation each: entries are the (knowledge_id, text) a game
+    may play with. Without --knowledge: no knowledge. With a JSONL: the whole pool, one entry drawn per
+    game as the teacher draws one per prompt (--knowledge-id: that entry only). --knowledge-curve C:
+    every snapshot of chain C, in order, one evaluation each."""
+    if args.knowledge is None:
+        if args.knowledge_curve is not None:
             raise common.InputError("--knowledge-curve needs --knowledge KNOWLEDGE.jsonl (extract.py's snapshots)")
-        records = common.read_jsonl(args.knowledge, required=("knowledge_id", "knowledge", "chain", "step"))
-        chain = sorted((r for r in records if r["chain"] == args.knowledge_curve), key=lambda r: r["step"])
+        return [(None, None, [(None, None)])]
+    if not args.knowledge.endswith(".jsonl"):
+        return [(os.path.basename(args.knowledge), None, [games.load_knowledge(args.knowledge)])]
+    records = common.read_jsonl(args.knowledge, required=("knowledge_id", "knowledge"))
+    if args.knowledge_curve is not None:
+        chain = [r for r in records if r.get("chain") == args.knowledge_curve and isinstance(r.get("step"), int)]
         if not chain:
-            raise common.InputError(f"{args.knowledge}: no snapshots of chain {args.knowledge_curve}")
-        return [(r["knowledge_id"], r["knowledge"], r["step"]) for r in chain]
-    return [games.load_knowledge(args.knowledge, args.knowledge_id) + (None,)]
+            raise common.InputError(f"{args.knowledge}: no snapshots of chain {args.knowledge_curve} (chain, step)")
+        chain.sort(key=lambda r: r["step"])
+        return [
+            (r["knowledge_id"], r["step"], [games.load_knowledge(args.knowledge, r["knowledge_id"])]) for r in chain
+        ]
+    if args.knowledge_id is not None:
+        return [(args.knowledge_id, None, [games.load_knowledge(args.knowledge, args.knowledge_id)])]
+    ids = [r["knowledge_id"] for r in records if r.get("in_pool")] or [games.load_knowledge(args.knowledge)[0]]
+    pool = [games.load_knowledge(args.knowledge, i) for i in dict.fromkeys(ids)]  # each checked: a text, not empty
+    return [("pool" if len(pool) > 1 else pool[0][0], None, pool)]
 
 
-def play_set(model, tokenizer, paths, args, texts, name):
-    """Play the games once per knowledge text (None = without); per-game records and one summary each."""
-    sampling = ("thinking", "max_new_tokens", "temperature", "top_p", "top_k")
-    agent = games.model_agent(model, tokenizer, **{k: getattr(args, k) for k in sampling})
-    options = {k: getattr(args, k) for k in PLAY_FLAGS if k not in sampling}
+def game_name(path):
+    return os.path.splitext(os.path.basename(path))[0]  # the `game` of a play record
+
+
+def draw(entries, game, seed):
+    """The pool entry a game plays with: drawn from the game's name and the seed, so a game gets the
+    same entry every round and the draw does not depend on which other games are played."""
+    return entries[random.Random(f"{seed}:{game}").randrange(len(entries))]
+
+
+def play_set(model, tokenizer, paths, args, plans, name):
+    """Play the games once per plan; per-episode records and one summary each."""
+    agent = games.model_agent(model, tokenizer, **{k: getattr(args, k) for k in SAMPLING})
+    options = {k: getattr(args, k) for k in PLAY_FLAGS}
     records, summaries = [], []
-    for knowledge_id, knowledge, step in texts:
+    for knowledge_id, step, entries in plans:
+        groups = collections.defaultdict(list)  # entry -> its games: one lock-step play per entry
+        for path in paths:
+            groups[draw(entries, game_name(path), args.seed)].append(path)
         random.seed(args.seed)
-        torch.manual_seed(args.seed)  # the same sampling noise for every knowledge text
-        try:
-            played, _ = games.play(
-                agent, paths, **options, knowledge=knowledge, desc=f"eval {name} {knowledge_id or ''}"
-            )
-        except ValueError as e:
-            raise common.InputError(str(e))
-        for r in played:
-            r.update(kind="game", eval_set=name, knowledge_id=knowledge_id, knowledge=knowledge)
+        torch.manual_seed(args.seed)  # the same sampling noise for every plan
+        played = []
+        for (entry_id, text), group in groups.items():
+            try:
+                part, _ = games.play(agent, group, **options, knowledge=text, desc=f"eval {name} {entry_id or ''}")
+            except ValueError as e:
+                raise common.InputError(str(e))
+            played += [dict(r, kind="game", eval_set=name, knowledge_id=entry_id, knowledge=text) for r in part]
+        order = {path: i for i, path in enumerate(paths)}
+        played.sort(key=lambda r: (order[r["game_file"]], r["episode"]))
         records += played
         summaries.append(dict(knowledge_id=knowledge_id, step=step, **game_metrics(played)))
+        if len(entries) > 1:  # the spread over the pool: [won, episodes] per entry
+            won = {e: [r["won"] for r in played if r["knowledge_id"] == e] for e, _ in groups}
+            summaries[-1]["won_by_knowledge"] = {e: [sum(w), len(w)] for e, w in won.items()}
     return records, summaries
 
 
 def ifeval_set(model, tokenizer, args, prompts):
-    """Answer every prompt (batched) and check its instructions with IFEval's own checker."""
-    texts = [common.chat_text(tokenizer, [{"role": "user", "content": p["prompt"]}], args.thinking) for p in prompts]
+    """Answer every prompt (batched, seeded) and check its instructions with IFEval's own checker."""
+    thinking, sampling = bool(args.ifeval_thinking), (args.ifeval_temperature, args.ifeval_top_p, args.ifeval_top_k)
+    texts = [common.chat_text(tokenizer, [{"role": "user", "content": p["prompt"]}], thinking) for p in prompts]
     torch.manual_seed(args.seed)
     outputs = []
     for i in tqdm(range(0, len(texts), args.batch_size), desc="eval ifeval", disable=args.quiet, leave=False):
         outputs += common.generate(
-            model,
-            tokenizer,
-            texts[i : i + args.batch_size],
-            args.ifeval_max_new_tokens,
-            args.ifeval_temperature,
-            args.top_p,
-            args.top_k,
+            model, tokenizer, texts[i : i + args.batch_size], args.ifeval_max_new_tokens, *sampling
         )
     records = []
     for p, (response, n_tokens) in zip(prompts, outputs):
         answer = common.split_thinking(response)[1]  # the checker reads the answer, not the reasoning
         strict, loose = ifeval.check(p, answer)
-        records.append(
-            dict(
-                kind="prompt",
-                eval_set="ifeval",
-                key=p["key"],
-                prompt=p["prompt"],
-                instruction_id_list=p["instruction_id_list"],
-                kwargs=p["kwargs"],
-                response=response,
-                response_tokens=n_tokens,
-                answer=answer,
-                followed=strict,
-                followed_loose=loose,
-                cut=n_tokens >= args.ifeval_max_new_tokens,
-            )
+        record = dict(
+            kind="prompt", eval_set="ifeval", **{k: p[k] for k in ("key", "prompt", "instruction_id_list", "kwargs")}
         )
+        record.update(response=response, response_tokens=n_tokens, answer=answer, followed=strict, followed_loose=loose)
+        records.append(dict(record, cut=n_tokens >= args.ifeval_max_new_tokens))
     return records, [dict(knowledge_id=None, **ifeval_metrics(records))]
 
 
 # ----------------------------------------------------------------------------- the report
 
+COLUMNS = [  # (header, evaluation, metric): the per-round table of one run
+    ("held-out pass rate", "id", "pass_rate"),
+    ("with knowledge in context", "id_incontext", "pass_rate"),
+    ("score", "id", "score"),
+    ("tokens/turn", "id", "tokens_per_turn"),
+    ("tokens/turn in context", "id_incontext", "tokens_per_turn"),
+    ("turns", "id", "turns"),
+    ("OOD games pass rate", "ood", "pass_rate"),
+    ("IFEval prompt-level strict", "ifeval", "prompt_accuracy"),
+]
+PAIRED = [("vs round 0", "id", 0), ("vs in context", "id_incontext", None)]  # held-out games paired with these
+NOT_KNOBS = ("quiet", "device", "force", "report", "out_dir")  # recorded flags that do not change a result
 
-def load_summaries(run):
-    """{(round, eval name): [summary records]} from RUN/round_R/eval_NAME.jsonl."""
+
+def load_run(run):
+    """{(round, eval name): {summaries, games: [{game, episode, won}]}} from RUN/round_R/eval_NAME.jsonl."""
     found = {}
     for path in sorted(glob.glob(os.path.join(run, "round_*", "eval_*.jsonl"))):
         match = re.fullmatch(r"round_(\d+)", os.path.basename(os.path.dirname(path)))
         if not match:
             continue
         name = os.path.basename(path)[len("eval_") : -len(".jsonl")]
-        summaries = [r for r in common.read_jsonl(path) if r.get("kind") == "summary"]
-        need = (
-            ("prompt_accuracy", "prompt_accuracy_ci")
-            if name.startswith("ifeval")
-            else ("pass_rate", "pass_rate_ci", "tokens_per_turn")
-        )
+        records = common.read_jsonl(path)
+        summaries = [r for r in records if r.get("kind") == "summary"]
+        need = ("prompt_accuracy", "prompt_accuracy_ci") if name.startswith("ifeval") else ("pass_rate", "pass_rate_ci")
         if not summaries or any(k not in s for s in summaries for k in need):
             raise common.InputError(
-                f"{path}: expected a summary record (kind 'summary') with {', '.join(need)}; rerun the evaluation with --force"
+                f"{path}: expected a summary record (kind 'summary') with {', '.join(need)}; "
+                "rerun the evaluation with --force"
             )
-        found[(int(match.group(1)), name)] = summaries
+        played = [r for r in records if r.get("kind") == "game"]
+        if any(k not in r for r in played for k in ("game", "episode", "won")):
+            raise common.InputError(f"{path}: a game record without game, episode and won; rerun with --force")
+        played = [dict(game=r["game"], episode=r["episode"], won=r["won"]) for r in played]
+        found[(int(match.group(1)), name)] = dict(summaries=summaries, games=played)
     if not found:
         raise common.InputError(f"{run}: no evaluations found (expected {run}/round_R/eval_*.jsonl)")
     return found
 
 
-def write_report(run):
-    """RUN/report.md (one row per round) and RUN/report.png (pass rate, length, OOD per round)."""
-    found = load_summaries(run)
+def read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise common.InputError(f"{path}: expected a JSON object ({e})")
+    if not isinstance(record, dict):
+        raise common.InputError(f"{path}: expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def run_knobs(run, found):
+    """{knob: value} as the run's files record them: RUN/settings.json if there is one, each round's
+    distillation flags (RUN/round_R/model/args.json), the knowledge's `source` and `model`
+    (RUN/round_R/knowledge.jsonl) and the evaluation settings. Paths inside the run read RUN/round_R,
+    so that two runs compare; a knob that changed between rounds shows every value."""
+    values = collections.defaultdict(set)
+    prefixes = sorted({run, os.path.normpath(run), os.path.abspath(run)}, key=len, reverse=True)
+
+    def add(prefix, record):
+        for key, value in record.items():
+            if key not in NOT_KNOBS and (value is None or isinstance(value, (str, int, float, bool))):
+                value = str(value)
+                for p in prefixes:
+                    value = value.replace(p, "RUN")
+                values[prefix + key].add(re.sub(r"round_\d+", "round_R", value))
+
+    if os.path.isfile(os.path.join(run, "settings.json")):
+        add("", read_json(os.path.join(run, "settings.json")))
+    for path in sorted(glob.glob(os.path.join(run, "round_*", "model", "args.json"))):
+        add("distill.", read_json(path))
+    for path in sorted(glob.glob(os.path.join(run, "round_*", "knowledge.jsonl"))):
+        add("extract.", {k: v for r in common.read_jsonl(path)[:1] for k, v in r.items() if k in ("source", "model")})
+    for (_, name), found_ in found.items():
+        add("eval.", found_["summaries"][-1].get("settings") or {})
+    return {key: " | ".join(sorted(v)) for key, v in sorted(values.items())}
+
+
+def paired(found, r):
+    """{label: paired_difference or None}: round r's held-out games against round 0's and against the
+    in-context run's (θ_(r-1) with the knowledge), matched by (game, episode)."""
+    out = {}
+    for label, name, round_ in PAIRED:
+        before, after = found.get((r if round_ is None else round_, name)), found.get((r, "id"))
+        d = paired_difference(before["games"], after["games"]) if before and after and before is not after else None
+        out[label] = d if d and d["pairs"] else None
+    return out
+
+
+def cell(summary, key):
+    if summary is None or summary.get(key) is None:
+        return "-"
+    ci = summary.get(key + "_ci")
+    return f"{summary[key]:.2f}" + (" [{:.2f}, {:.2f}]".format(*ci) if ci else "")
+
+
+def paired_cell(d):
+    return "-" if d is None else f"{d['diff']:+.2f} [{d['diff_ci'][0]:+.2f}, {d['diff_ci'][1]:+.2f}] p={d['p']:.2f}"
+
+
+def last(found, r, name):
+    return found[(r, name)]["summaries"][-1] if (r, name) in found else None
+
+
+def round_table(found):
+    """The per-round table of one run, paired differences of the held-out pass rate included."""
     rounds = sorted({r for r, _ in found})
-    get = lambda r, name, key: found[(r, name)][-1].get(key) if (r, name) in found else None
-    cell = lambda r, name, key: (
-        "-"
-        if get(r, name, key) is None
-        else f"{get(r, name, key):.2f}"
-        + (" [{:.2f}, {:.2f}]".format(*get(r, name, key + "_ci")) if get(r, name, key + "_ci") else "")
-    )
-    columns = [
-        ("pass rate (held-out)", "id", "pass_rate"),
-        ("with knowledge in context", "id_incontext", "pass_rate"),
-        ("score", "id", "score"),
-        ("tokens/turn", "id", "tokens_per_turn"),
-        ("tokens/turn in context", "id_incontext", "tokens_per_turn"),
-        ("turns", "id", "turns"),
-        ("OOD games pass rate", "ood", "pass_rate"),
-        ("IFEval prompt-level strict", "ifeval", "prompt_accuracy"),
-    ]
-    lines = ["| round | " + " | ".join(c[0] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    lines += [f"| {r} | " + " | ".join(cell(r, name, key) for _, name, key in columns) + " |" for r in rounds]
+    header = [c[0] for c in COLUMNS] + [f"held-out Δ {label} (paired)" for label, _, _ in PAIRED]
+    lines = ["| round | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+    for r in rounds:
+        cells = [cell(last(found, r, name), key) for _, name, key in COLUMNS]
+        cells += [paired_cell(d) for d in paired(found, r).values()]
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
     curves = sorted(k for k in found if "_curve" in k[1])
     if curves:
-        lines += [
-            "",
-            "In-context curve (held-out pass rate with the snapshot after N trajectories):",
-            "",
-            "| round | set | knowledge | step | pass rate |",
-            "|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {r} | {name} | {s['knowledge_id']} | {s.get('step')} | {s['pass_rate']:.2f} |"
-            for r, name in curves
-            for s in found[(r, name)]
-        ]
-    table = "\n".join(lines)
-    header = (
-        f"# {os.path.basename(os.path.abspath(run))}\n\nRound 0 is the base model, round r is θ_r after r rounds; 'in context' is the "
-        "start-of-round policy θ_(r-1) playing with round r's knowledge (the distillation teacher). 95% intervals in brackets.\n\n"
+        lines += ["", "In-context curve (held-out pass rate with the snapshot after N trajectories):", ""]
+        lines += ["| round | set | knowledge | step | pass rate |", "|---|---|---|---|---|"]
+        for r, name in curves:
+            lines += [
+                f"| {r} | {name} | {s['knowledge_id']} | {s.get('step')} | {cell(s, 'pass_rate')} |"
+                for s in found[(r, name)]["summaries"]
+            ]
+    return "\n".join(lines)
+
+
+def runs_table(runs, founds, knobs):
+    """The paper's Table 2 shape: one row per run, the knobs that differ between runs as columns, then the
+    last round's held-out pass rate, in context and consolidated, with its paired differences."""
+    differ = [k for k in sorted(set().union(*knobs)) if len({kn.get(k, "-") for kn in knobs}) > 1]
+    header = ["run", *differ, "rounds", "held-out round 0", "in context (last round)", "consolidated (last round)"]
+    header += [f"Δ {label} (paired)" for label, _, _ in PAIRED] + ["OOD games", "IFEval"]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for run, found, kn in zip(runs, founds, knobs):
+        r = max(r for r, _ in found)
+        cells = [os.path.basename(os.path.normpath(run)), *(kn.get(k, "-") for k in differ), str(r)]
+        cells += [cell(last(found, 0, "id"), "pass_rate"), cell(last(found, r, "id_incontext"), "pass_rate")]
+        cells += [cell(last(found, r, "id"), "pass_rate"), *(paired_cell(d) for d in paired(found, r).values())]
+        cells += [cell(last(found, r, "ood"), "pass_rate"), cell(last(found, r, "ifeval"), "prompt_accuracy")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_text(path, text):
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def write_report(runs, out_dir=None):
+    """One run: RUN/report.md (one row per round) and RUN/report.png (the paper's Figure 1). Several:
+    OUT_DIR/compare.md (one row per run, the paper's Table 2) and OUT_DIR/compare.png. Returns the figure."""
+    founds = [load_run(run) for run in runs]
+    knobs = [run_knobs(run, found) for run, found in zip(runs, founds)]
+    intro = (
+        "Round 0 is the base model, round r is θ_r after r rounds; 'in context' is the start-of-round policy "
+        "θ_(r-1) playing with round r's knowledge (the distillation teacher). 95% intervals in brackets "
+        "(resampling whole games); paired differences match the same (game, episode) in both evaluations, "
+        "p is the exact sign-flip test over games (McNemar's exact test with one episode a game).\n\n"
     )
-    with open(os.path.join(run, "report.md.tmp"), "w", encoding="utf-8") as f:
-        f.write(header + table + "\n")
-    os.replace(os.path.join(run, "report.md.tmp"), os.path.join(run, "report.md"))
-    plot_report(found, rounds, curves, os.path.join(run, "report.png"))
+    if len(runs) == 1:
+        table = round_table(founds[0])
+        settings = "\n".join(f"- {k}: {v}" for k, v in knobs[0].items())
+        title, base = os.path.basename(os.path.abspath(runs[0])), os.path.join(runs[0], "report")
+        write_text(base + ".md", f"# {title}\n\n{intro}{table}\n\nSettings:\n\n{settings}\n")
+        fig = plot_run(founds[0])
+    else:
+        table = runs_table(runs, founds, knobs)
+        base = os.path.join(out_dir or ".", "compare")
+        write_text(base + ".md", f"# {len(runs)} runs\n\n{intro}{table}\n")
+        fig = plot_runs(runs, founds)
+    fig.savefig(base + ".tmp.png", dpi=110)
+    os.replace(base + ".tmp.png", base + ".png")
     print(table)
-    return table
+    return fig
 
 
-def plot_report(found, rounds, curves, path):
-    """The paper's Figure 1 for this run: pass rate, response length and OOD score per round, with intervals."""
+def errorbars(ax, points, label, style):
+    """points [(x, summary-like dict with the value and its interval)] as one line with error bars."""
+    if points:
+        xs, ys = [x for x, _, _ in points], [y for _, y, _ in points]
+        low = [max(y - (ci or (y, y))[0], 0) for _, y, ci in points]
+        high = [max((ci or (y, y))[1] - y, 0) for _, y, ci in points]
+        ax.errorbar(xs, ys, yerr=[low, high], fmt=style, capsize=3, label=label)
+
+
+def panel(ax, title, xlabel, rate=True):
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    if ax.containers or ax.lines:
+        ax.legend(fontsize=8)
+    if rate:
+        ax.set_ylim(-0.03, 1.03)  # rates on the whole scale, so small changes look small
+
+
+def figure(n):
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.figure
 
-    panels = [
-        (
-            "pass rate",
-            [
-                ("id", "pass_rate", "held-out"),
-                ("id_incontext", "pass_rate", "knowledge in context"),
-                ("ood", "pass_rate", "OOD games"),
-            ],
-        ),
-        (
-            "response tokens per turn",
-            [("id", "tokens_per_turn", "held-out"), ("id_incontext", "tokens_per_turn", "knowledge in context")],
-        ),
-        ("IFEval prompt-level strict accuracy", [("ifeval", "prompt_accuracy", "IFEval")]),
+    fig = matplotlib.figure.Figure(figsize=(4.4 * n, 3.6), layout="tight")
+    return fig, fig.subplots(1, n, squeeze=False)[0]
+
+
+def plot_run(found):
+    """The paper's Figure 1 for one run: pass rate, response length, IFEval and the paired differences
+    per round, with 95% intervals; the in-context curve when there is one."""
+    rounds = sorted({r for r, _ in found})
+    curves = sorted(k for k in found if "_curve" in k[1])
+    fig, axes = figure(4 + bool(curves))
+    series = lambda name, key, shift: [
+        (r + shift, s[key], s.get(key + "_ci"))
+        for r in rounds
+        for s in [last(found, r, name)]
+        if s and s.get(key) is not None
     ]
-    fig, axes = plt.subplots(
-        1, len(panels) + bool(curves), figsize=(4.4 * (len(panels) + bool(curves)), 3.6), squeeze=False
-    )
-    for ax, (title, series) in zip(axes[0], panels):
-        for k, (name, key, label) in enumerate(series):
-            points = [
-                (r, found[(r, name)][-1])
-                for r in rounds
-                if (r, name) in found and found[(r, name)][-1].get(key) is not None
-            ]
-            if points:
-                xs, ys = [r + 0.06 * k for r, _ in points], [s[key] for _, s in points]
-                cis = [s.get(key + "_ci") or (s[key], s[key]) for _, s in points]
-                errors = [
-                    [max(y - lo, 0) for y, (lo, _) in zip(ys, cis)],
-                    [max(hi - y, 0) for y, (_, hi) in zip(ys, cis)],
-                ]
-                ax.errorbar(xs, ys, yerr=errors, fmt="os^"[k] + "-", capsize=3, label=label)
-        ax.set_title(title, fontsize=10), ax.set_xlabel("round"), ax.set_xticks(rounds), ax.legend(fontsize=8)
-        if "tokens" not in title:
-            ax.set_ylim(-0.03, 1.03)  # rates: the whole scale, so small changes look small
+    for k, (name, label) in enumerate([("id", "held-out"), ("id_incontext", "knowledge in context"), ("ood", "OOD")]):
+        errorbars(axes[0], series(name, "pass_rate", 0.06 * k), label, "os^"[k] + "-")
+    for k, (name, label) in enumerate([("id", "held-out"), ("id_incontext", "knowledge in context")]):
+        errorbars(axes[1], series(name, "tokens_per_turn", 0.06 * k), label, "os"[k] + "-")
+    errorbars(axes[2], series("ifeval", "prompt_accuracy", 0), "IFEval", "o-")
+    for k, (label, _, _) in enumerate(PAIRED):
+        diffs = [(r + 0.06 * k, d["diff"], d["diff_ci"]) for r in rounds for d in [paired(found, r)[label]] if d]
+        errorbars(axes[3], diffs, label, "os"[k] + "-")
+    axes[3].axhline(0, color="grey", lw=0.8)
+    for ax, title in zip(axes, ["pass rate", "response tokens per turn", "IFEval prompt-level strict accuracy"]):
+        panel(ax, title, "round", rate="tokens" not in title)
+        ax.set_xticks(rounds)
+    panel(axes[3], "held-out pass rate, paired difference", "round", rate=False)
+    axes[3].set_xticks(rounds)
     for r, name in curves:
-        steps = found[(r, name)]
-        axes[0][-1].plot([s.get("step") or 0 for s in steps], [s["pass_rate"] for s in steps], "o-", label=f"round {r}")
-        (
-            axes[0][-1].set_title("in-context curve", fontsize=10),
-            axes[0][-1].set_xlabel("trajectories read"),
-            axes[0][-1].legend(fontsize=8),
-        )
-    fig.tight_layout()
-    fig.savefig(path[:-4] + ".tmp.png", dpi=110)
-    os.replace(path[:-4] + ".tmp.png", path)
-    plt.close(fig)
+        steps = [(s.get("step") or 0, s["pass_rate"], s.get("pass_rate_ci")) for s in found[(r, name)]["summaries"]]
+        errorbars(axes[-1], steps, f"round {r}", "o-")
+    if curves:
+        panel(axes[-1], "in-context curve", "trajectories read")
+    return fig
+
+
+def plot_runs(runs, founds):
+    """Several runs side by side: held-out pass rate (consolidated and in context) and IFEval per round."""
+    fig, axes = figure(3)
+    for k, (run, found) in enumerate(zip(runs, founds)):
+        name, rounds = os.path.basename(os.path.normpath(run)), sorted({r for r, _ in found})
+        for ax, (set_, key) in zip(
+            axes, [("id", "pass_rate"), ("id_incontext", "pass_rate"), ("ifeval", "prompt_accuracy")]
+        ):
+            points = [(r + 0.05 * k, s[key], s.get(key + "_ci")) for r in rounds for s in [last(found, r, set_)] if s]
+            errorbars(ax, points, name, "os^dv"[k % 5] + "-")
+    for ax, title in zip(
+        axes,
+        ["held-out pass rate (consolidated)", "held-out pass rate, knowledge in context", "IFEval prompt-level strict"],
+    ):
+        panel(ax, title, "round")
+    return fig
 
 
 # ----------------------------------------------------------------------------- main
@@ -428,7 +599,7 @@ def plot_report(found, rounds, curves, path):
 
 def main(args):
     if args.report:
-        return write_report(args.report)
+        return write_report(args.report, args.out_dir)
     common.claim_outputs([output_path(args, name) for name in args.sets], args)  # one writer, same arguments
     if args.out and len(args.sets) > 1:
         raise common.InputError("--out names one file: use --out-dir with several --sets")
@@ -443,41 +614,31 @@ def main(args):
     if not todo:
         return []
     # every input is checked before the model loads
+    n = lambda name: (args.n_ood or args.n) if name == "ood" else args.n
     paths = {
-        name: games.game_paths(
-            args.games, args.games_dir, PRESETS[name], (args.n_ood or args.n) if name == "ood" else args.n
-        )
-        for name in todo
-        if name != "ifeval"
+        name: games.game_paths(args.games, args.games_dir, PRESETS[name], n(name)) for name in todo if PRESETS[name]
     }
-    texts = knowledge_texts(args) if paths else None
+    plans = knowledge_plans(args) if paths else None
     prompts = ifeval.load_prompts(args.ifeval_n, args.ifeval_file) if "ifeval" in todo else None
+    if prompts is not None and len(prompts) < args.ifeval_n:
+        raise common.InputError(f"--ifeval-n {args.ifeval_n}: the prompt file has {len(prompts)} prompts (0 = all)")
     model, tokenizer = common.load_model(args.model, args.device, quiet=args.quiet)
     all_summaries = []
     for name in todo:
         out, start = output_path(args, name), time.time()
         if name == "ifeval":
             records, summaries = ifeval_set(model, tokenizer, args, prompts)
-            settings = {
-                k: getattr(args, k)
-                for k in ("ifeval_n", "ifeval_max_new_tokens", "ifeval_temperature", "thinking", "seed")
-            }
+            settings = {k: getattr(args, k) for k in IFEVAL_FLAGS}
         else:
-            records, summaries = play_set(model, tokenizer, paths[name], args, texts, name)
-            settings = {k: getattr(args, k) for k in PLAY_FLAGS + ("seed",) if k != "quiet"}
+            records, summaries = play_set(model, tokenizer, paths[name], args, plans, name)
+            settings = {k: getattr(args, k) for k in SAMPLING + PLAY_FLAGS + ["seed"] if k != "quiet"}
         run = args.run or common.run_name(out)
         for r in records:
             r.update(run=run, round=args.round, model=args.model)
+        seconds = round(time.time() - start, 1)
         for s in summaries:
-            s.update(
-                kind="summary",
-                eval_set=name,
-                run=run,
-                round=args.round,
-                model=args.model,
-                seconds=round(time.time() - start, 1),
-                settings=settings,
-            )
+            s.update(kind="summary", eval_set=name, run=run, round=args.round, model=args.model, seconds=seconds)
+            s["settings"] = settings
         common.write_jsonl(out, records + summaries)
         if not args.quiet:
             show_sample(records[0])
@@ -500,14 +661,25 @@ def show_sample(record):
 def summary_line(s):
     ci = lambda key: "[{:.2f}, {:.2f}]".format(*s[key + "_ci"])
     if s["eval_set"] == "ifeval":
-        return (
-            f"evaluate ifeval | round {s['round']} | prompts {s['n']} | prompt-level strict {s['prompt_accuracy']:.2f} {ci('prompt_accuracy')} | "
-            f"instruction-level {s['instruction_accuracy']:.2f} | loose {s['prompt_accuracy_loose']:.2f} | tokens {s['tokens_per_response']:.0f} | cut {s['cut']:.2f}"
-        )
-    return (
-        f"evaluate {s['eval_set']} | round {s['round']} | knowledge {s['knowledge_id']} | games {s['n']} | pass {s['pass_rate']:.2f} {ci('pass_rate')} | "
-        f"score {s['score']:.2f} | turns {s['turns']:.1f} | tokens/turn {s['tokens_per_turn']:.1f} {ci('tokens_per_turn')} | valid {s['valid']:.2f}"
-    )
+        fields = [
+            f"prompts {s['n']}",
+            f"prompt-level strict {s['prompt_accuracy']:.2f} {ci('prompt_accuracy')}",
+            f"instruction-level {s['instruction_accuracy']:.2f}",
+            f"loose {s['prompt_accuracy_loose']:.2f}",
+            f"tokens {s['tokens_per_response']:.0f}",
+            f"cut {s['cut']:.2f}",
+        ]
+    else:
+        fields = [
+            f"knowledge {s['knowledge_id']}",
+            f"games {s['games']} x {s['n'] // s['games']} episodes" if s["n"] > s["games"] else f"games {s['n']}",
+            f"pass {s['pass_rate']:.2f} {ci('pass_rate')}",
+            f"score {s['score']:.2f}",
+            f"turns {s['turns']:.1f}",
+            f"tokens/turn {s['tokens_per_turn']:.1f} {ci('tokens_per_turn')}",
+            f"valid {s['valid']:.2f}",
+        ]
+    return " | ".join([f"evaluate {s['eval_set']}", f"round {s['round']}", *fields])
 
 
 if __name__ == "__main__":
