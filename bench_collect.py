@@ -6,7 +6,8 @@ the weights) for the turn prompts of a recorded trajectories JSONL (no TextWorld
 prompts of a given length, at several batch sizes and KV-cache modes:
 
     python bench_collect.py --shape tiny --batch-sizes 1,8 --prompt-tokens 128 --threads 1  # on a CPU
-    python bench_collect.py --shape qwen3-1.7b --batch-sizes 1,32,128 --trajectories runs/demo/round_1/deployment_trajectories.jsonl
+    python bench_collect.py --shape qwen3-1.7b --batch-sizes 1,32,128 \\
+        --trajectories runs/demo/round_1/deployment_trajectories.jsonl
 
 Prints per (mode, batch): generated tokens/s, prefill time, decode step time, decode tokens/s, the ratio of
 the memory-bandwidth roofline step time to the measured one (a decode step reads every weight once; "+kv"

@@ -38,7 +38,7 @@ def parse_args(argv=None):
     p.add_argument("--n", type=common.positive_int, default=16, help="number of games in the set (with --preset)")
     p.add_argument(
         "--round",
-        type=games.nonnegative_int,
+        type=common.nonneg_int,
         default=0,
         help="round number: picks fresh training seeds and is recorded",
     )
@@ -56,7 +56,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--batch-size", type=common.positive_int, default=64, help="most games in one generate call")
     p.add_argument(
-        "--history", type=games.nonnegative_int, default=8, help="turns of the log shown in the prompt (0 = all)"
+        "--history", type=common.nonneg_int, default=8, help="turns of the log shown in the prompt (0 = all)"
     )
     p.add_argument(
         "--list-commands", type=int, default=1, choices=[0, 1], help="1: list the admissible commands in the prompt"

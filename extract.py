@@ -57,14 +57,6 @@ TURN_KEYS = ("turn", "response", "command", "reply")  # what the extractor reads
 MARKER = re.compile(r"\s*-?\s*EXPERIENCE ITEM\s*:\s*", re.IGNORECASE)
 
 
-def nonnegative_int(text):
-    """argparse type: an integer >= 0 (0 means 'all' or 'the last' for the flags that use it)."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_model_args(p)
@@ -81,10 +73,10 @@ def parse_args(argv=None):
         help="slice: chain c reads trajectories c, c+K, ... (its own, as the authors' chains play their own "
         "rollouts); shared: every chain reads them all (K times the extraction calls)",
     )
-    p.add_argument("--steps", type=nonnegative_int, default=0, help="trajectories each chain reads (0 = all it has)")
+    p.add_argument("--steps", type=common.nonneg_int, default=0, help="trajectories each chain reads (0 = all it has)")
     p.add_argument(
         "--use-steps",
-        type=nonnegative_int,
+        type=common.nonneg_int,
         default=0,
         help="the pool: snapshots after N steps (0 = the last) [paper: 50]",
     )
@@ -115,7 +107,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--extractor-model", default=None, help="another model writes the knowledge (default: --model)")
     p.add_argument("--source", default="knowledge", choices=["knowledge", "raw"], help="raw: the pool is trajectories")
-    p.add_argument("--round", type=nonnegative_int, default=0, help="round number recorded in every record")
+    p.add_argument("--round", type=common.nonneg_int, default=0, help="round number recorded in every record")
     p.add_argument("--run", default=None, help="run name recorded in every record (default: the folder of round_R)")
     args = p.parse_args(argv)
     if args.max_new_tokens is None:  # a thinking extractor reasons first: 96 tokens end inside <think>

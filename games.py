@@ -634,19 +634,11 @@ def show_trajectory(record):
 # ----------------------------------------------------------------------------- making a set by hand
 
 
-def nonnegative_int(text):
-    """argparse type: an integer >= 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
-
-
 def parse_args():
     p = argparse.ArgumentParser(description="Make (or reuse) a TextWorld game set.")
     p.add_argument("--preset", default="eval", choices=sorted(PRESETS), help="which game distribution and seed range")
     p.add_argument("--n", type=common.positive_int, default=20, help="number of games")
-    p.add_argument("--round", type=nonnegative_int, default=0, help="training round (train preset only)")
+    p.add_argument("--round", type=common.nonneg_int, default=0, help="training round (train preset only)")
     p.add_argument(
         "--split", default="extract", choices=sorted(SPLIT_OFFSET), help="training split (train preset only)"
     )
