@@ -434,6 +434,13 @@ def main(args):
     if os.path.exists(args.out) and not args.force:
         print(f"distill | {args.out} exists, skipped (use --force to retrain)")
         return None
+    # numerics and memory: adamw8bit (default on a GPU) keeps bf16 weights, adamw fp32 master weights under
+    # bf16 autocast; either way the teacher computes exactly as the student does
+    device, compute_dtype = common.pick_device(args.device)
+    optimizer_name = args.optimizer or ("adamw8bit" if device.type == "cuda" else "adamw")
+    checkpointing = device.type == "cuda" if args.gradient_checkpointing is None else args.gradient_checkpointing
+    if optimizer_name == "adamw8bit" and importlib.util.find_spec("torchao") is None:
+        raise common.InputError("--optimizer adamw8bit needs torchao (pip install -r requirements.txt)")
     prompts, pool = load_prompts(args.trajectories), load_pool(args.knowledge)
     # every prompt, knowledge entry and length is checked with the tokenizer alone, before the model loads
     from transformers import AutoTokenizer
@@ -444,13 +451,6 @@ def main(args):
     max_seq_len = check_lengths(args, tokenizer, prompts, pool, marker_ids, model_path)
     rng = random.Random(args.seed)
     torch.manual_seed(args.seed)
-    # numerics and memory: adamw8bit (default on a GPU) keeps bf16 weights, adamw fp32 master weights under
-    # bf16 autocast; either way the teacher computes exactly as the student does
-    device, compute_dtype = common.pick_device(args.device)
-    optimizer_name = args.optimizer or ("adamw8bit" if device.type == "cuda" else "adamw")
-    checkpointing = device.type == "cuda" if args.gradient_checkpointing is None else args.gradient_checkpointing
-    if optimizer_name == "adamw8bit" and importlib.util.find_spec("torchao") is None:
-        raise common.InputError("--optimizer adamw8bit needs torchao (pip install -r requirements.txt)")
     weights_dtype, _ = memory.training_dtypes(args.device, optimizer_name)
     student, tokenizer = common.load_model(args.model, args.device, dtype=weights_dtype)
     # a live teacher is the student's own current weights, with the knowledge in context: no copy
