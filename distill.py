@@ -264,13 +264,18 @@ def load_pool(path):
     if not pool:
         raise common.InputError(f"{path}: the knowledge pool is empty (no record with in_pool true)")
     empty = [f"line {n} ({kid})" for n, kid, text in pool if not (isinstance(text, str) and text.strip())]
-    if empty:
+    hint = "the extractor wrote no item (a thinking model's answer usually stayed inside <think>: rerun extract.py"
+    if len(empty) == len(pool):  # the teacher would see exactly what the student sees: nothing to learn
         raise common.InputError(
-            f"{path}: {len(empty)} of {len(pool)} pool entries have no knowledge text: {', '.join(empty[:5])}. "
-            "The extractor wrote no item; with a thinking model the answer usually stayed inside <think>: rerun "
-            "extract.py with a larger --max-new-tokens"
+            f"{path}: every pool entry is empty ({', '.join(empty[:5])}); {hint} with a larger --max-new-tokens)"
         )
-    return [(kid, text) for _, kid, text in pool]
+    if empty:  # a chain that wrote nothing: its entry would make the teacher's prompt the student's; dropped
+        print(
+            f"distill | {path}: dropped {len(empty)} of {len(pool)} pool entries with no knowledge text: "
+            f"{', '.join(empty[:5])}; {hint})",
+            flush=True,
+        )
+    return [(kid, text) for _, kid, text in pool if isinstance(text, str) and text.strip()]
 
 
 def generation_marker(tokenizer, thinking=False):

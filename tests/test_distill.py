@@ -252,7 +252,10 @@ def no_model(*args, **kwargs):
     "problem, expected",
     [
         ("empty_pool", "knowledge pool is empty"),
-        ("empty_entry", r"knowledge.jsonl: 1 of 2 pool entries have no knowledge text: line 3 \(r1-c1-s1\).*--max-new"),
+        (
+            "empty_entries",
+            r"knowledge.jsonl: every pool entry is empty \(line 1 \(r1-c0-s1\), line 3 \(r1-c1-s1\)\).*--max-new",
+        ),
         ("no_turns", "no turn prompts"),
         ("malformed", r"deploy.jsonl:3: not valid JSON"),
         ("eval_as_trajectories", r"eval_id.jsonl:1: this is evaluate.py output"),
@@ -268,9 +271,9 @@ def test_bad_input_is_an_error_before_the_model_loads(problem, expected, tiny_mo
     extra = []
     if problem == "empty_pool":
         common.write_jsonl(know, [dict(knowledge_id="x", knowledge="- a", in_pool=False)])
-    if problem == "empty_entry":  # a thinking extractor cut inside <think> leaves no item
+    if problem == "empty_entries":  # a thinking extractor cut inside <think> leaves no item
         records = common.read_jsonl(know)
-        records[2]["knowledge"] = "  \n"
+        records[0]["knowledge"], records[2]["knowledge"] = "", "  \n"
         common.write_jsonl(know, records)
     if problem == "malformed":
         with open(traj, "a") as f:
@@ -499,3 +502,14 @@ def test_the_derived_length_is_the_longest_of_every_prompt_with_every_entry(tiny
         for k, text in pool
     }
     assert longest == max(every.values()) == every[(pid, kid)] and kid == "k4"
+
+
+def test_an_empty_pool_entry_is_dropped_and_said(tmp_path, capsys):
+    """One chain that wrote nothing: its entry would give a teacher prompt equal to the student's, so it is
+    dropped, loudly; the other entries are the pool."""
+    _, know = write_inputs(tmp_path)
+    records = common.read_jsonl(know)
+    records[2]["knowledge"] = "  \n"
+    common.write_jsonl(know, records)
+    assert distill.load_pool(know) == [("r1-c0-s1", "- the coin is north")]
+    assert "dropped 1 of 2 pool entries with no knowledge text: line 3 (r1-c1-s1)" in capsys.readouterr().out

@@ -93,11 +93,11 @@ def test_the_teacher_sees_the_pool_and_the_student_does_not(paper_run):
     teacher = [t for t in rendered if KNOWLEDGE_HEADER in t]
     assert student and len(teacher) >= len(student)  # a teacher prompt for every student prompt
     assert not any(KNOWLEDGE_HEADER in s for s in student)
-    for t in teacher:  # the teacher's prompt is the student's with one pool entry inserted, and nothing else
-        blocks = [
-            games.KNOWLEDGE_BLOCK.format(knowledge=k) for k in pool if games.KNOWLEDGE_BLOCK.format(knowledge=k) in t
-        ]
-        assert len(blocks) == 1 and t.replace(blocks[0], "", 1) in student
+    blocks = [games.KNOWLEDGE_BLOCK.format(knowledge=k) for k in pool]
+    for t in teacher:  # every teacher prompt holds exactly one pool entry
+        assert sum(b in t for b in blocks) == 1
+    for s in student:  # every student prompt has its teacher: the same prompt with one pool entry inserted
+        assert any(t.replace(b, "", 1) == s for t in teacher for b in blocks if b in t)
     # a sampled response that starts with a newline was distilled (Qwen3's template ends the marker with one)
     samples = [r["response"] for r in log if r["stage"] == "distill.py" and r["event"] == "generate"]
     assert any(s.startswith("\n") for s in samples), samples
