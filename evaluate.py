@@ -266,14 +266,27 @@ def knowledge_plans(args):
         if not chain:
             raise common.InputError(f"{args.knowledge}: no snapshots of chain {args.knowledge_curve} (chain, step)")
         chain.sort(key=lambda r: r["step"])
-        return [
-            (r["knowledge_id"], r["step"], [games.load_knowledge(args.knowledge, r["knowledge_id"])]) for r in chain
-        ]
+        # a chain's knowledge starts empty: an empty snapshot (step 0, or nothing parsed yet) plays without any
+        entry = lambda r: (
+            games.load_knowledge(args.knowledge, r["knowledge_id"]) if is_text(r) else (r["knowledge_id"], None)
+        )
+        return [(r["knowledge_id"], r["step"], [entry(r)]) for r in chain]
     if args.knowledge_id is not None:
         return [(args.knowledge_id, None, [games.load_knowledge(args.knowledge, args.knowledge_id)])]
-    ids = [r["knowledge_id"] for r in records if r.get("in_pool")] or [games.load_knowledge(args.knowledge)[0]]
+    in_pool = [r for r in records if r.get("in_pool")]
+    empty = [r["knowledge_id"] for r in in_pool if not is_text(r)]
+    if in_pool and len(empty) == len(in_pool):
+        raise common.InputError(f"{args.knowledge}: every pool entry is empty ({', '.join(empty[:5])})")
+    if empty:  # as distill.py does: a chain that wrote nothing is no teacher's context
+        print(f"evaluate | {args.knowledge}: dropped {len(empty)} of {len(in_pool)} empty pool entries: {empty[:5]}")
+    ids = [r["knowledge_id"] for r in in_pool if is_text(r)] or [games.load_knowledge(args.knowledge)[0]]
     pool = [games.load_knowledge(args.knowledge, i) for i in dict.fromkeys(ids)]  # each checked: a text, not empty
     return [("pool" if len(pool) > 1 else pool[0][0], None, pool)]
+
+
+def is_text(record):
+    """Whether a knowledge record holds any text."""
+    return isinstance(record.get("knowledge"), str) and bool(record["knowledge"].strip())
 
 
 def game_name(path):

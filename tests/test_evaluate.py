@@ -11,6 +11,7 @@ import thinking_stub
 
 import common
 import evaluate
+import games
 import ifeval
 
 
@@ -273,7 +274,9 @@ def test_knowledge_in_context_and_the_curve(tiny_model, tiny_games, tmp_path):
     common.write_jsonl(
         str(know),
         [dict(knowledge_id=f"r1-c0-s{s}", chain=0, step=s, knowledge=f"- TIP {s}", in_pool=s == 2) for s in (2, 1)]
-        + [dict(knowledge_id="r1-c1-s2", chain=1, step=2, knowledge="- OTHER", in_pool=True)],
+        + [dict(knowledge_id="r1-c1-s2", chain=1, step=2, knowledge="- OTHER", in_pool=True)]
+        + [dict(knowledge_id="r1-c0-s0", chain=0, step=0, knowledge="", in_pool=False)]  # every chain starts empty
+        + [dict(knowledge_id="r1-c2-s2", chain=2, step=2, knowledge=" ", in_pool=True)],  # a chain that wrote nothing
     )
     base = [
         "--model",
@@ -315,11 +318,16 @@ def test_knowledge_in_context_and_the_curve(tiny_model, tiny_games, tmp_path):
         and "won_by_knowledge" not in s
     )
     summaries = evaluate.main(evaluate.parse_args(base + ["--knowledge", str(know), "--knowledge-curve", "0"]))
-    assert [(x["knowledge_id"], x["step"]) for x in summaries] == [("r1-c0-s1", 1), ("r1-c0-s2", 2)]  # in step order
+    steps = [(x["knowledge_id"], x["step"]) for x in summaries]
+    assert steps == [("r1-c0-s0", 0), ("r1-c0-s1", 1), ("r1-c0-s2", 2)]  # in step order, from the empty start
     played = [r for r in common.read_jsonl(str(tmp_path / "eval_id_curve0.jsonl")) if r["kind"] == "game"]
-    assert len(played) == 6 and all(
-        f"- TIP {r['knowledge_id'][-1]}" in r["turns"][0]["messages"][-1]["content"] for r in played
-    )
+    assert len(played) == 9
+    for r in played:  # step 0 plays without knowledge, the later snapshots with theirs
+        shown = r["turns"][0]["messages"][-1]["content"]
+        if r["knowledge_id"] == "r1-c0-s0":
+            assert games.KNOWLEDGE_BLOCK.split("{")[0] not in shown
+        else:
+            assert f"- TIP {r['knowledge_id'][-1]}" in shown
 
 
 # ----------------------------------------------------------------------------- the report
