@@ -4,12 +4,12 @@
 #   -> distill (theta_r) -> evaluate (theta_r, and theta_{r-1} with the knowledge in context),
 # then the report (table + plot).
 #
-#   bash loop.sh                     # default: SmolLM2-135M; 56 min measured on 2 CPU cores, no GPU
-#   SETTING=smoke bash loop.sh       # the whole pipeline in minutes: 4 min measured on the same 2 cores
+#   bash loop.sh                     # default: SmolLM2-135M; 56 min on 2 CPU cores, no GPU (earlier game sets)
+#   SETTING=smoke bash loop.sh       # the whole pipeline in minutes: 4 min on the same 2 cores (earlier sets)
 #   SETTING=paper bash loop.sh       # Qwen3-1.7B with thinking, the paper's sizes; one GPU; not measured yet
 # Any knob below can be set in the environment, e.g. ROUNDS=3 RUN=runs/mine bash loop.sh
 #
-# The run folder RUN (issue #15):
+# The run folder RUN:
 # - Resume: every stage writes its output atomically and is skipped when it exists, so rerunning the same
 #   command after a crash, Ctrl-C or kill picks up where the run stopped.
 # - One set of settings: the knobs are written to RUN/settings.json on the first run. A rerun with a changed

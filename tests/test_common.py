@@ -113,7 +113,7 @@ def test_float_range_ends():
 
 
 def test_a_stage_refuses_top_p_5_before_loading_a_model():
-    """The issue's report: `collect.py --top-p 5` ran and exited 0."""
+    """`collect.py --top-p 5` used to run and exit 0."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     done = subprocess.run(
         [sys.executable, "collect.py", "--top-p", "5", "--model", "/nonexistent"],
