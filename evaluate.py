@@ -494,6 +494,7 @@ def runs_table(runs, founds, knobs):
 
 
 def write_text(path, text):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)  # --out-dir may not exist yet
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(path + ".tmp", path)
