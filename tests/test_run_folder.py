@@ -76,6 +76,19 @@ def digest(folder):
 # ----------------------------------------------------------------------------- one set of settings
 
 
+@pytest.mark.parametrize("setting", ["smoke", "default"])
+def test_each_setting_has_its_own_game_cache(tmp_path, setting):
+    """The smoke run's 3 held-out games must not grow to the default's 20 beside training games that were
+    checked against 3 only (games.py refuses that): without GAMES, a setting plays from games/SETTING."""
+    run = tmp_path / "run"
+    env = env_for(run, SETTING=setting)
+    env.pop("GAMES")
+    done = subprocess.run(["bash", "loop.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    evals = [line for line in done.stdout.splitlines() if line.startswith("-- eval r0: ") and "--games-dir" in line]
+    assert len(evals) == 1 and evals[0].endswith(f" --games-dir games/{setting}"), done.stdout
+
+
 def test_a_changed_knob_is_refused_then_redone_from_the_first_stage_it_affects(tmp_path):
     run = tmp_path / "run"
     first = loop(run, ROUNDS=1)
