@@ -54,8 +54,8 @@ def parse_args():
     p.add_argument("--model", default=common.DEFAULT_MODEL, help="model to distil")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
     p.add_argument("--batch", type=common.positive_int, default=None, help="prompts per step (default 8; --shape: 32)")
-    p.add_argument("--response-tokens", type=int, default=24, help="response length per prompt")
-    p.add_argument("--repeats", type=int, default=2, help="timed steps per mode (after one warm-up)")
+    p.add_argument("--response-tokens", type=common.positive_int, default=24, help="response length per prompt")
+    p.add_argument("--repeats", type=common.positive_int, default=2, help="timed steps per mode (after one warm-up)")
     p.add_argument("--games-dir", default="games", help="game cache (eval preset) for realistic prompts")
     p.add_argument("--shape", choices=sorted(SHAPES), default=None, help="random-weight model of this shape")
     p.add_argument("--prompt-tokens", type=common.positive_int, default=1500, help="(--shape) student prompt")
@@ -71,8 +71,13 @@ def parse_args():
     )
     p.add_argument("--micro-batch-tokens", type=common.positive_int, default=4096, help="(--shape) as distill.py's")
     p.add_argument("--chunk", type=common.positive_int, default=128, help="(--shape) as distill.py's")
-    p.add_argument("--topk", type=int, default=256, help="(--shape) as distill.py's")
-    p.add_argument("--capacity-gib", type=float, default=80 * 10**9 / 2**30, help="(--plan-only) GPU memory")
+    p.add_argument("--topk", type=common.nonneg_int, default=256, help="(--shape) as distill.py's")
+    p.add_argument(
+        "--capacity-gib",
+        type=common.float_range(0, lo_open=True),
+        default=80 * 10**9 / 2**30,
+        help="(--plan-only) GPU memory",
+    )
     p.add_argument("--plan-only", action="store_true", help="(--shape) print the plan for CUDA bf16 and stop")
     p.add_argument(
         "--only", default=None, choices=["topk", "full", "naive"], help="(internal) run one mode and print JSON"

@@ -398,8 +398,8 @@ def nonneg_int(text):
 def float_range(lo=None, hi=None, lo_open=False, hi_open=False):
     """argparse type: a finite float in [lo, hi] (None = unbounded; *_open excludes that end).
     float_range(0, 1, lo_open=True) takes (0, 1]."""
-    span = "(" if lo_open else "["
-    span += f"{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}" + (")" if hi_open else "]")
+    span = "(" if lo_open or lo is None else "["
+    span += f"{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}" + (")" if hi_open or hi is None else "]")
 
     def parse(text):
         value = _parse(float, text, "a number")
@@ -447,7 +447,7 @@ def add_model_args(p):
 
 def positive_int(text):
     """argparse type: an integer > 0."""
-    value = int(text)
+    value = _parse(int, text, "an integer")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value

@@ -25,7 +25,6 @@ import argparse
 import copy
 import importlib.util
 import json
-import math
 import os
 import random
 import shutil
@@ -42,28 +41,17 @@ import games
 import memory
 
 
-def ranged(kind, low, inclusive=True):
-    """argparse type: a finite number of `kind` >= low (> low when not inclusive)."""
-
-    def parse(text):
-        value = kind(text)
-        if not math.isfinite(value) or value < low or (value == low and not inclusive):
-            raise argparse.ArgumentTypeError(f"expected a finite number {'>=' if inclusive else '>'} {low}, got {text}")
-        return value
-
-    return parse
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], conflict_handler="resolve")
     common.add_model_args(p)
+    nonneg, number = common.nonneg_int, common.float_range
     # distillation's own ranges for the shared sampling flags (these definitions replace the shared ones)
-    p.add_argument("--temperature", type=ranged(float, 0, False), default=0.7, help="sampling temperature τ (> 0)")
+    p.add_argument("--temperature", type=number(0, lo_open=True), default=0.7, help="sampling temperature τ (> 0)")
     # the sampler keeps full support: the KL is taken over its whole distribution at τ, and a truncated
     # sampler would draw samples that the loss does not model
     p.add_argument("--top-p", type=float, choices=[1.0], default=1.0, help="1 only: sampling at full support")
     p.add_argument("--top-k", type=int, choices=[0], default=0, help="0 only: sampling at full support")
-    p.add_argument("--seed", type=ranged(int, 0), default=0, help="random seed (prompt order, knowledge, sampling)")
+    p.add_argument("--seed", type=nonneg, default=0, help="random seed (prompt order, knowledge, sampling)")
     p.add_argument("--trajectories", required=True, help="deployment trajectories (collect.py JSONL): turn prompts")
     p.add_argument("--knowledge", required=True, help="knowledge pool (extract.py JSONL); records with in_pool true")
     p.add_argument("--out", required=True, help="output model folder (HF save_pretrained); skipped if it exists")
@@ -86,13 +74,13 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=common.positive_int, default=8, help="prompts per step")
     p.add_argument(
         "--lr",
-        type=ranged(float, 0, False),
+        type=number(0, lo_open=True),
         default=1e-5,
         help="constant learning rate (> 0) [paper: 1e-6 for 4B/8B, 5e-6 for 1.7B; small models need more]",
     )
-    p.add_argument("--weight-decay", type=ranged(float, 0), default=0.01, help="AdamW weight decay (>= 0)")
-    p.add_argument("--clip", type=ranged(float, 0, False), default=1.0, help="gradient-norm clip (> 0)")
-    p.add_argument("--topk", type=ranged(int, 0), default=256, help="KL over the sampler's top-k tokens (0 = all)")
+    p.add_argument("--weight-decay", type=number(0), default=0.01, help="AdamW weight decay (>= 0)")
+    p.add_argument("--clip", type=number(0, lo_open=True), default=1.0, help="gradient-norm clip (> 0)")
+    p.add_argument("--topk", type=nonneg, default=256, help="KL over the sampler's top-k tokens (0 = all)")
     p.add_argument("--max-new-tokens", type=common.positive_int, default=24, help="response cap")
     p.add_argument(
         "--max-seq-len",
@@ -109,11 +97,11 @@ def parse_args(argv=None):
         default=None,
         help="recompute transformer activations in the backward pass (default: on on CUDA, off on a CPU)",
     )
-    p.add_argument("--save-every", type=ranged(int, 0), default=0, help="also save OUT_steps/step_N every N steps")
-    p.add_argument("--print-every", type=ranged(int, 0), default=10, help="print a sample every N steps (0: never)")
+    p.add_argument("--save-every", type=nonneg, default=0, help="also save OUT_steps/step_N every N steps")
+    p.add_argument("--print-every", type=nonneg, default=10, help="print a sample every N steps (0: never)")
     p.add_argument("--metrics", default=None, help="metrics JSONL (default: distill_metrics.jsonl beside --out)")
     p.add_argument("--run", default=None, help="run name recorded in the metrics (default: the folder holding round_R)")
-    p.add_argument("--round", type=ranged(int, 0), default=0, help="round number recorded in the metrics")
+    p.add_argument("--round", type=nonneg, default=0, help="round number recorded in the metrics")
     p.add_argument(
         "--optimizer",
         choices=["adamw", "adamw8bit"],

@@ -74,30 +74,17 @@ def set_list(text):
     return list(dict.fromkeys(sets))
 
 
-def at_least(low, above=False, most=None):
-    """argparse type: a number of low's type (int or float), >= low (> low if `above`) and <= most."""
-
-    def parse(text):
-        value = type(low)(text)
-        if value < low or (above and value == low) or (most is not None and value > most):
-            high = f"{most}]" if most is not None else "inf)"
-            raise argparse.ArgumentTypeError(f"expected a number in {'(' if above else '['}{low}, {high}, got {text}")
-        return value
-
-    return parse
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     common.add_model_args(p)
-    positive = common.positive_int
+    positive, nonneg, number = common.positive_int, common.nonneg_int, common.float_range
     p.add_argument("--sets", "--set", type=set_list, default=["id"], help="id, ood, ifeval (comma separated)")
     p.add_argument("--out-dir", default=".", help="folder for eval_SET[_incontext|_curveC].jsonl (runs/RUN/round_R)")
     p.add_argument("--out", default=None, help="output file instead of the name in --out-dir (one set only)")
     p.add_argument("--force", action="store_true", help="redo an evaluation whose output exists")
-    p.add_argument("--round", type=at_least(0), default=0, help="round recorded in every record (0 = the base model)")
+    p.add_argument("--round", type=nonneg, default=0, help="round recorded in every record (0 = the base model)")
     p.add_argument("--run", default=None, help="run name in every record (default: the folder holding round_R)")
     p.add_argument("--quiet", action="store_true", help="no sample, no progress bars")
     p.add_argument("--report", nargs="+", metavar="RUN", help="write the report of RUN (several: compare them), exit")
@@ -108,21 +95,21 @@ def parse_args(argv=None):
     g.add_argument("--games-dir", default="games", help="cache of generated games (GAMES_DIR/eval, GAMES_DIR/ood)")
     g.add_argument("--episodes", type=positive, default=EPISODES, help="episodes per game (see the docstring)")
     g.add_argument("--max-turns", type=positive, default=12, help="turn limit per game")
-    g.add_argument("--history", type=at_least(0), default=4, help="turns of the log shown in the prompt (0 = all)")
+    g.add_argument("--history", type=nonneg, default=4, help="turns of the log shown in the prompt (0 = all)")
     g.add_argument("--max-new-tokens", type=positive, default=24, help="response cap per turn (more for thinking)")
     g.add_argument("--list-commands", type=int, default=1, choices=[0, 1], help="1: list the admissible commands")
     g.add_argument("--match", default="closest", choices=["closest", "exact"], help="as in collect.py")
     g.add_argument("--batch-size", type=positive, default=32, help="most games (or IFEval prompts) in one generate")
     g.add_argument("--knowledge", default=None, help="knowledge JSONL (extract.py) or text file: play with it")
     g.add_argument("--knowledge-id", default=None, help="play with this knowledge record only (default: the pool)")
-    g.add_argument("--knowledge-curve", type=at_least(0), metavar="C", help="play every snapshot of chain C, in order")
+    g.add_argument("--knowledge-curve", type=nonneg, metavar="C", help="play every snapshot of chain C, in order")
     g = p.add_argument_group("instruction following (ifeval), the same setting every round")
-    g.add_argument("--ifeval-n", type=at_least(0), default=50, help="prompts, evenly spaced over the 541 (0 = all)")
+    g.add_argument("--ifeval-n", type=nonneg, default=50, help="prompts, evenly spaced over the 541 (0 = all)")
     g.add_argument("--ifeval-max-new-tokens", type=positive, default=256, help="response cap (more for thinking)")
     g.add_argument("--ifeval-thinking", type=int, default=0, choices=[0, 1], help="1: thinking on (default off)")
-    g.add_argument("--ifeval-temperature", type=at_least(0.0), default=0.7, help="sampling temperature (0 = greedy)")
-    g.add_argument("--ifeval-top-p", type=at_least(0.0, above=True, most=1.0), default=0.8, help="nucleus mass")
-    g.add_argument("--ifeval-top-k", type=at_least(0), default=20, help="top-k sampling (0 = off)")
+    g.add_argument("--ifeval-temperature", type=number(0), default=0.7, help="sampling temperature (0 = greedy)")
+    g.add_argument("--ifeval-top-p", type=number(0, 1, lo_open=True), default=0.8, help="nucleus mass")
+    g.add_argument("--ifeval-top-k", type=nonneg, default=20, help="top-k sampling (0 = off)")
     g.add_argument("--ifeval-file", default=None, help="prompts in IFEval's input_data.jsonl format (default: IFEval)")
     return p.parse_args(argv)
 

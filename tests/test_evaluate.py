@@ -471,6 +471,8 @@ def test_report_puts_runs_side_by_side(tmp_path):
         ("--knowledge-curve", "-1", "0"),
         ("--ifeval-max-new-tokens", "0", "1"),
         ("--ifeval-temperature", "-0.1", "0"),
+        ("--ifeval-temperature", "nan", "0"),
+        ("--ifeval-temperature", "inf", "2"),
         ("--ifeval-top-p", "0", "1"),
         ("--ifeval-top-p", "1.5", "0.01"),
         ("--ifeval-top-k", "-1", "0"),
