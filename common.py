@@ -182,14 +182,15 @@ def load_tokenizer(name):
     return tokenizer
 
 
-def load_model(name, device=None, dtype=None, quiet=False):
-    """Load (model, tokenizer) for generation and training; padding on the left for batched generate."""
+def load_model(name, device=None, dtype=None, quiet=False, tokenizer=None):
+    """Load (model, tokenizer) for generation and training; padding on the left for batched generate
+    (pass the tokenizer when load_tokenizer already gave it, to check inputs before the model loads)."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_model(name)
     device, default_dtype = pick_device(device)
     dtype = dtype or default_dtype
-    tokenizer = load_tokenizer(path)
+    tokenizer = tokenizer or load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     model.eval()
     if not quiet:

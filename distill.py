@@ -289,7 +289,8 @@ def pair_texts(tokenizer, messages, knowledge, thinking, where):
 
 
 def plan_lengths(tokenizer, prompts, pool, thinking, marker_ids):
-    """Before the model loads: (longest teacher prompt in tokens, its prompt id, its knowledge id).
+    """Before the model loads: (longest teacher prompt in tokens, its prompt id, its knowledge id,
+    longest student prompt in tokens).
 
     Every prompt is rendered without and with a pool entry, and every entry with one prompt (pair_texts
     checks each; every student prompt must end with the marker's ids). Tokens add up almost exactly (a
@@ -313,7 +314,7 @@ def plan_lengths(tokenizer, prompts, pool, thinking, marker_ids):
     texts = [pair_texts(tokenizer, m, k, thinking, f"{pid} with knowledge {kid}")[1] for pid, m, kid, k in candidates]
     lengths = [len(ids) for ids in tokenize(texts)]
     best = max(range(len(candidates)), key=lengths.__getitem__)
-    return lengths[best], candidates[best][0], candidates[best][2]
+    return lengths[best], candidates[best][0], candidates[best][2], longest
 
 
 def build_pair(student_prompt, teacher_prompt, response_ids, marker_ids, max_seq_len):
@@ -379,20 +380,15 @@ def make_teacher(student):
     return copy.deepcopy(student).eval().requires_grad_(False)
 
 
-def main_plan(student, tokenizer, prompts, pool, args, optimizer, checkpointing):
-    """The memory plan of this run: the longest turn prompt, with the longest knowledge for the teacher."""
+def main_plan(student, lengths, args, optimizer, checkpointing):
+    """The memory plan of this run at its longest prompts: lengths = (student, teacher) prompt tokens."""
     _, compute_dtype = common.pick_device(args.device)
-    tokens = lambda text: len(tokenizer(text, add_special_tokens=False).input_ids)  # noqa: E731
-    lengths = [tokens(common.chat_text(tokenizer, m, args.thinking)) for _, m in prompts]
-    longest = prompts[max(range(len(prompts)), key=lengths.__getitem__)][1]
-    knowledge = max((k for _, k in pool), key=tokens)
-    teacher_text = common.chat_text(tokenizer, games.insert_knowledge(longest, knowledge), args.thinking)
     return memory.plan_memory(
         student.config,
         sum(p.numel() for p in student.parameters()),
         batch_size=args.batch_size,
-        prompt_tokens=max(lengths),
-        teacher_prompt_tokens=tokens(teacher_text),
+        prompt_tokens=lengths[0],
+        teacher_prompt_tokens=lengths[1],
         new_tokens=args.max_new_tokens,
         weight_bytes=next(student.parameters()).element_size(),
         optimizer=optimizer,
@@ -408,10 +404,11 @@ def main_plan(student, tokenizer, prompts, pool, args, optimizer, checkpointing)
 
 
 def check_lengths(args, tokenizer, prompts, pool, marker_ids, model_path):
-    """The sequence length limit, derived or checked against --max-seq-len and the model's window."""
+    """(the sequence length limit, derived or checked against --max-seq-len and the model's window,
+    (longest student prompt, longest teacher prompt) in tokens)."""
     from transformers import AutoConfig
 
-    longest, pid, kid = plan_lengths(tokenizer, prompts, pool, args.thinking, marker_ids)
+    longest, pid, kid, student_longest = plan_lengths(tokenizer, prompts, pool, args.thinking, marker_ids)
     need, limit = longest + args.max_new_tokens, args.max_seq_len or longest + args.max_new_tokens
     where = f"the longest teacher prompt ({pid} with knowledge {kid}) has {longest} tokens"
     window = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None) or need
@@ -419,7 +416,7 @@ def check_lengths(args, tokenizer, prompts, pool, marker_ids, model_path):
         too_small = f"--max-seq-len {limit} is too small" if limit < need else f"the model's window is {window}"
         raise common.InputError(f"{too_small}: {where}, + --max-new-tokens {args.max_new_tokens} = {need}")
     print(f"distill | {len(prompts)} prompts x {len(pool)} knowledge entries | {where} | limit {limit}")
-    return limit
+    return limit, (student_longest, longest)
 
 
 def main(args):
@@ -436,23 +433,21 @@ def main(args):
         raise common.InputError("--optimizer adamw8bit needs torchao (pip install -r requirements.txt)")
     prompts, pool = load_prompts(args.trajectories), load_pool(args.knowledge)
     # every prompt, knowledge entry and length is checked with the tokenizer alone, before the model loads
-    from transformers import AutoTokenizer
-
     model_path = common.resolve_model(args.model)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = common.load_tokenizer(model_path)
     marker_ids = tokenizer(generation_marker(tokenizer, args.thinking), add_special_tokens=False).input_ids
-    max_seq_len = check_lengths(args, tokenizer, prompts, pool, marker_ids, model_path)
+    max_seq_len, lengths = check_lengths(args, tokenizer, prompts, pool, marker_ids, model_path)
     rng = random.Random(args.seed)
     torch.manual_seed(args.seed)
     weights_dtype, _ = memory.training_dtypes(args.device, optimizer_name)
-    student, tokenizer = common.load_model(args.model, args.device, dtype=weights_dtype)
+    student, tokenizer = common.load_model(args.model, args.device, dtype=weights_dtype, tokenizer=tokenizer)
     # a live teacher is the student's own current weights, with the knowledge in context: no copy
     teacher = student if args.teacher == "live" else make_teacher(student)
     autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32)
     if checkpointing:
         student.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(use_reentrant=False))
     optimizer = memory.make_optimizer(student.parameters(), optimizer_name, args.lr, args.weight_decay)
-    plan = main_plan(student, tokenizer, prompts, pool, args, optimizer_name, checkpointing)
+    plan = main_plan(student, lengths, args, optimizer_name, checkpointing)
     print(memory.format_plan(plan, memory.device_capacity(device)), flush=True)
     # args.json: the arguments as given, and what the defaults resolved to on this machine
     resolved = dict(max_seq_len=max_seq_len, optimizer=optimizer_name, gradient_checkpointing=checkpointing)

@@ -495,7 +495,11 @@ def test_the_derived_length_is_the_longest_of_every_prompt_with_every_entry(tiny
     ]
     pool = [(f"k{j}", "- " + words * (3 * j + 1)) for j in range(5)]
     marker_ids = tokenizer(distill.generation_marker(tokenizer, True), add_special_tokens=False).input_ids
-    longest, pid, kid = distill.plan_lengths(tokenizer, prompts, pool, True, marker_ids)
+    longest, pid, kid, student = distill.plan_lengths(tokenizer, prompts, pool, True, marker_ids)
+    alone = [
+        len(tokenizer(common.chat_text(tokenizer, m, True), add_special_tokens=False).input_ids) for _, m in prompts
+    ]
+    assert student == max(alone)
     every = {
         (p, k): len(tokenizer(distill.pair_texts(tokenizer, m, text, True, p)[1], add_special_tokens=False).input_ids)
         for p, m in prompts
