@@ -14,10 +14,11 @@ Sets (`--sets`, comma separated, one model load for all of them):
   top-k 20, seeded with `--seed`. The `--ifeval-*` flags change it; their values go into the summary.
 Each set writes OUT_DIR/eval_SET.jsonl (eval_SET_incontext.jsonl with --knowledge,
 eval_SET_curveC.jsonl with --knowledge-curve): per-game or per-prompt records, then one
-`kind: "summary"` record per evaluation, with 95% intervals. An existing output is skipped unless
-`--force`. `--report RUN` draws a run: RUN/report.md and RUN/report.png (the paper's Figure 1), with the
-paired change of the held-out pass rate from round 0 and from the in-context run; `--report RUN1 RUN2 ...`
-puts runs side by side (OUT_DIR/compare.md and compare.png, the shape of the paper's Table 2).
+`kind: "summary"` record per evaluation, with 95% intervals (report.py's statistics). An existing output is
+skipped unless `--force`. `--report RUN` hands over to report.py, which draws a run: RUN/report.md and
+RUN/report.png (the paper's Figure 1), with the paired change of the held-out pass rate from round 0 and from
+the in-context run; `--report RUN1 RUN2 ...` puts runs side by side (OUT_DIR/compare.md and compare.png, the
+shape of the paper's Table 2).
 
     python evaluate.py --model runs/demo/round_1/model --round 1 --sets id,ood,ifeval --out-dir runs/demo/round_1
     python evaluate.py --model smollm2-135m --round 1 --sets id --knowledge runs/demo/round_1/knowledge.jsonl \\
@@ -41,12 +42,8 @@ subset of its prompts (`--ifeval-n`, 0 = all 541) with a response budget.
 
 import argparse
 import collections
-import glob
-import json
-import math
 import os
 import random
-import re
 import time
 
 import torch
@@ -55,6 +52,7 @@ from tqdm import tqdm
 import common
 import games
 import ifeval
+import report
 
 PRESETS = {"id": "eval", "ood": "ood", "ifeval": None}  # set -> game preset (games.PRESETS)
 EPISODES = 1  # episodes per held-out game: more games beat more episodes at the same cost (docstring)
@@ -114,74 +112,16 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-# ----------------------------------------------------------------------------- statistics
-
-
-def wilson(successes, n, z=1.96):
-    """95% Wilson interval of a proportion: sound for small n and for rates near 0 or 1."""
-    if n == 0:
-        return (0.0, 0.0)
-    p, d = successes / n, 1 + z * z / n
-    centre, half = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def ratio_ci(numerators, denominators, resamples=2000, seed=0):
-    """(sum(num) / sum(den), 95% percentile bootstrap over units). A unit is a game: its turns and its
-    episodes are not independent, so whole games are resampled (a cluster bootstrap)."""
-    n, rng = len(numerators), random.Random(seed)
-    ratio = lambda idx: sum(numerators[i] for i in idx) / max(sum(denominators[i] for i in idx), 1)
-    stats = sorted(ratio([rng.randrange(n) for _ in range(n)]) for _ in range(resamples)) if n else [0.0]
-    return ratio(range(n)), (stats[int(0.025 * (len(stats) - 1))], stats[int(0.975 * (len(stats) - 1))])
-
-
-def mcnemar_exact(b, c):
-    """Two-sided exact McNemar p-value from the discordant pairs (b one way, c the other): with no
-    difference, each discordant pair goes either way with probability 1/2 (a binomial)."""
-    n = b + c
-    return min(1.0, 2 * sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n)
-
-
-def sign_flip_p(diffs):
-    """Two-sided exact p-value of the paired randomisation test on per-game integer differences: with no
-    difference each game's difference is as likely negative as positive, so all 2^G sign flips are
-    equally likely; their sums are counted exactly. With one episode a game it is McNemar's exact test."""
-    counts = {0: 1}  # sum of flipped differences -> number of flip patterns giving it
-    for d in diffs:
-        flipped = collections.Counter()
-        for total, k in counts.items():
-            flipped[total + d] += k
-            flipped[total - d] += k
-        counts = flipped
-    observed = abs(sum(diffs))
-    return sum(k for total, k in counts.items() if abs(total) >= observed) / 2 ** len(diffs)
+# ----------------------------------------------------------------------------- metrics
+# each evaluation's summary record; the intervals themselves are report.py's, which the report reuses
 
 
 def by_game(records):
-    """{game: [records]} in first-seen order: the clusters of the intervals and of the pairing."""
+    """{game: [records]} in first-seen order: the clusters that the intervals resample."""
     games_ = {}
     for r in records:
         games_.setdefault(r["game"], []).append(r)
     return games_
-
-
-def paired_difference(before, after):
-    """Change in pass rate between two evaluations of the same games, paired by (game, episode):
-    the difference, its 95% bootstrap interval over games, and the exact sign-flip p-value over games."""
-    won = {(r["game"], r["episode"]): bool(r["won"]) for r in before}
-    pairs = [
-        (r["game"], int(r["won"]) - won[(r["game"], r["episode"])]) for r in after if (r["game"], r["episode"]) in won
-    ]
-    diffs, counts = collections.Counter(), collections.Counter()
-    for game, d in pairs:
-        diffs[game] += d
-        counts[game] += 1
-    per_game = [diffs[g] for g in counts]
-    diff, ci = ratio_ci(per_game, [counts[g] for g in counts])
-    better, worse = sum(d > 0 for _, d in pairs), sum(d < 0 for _, d in pairs)
-    return dict(
-        diff=diff, diff_ci=ci, p=sign_flip_p(per_game), games=len(counts), pairs=len(pairs), better=better, worse=worse
-    )
 
 
 def game_metrics(records):
@@ -195,11 +135,13 @@ def game_metrics(records):
     tokens = per_game(lambda r: sum(t["response_tokens"] for t in r["turns"]))
     won, n = sum(bool(r["won"]) for r in records), len(records)
     m = dict(n=n, games=len(games_), won=won, pass_rate=won / n)
-    m["pass_rate_ci"] = wilson(won, n) if n == len(games_) else ratio_ci(per_game(lambda r: r["won"]), episodes)[1]
-    m["score"], m["score_ci"] = ratio_ci(per_game(lambda r: r["score"] / max(r["max_score"], 1)), episodes)
-    m["turns"], m["turns_ci"] = ratio_ci(per_game(lambda r: r["turns_used"]), episodes)
-    m["tokens_per_turn"], m["tokens_per_turn_ci"] = ratio_ci(tokens, turns)
-    m["tokens_per_game"], m["tokens_per_game_ci"] = ratio_ci(tokens, episodes)
+    m["pass_rate_ci"] = (
+        report.wilson(won, n) if n == len(games_) else report.ratio_ci(per_game(lambda r: r["won"]), episodes)[1]
+    )
+    m["score"], m["score_ci"] = report.ratio_ci(per_game(lambda r: r["score"] / max(r["max_score"], 1)), episodes)
+    m["turns"], m["turns_ci"] = report.ratio_ci(per_game(lambda r: r["turns_used"]), episodes)
+    m["tokens_per_turn"], m["tokens_per_turn_ci"] = report.ratio_ci(tokens, turns)
+    m["tokens_per_game"], m["tokens_per_game_ci"] = report.ratio_ci(tokens, episodes)
     m["valid"] = sum(per_game(lambda r: sum(t["valid"] for t in r["turns"]))) / max(sum(turns), 1)
     return m
 
@@ -213,13 +155,15 @@ def ifeval_metrics(records):
     m = dict(
         n=n,
         prompt_accuracy=followed / n,
-        prompt_accuracy_ci=wilson(followed, n),
+        prompt_accuracy_ci=report.wilson(followed, n),
         instruction_accuracy=sum(flat) / len(flat),
         prompt_accuracy_loose=sum(all(r["followed_loose"]) for r in records) / n,
         instruction_accuracy_loose=sum(flat_loose) / len(flat_loose),
         cut=sum(r["cut"] for r in records) / n,
     )
-    m["tokens_per_response"], m["tokens_per_response_ci"] = ratio_ci([r["response_tokens"] for r in records], [1] * n)
+    m["tokens_per_response"], m["tokens_per_response_ci"] = report.ratio_ci(
+        [r["response_tokens"] for r in records], [1] * n
+    )
     return m
 
 
@@ -336,271 +280,12 @@ def ifeval_set(model, tokenizer, args, prompts):
     return records, [dict(knowledge_id=None, **ifeval_metrics(records))]
 
 
-# ----------------------------------------------------------------------------- the report
-
-COLUMNS = [  # (header, evaluation, metric): the per-round table of one run
-    ("held-out pass rate", "id", "pass_rate"),
-    ("with knowledge in context", "id_incontext", "pass_rate"),
-    ("score", "id", "score"),
-    ("tokens/turn", "id", "tokens_per_turn"),
-    ("tokens/turn in context", "id_incontext", "tokens_per_turn"),
-    ("turns", "id", "turns"),
-    ("OOD games pass rate", "ood", "pass_rate"),
-    ("IFEval prompt-level strict", "ifeval", "prompt_accuracy"),
-]
-PAIRED = [("vs round 0", "id", 0), ("vs in context", "id_incontext", None)]  # held-out games paired with these
-NOT_KNOBS = ("quiet", "device", "force", "report", "out_dir")  # recorded flags that do not change a result
-
-
-def load_run(run):
-    """{(round, eval name): {summaries, games: [{game, episode, won}]}} from RUN/round_R/eval_NAME.jsonl."""
-    found = {}
-    for path in sorted(glob.glob(os.path.join(run, "round_*", "eval_*.jsonl"))):
-        match = re.fullmatch(r"round_(\d+)", os.path.basename(os.path.dirname(path)))
-        if not match:
-            continue
-        name = os.path.basename(path)[len("eval_") : -len(".jsonl")]
-        records = common.read_jsonl(path)
-        summaries = [r for r in records if r.get("kind") == "summary"]
-        need = ("prompt_accuracy", "prompt_accuracy_ci") if name.startswith("ifeval") else ("pass_rate", "pass_rate_ci")
-        if not summaries or any(k not in s for s in summaries for k in need):
-            raise common.InputError(
-                f"{path}: expected a summary record (kind 'summary') with {', '.join(need)}; "
-                "rerun the evaluation with --force"
-            )
-        played = [r for r in records if r.get("kind") == "game"]
-        if any(k not in r for r in played for k in ("game", "episode", "won")):
-            raise common.InputError(f"{path}: a game record without game, episode and won; rerun with --force")
-        played = [dict(game=r["game"], episode=r["episode"], won=r["won"]) for r in played]
-        found[(int(match.group(1)), name)] = dict(summaries=summaries, games=played)
-    if not found:
-        raise common.InputError(f"{run}: no evaluations found (expected {run}/round_R/eval_*.jsonl)")
-    return found
-
-
-def read_json(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise common.InputError(f"{path}: expected a JSON object ({e})")
-    if not isinstance(record, dict):
-        raise common.InputError(f"{path}: expected a JSON object, got {type(record).__name__}")
-    return record
-
-
-def run_knobs(run, found):
-    """{knob: value} as the run's files record them: RUN/settings.json if there is one, each round's
-    distillation flags (RUN/round_R/model/args.json), the knowledge's `source` and `model`
-    (RUN/round_R/knowledge.jsonl) and the evaluation settings. Paths inside the run read RUN/round_R,
-    so that two runs compare; a knob that changed between rounds shows every value."""
-    values = collections.defaultdict(set)
-    prefixes = sorted({run, os.path.normpath(run), os.path.abspath(run)}, key=len, reverse=True)
-
-    def add(prefix, record):
-        for key, value in record.items():
-            if key not in NOT_KNOBS and (value is None or isinstance(value, (str, int, float, bool))):
-                value = str(value)
-                for p in prefixes:
-                    value = value.replace(p, "RUN")
-                values[prefix + key].add(re.sub(r"round_\d+", "round_R", value))
-
-    if os.path.isfile(os.path.join(run, "settings.json")):
-        add("", read_json(os.path.join(run, "settings.json")))
-    for path in sorted(glob.glob(os.path.join(run, "round_*", "model", "args.json"))):
-        add("distill.", read_json(path))
-    for path in sorted(glob.glob(os.path.join(run, "round_*", "knowledge.jsonl"))):
-        add("extract.", {k: v for r in common.read_jsonl(path)[:1] for k, v in r.items() if k in ("source", "model")})
-    for (_, name), found_ in found.items():
-        add("eval.", found_["summaries"][-1].get("settings") or {})
-    return {key: " | ".join(sorted(v)) for key, v in sorted(values.items())}
-
-
-def paired(found, r):
-    """{label: paired_difference or None}: round r's held-out games against round 0's and against the
-    in-context run's (θ_(r-1) with the knowledge), matched by (game, episode)."""
-    out = {}
-    for label, name, round_ in PAIRED:
-        before, after = found.get((r if round_ is None else round_, name)), found.get((r, "id"))
-        d = paired_difference(before["games"], after["games"]) if before and after and before is not after else None
-        out[label] = d if d and d["pairs"] else None
-    return out
-
-
-def cell(summary, key):
-    if summary is None or summary.get(key) is None:
-        return "-"
-    ci = summary.get(key + "_ci")
-    return f"{summary[key]:.2f}" + (" [{:.2f}, {:.2f}]".format(*ci) if ci else "")
-
-
-def paired_cell(d):
-    return "-" if d is None else f"{d['diff']:+.2f} [{d['diff_ci'][0]:+.2f}, {d['diff_ci'][1]:+.2f}] p={d['p']:.2f}"
-
-
-def last(found, r, name):
-    return found[(r, name)]["summaries"][-1] if (r, name) in found else None
-
-
-def round_table(found):
-    """The per-round table of one run, paired differences of the held-out pass rate included."""
-    rounds = sorted({r for r, _ in found})
-    header = [c[0] for c in COLUMNS] + [f"held-out Δ {label} (paired)" for label, _, _ in PAIRED]
-    lines = ["| round | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
-    for r in rounds:
-        cells = [cell(last(found, r, name), key) for _, name, key in COLUMNS]
-        cells += [paired_cell(d) for d in paired(found, r).values()]
-        lines.append(f"| {r} | " + " | ".join(cells) + " |")
-    curves = sorted(k for k in found if "_curve" in k[1])
-    if curves:
-        lines += ["", "In-context curve (held-out pass rate with the snapshot after N trajectories):", ""]
-        lines += ["| round | set | knowledge | step | pass rate |", "|---|---|---|---|---|"]
-        for r, name in curves:
-            lines += [
-                f"| {r} | {name} | {s['knowledge_id']} | {s.get('step')} | {cell(s, 'pass_rate')} |"
-                for s in found[(r, name)]["summaries"]
-            ]
-    return "\n".join(lines)
-
-
-def runs_table(runs, founds, knobs):
-    """The paper's Table 2 shape: one row per run, the knobs that differ between runs as columns, then the
-    last round's held-out pass rate, in context and consolidated, with its paired differences."""
-    differ = [k for k in sorted(set().union(*knobs)) if len({kn.get(k, "-") for kn in knobs}) > 1]
-    header = ["run", *differ, "rounds", "held-out round 0", "in context (last round)", "consolidated (last round)"]
-    header += [f"Δ {label} (paired)" for label, _, _ in PAIRED] + ["OOD games", "IFEval"]
-    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    for run, found, kn in zip(runs, founds, knobs):
-        r = max(r for r, _ in found)
-        cells = [os.path.basename(os.path.normpath(run)), *(kn.get(k, "-") for k in differ), str(r)]
-        cells += [cell(last(found, 0, "id"), "pass_rate"), cell(last(found, r, "id_incontext"), "pass_rate")]
-        cells += [cell(last(found, r, "id"), "pass_rate"), *(paired_cell(d) for d in paired(found, r).values())]
-        cells += [cell(last(found, r, "ood"), "pass_rate"), cell(last(found, r, "ifeval"), "prompt_accuracy")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def write_text(path, text):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)  # --out-dir may not exist yet
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
-
-
-def write_report(runs, out_dir=None):
-    """One run: RUN/report.md (one row per round) and RUN/report.png (the paper's Figure 1). Several:
-    OUT_DIR/compare.md (one row per run, the paper's Table 2) and OUT_DIR/compare.png. Returns the figure."""
-    founds = [load_run(run) for run in runs]
-    knobs = [run_knobs(run, found) for run, found in zip(runs, founds)]
-    intro = (
-        "Round 0 is the base model, round r is θ_r after r rounds; 'in context' is the start-of-round policy "
-        "θ_(r-1) playing with round r's knowledge (the distillation teacher). 95% intervals in brackets "
-        "(resampling whole games); paired differences match the same (game, episode) in both evaluations, "
-        "p is the exact sign-flip test over games (McNemar's exact test with one episode a game).\n\n"
-    )
-    if len(runs) == 1:
-        table = round_table(founds[0])
-        settings = "\n".join(f"- {k}: {v}" for k, v in knobs[0].items())
-        title, base = os.path.basename(os.path.abspath(runs[0])), os.path.join(runs[0], "report")
-        write_text(base + ".md", f"# {title}\n\n{intro}{table}\n\nSettings:\n\n{settings}\n")
-        fig = plot_run(founds[0])
-    else:
-        table = runs_table(runs, founds, knobs)
-        base = os.path.join(out_dir or ".", "compare")
-        write_text(base + ".md", f"# {len(runs)} runs\n\n{intro}{table}\n")
-        fig = plot_runs(runs, founds)
-    fig.savefig(base + ".tmp.png", dpi=110)
-    os.replace(base + ".tmp.png", base + ".png")
-    print(table)
-    return fig
-
-
-def errorbars(ax, points, label, style):
-    """points [(x, summary-like dict with the value and its interval)] as one line with error bars."""
-    if points:
-        xs, ys = [x for x, _, _ in points], [y for _, y, _ in points]
-        low = [max(y - (ci or (y, y))[0], 0) for _, y, ci in points]
-        high = [max((ci or (y, y))[1] - y, 0) for _, y, ci in points]
-        ax.errorbar(xs, ys, yerr=[low, high], fmt=style, capsize=3, label=label)
-
-
-def panel(ax, title, xlabel, rate=True):
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel(xlabel)
-    if ax.containers or ax.lines:
-        ax.legend(fontsize=8)
-    if rate:
-        ax.set_ylim(-0.03, 1.03)  # rates on the whole scale, so small changes look small
-
-
-def figure(n):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.figure
-
-    fig = matplotlib.figure.Figure(figsize=(4.4 * n, 3.6), layout="tight")
-    return fig, fig.subplots(1, n, squeeze=False)[0]
-
-
-def plot_run(found):
-    """The paper's Figure 1 for one run: pass rate, response length, IFEval and the paired differences
-    per round, with 95% intervals; the in-context curve when there is one."""
-    rounds = sorted({r for r, _ in found})
-    curves = sorted(k for k in found if "_curve" in k[1])
-    fig, axes = figure(4 + bool(curves))
-    series = lambda name, key, shift: [
-        (r + shift, s[key], s.get(key + "_ci"))
-        for r in rounds
-        for s in [last(found, r, name)]
-        if s and s.get(key) is not None
-    ]
-    for k, (name, label) in enumerate([("id", "held-out"), ("id_incontext", "knowledge in context"), ("ood", "OOD")]):
-        errorbars(axes[0], series(name, "pass_rate", 0.06 * k), label, "os^"[k] + "-")
-    for k, (name, label) in enumerate([("id", "held-out"), ("id_incontext", "knowledge in context")]):
-        errorbars(axes[1], series(name, "tokens_per_turn", 0.06 * k), label, "os"[k] + "-")
-    errorbars(axes[2], series("ifeval", "prompt_accuracy", 0), "IFEval", "o-")
-    for k, (label, _, _) in enumerate(PAIRED):
-        diffs = [(r + 0.06 * k, d["diff"], d["diff_ci"]) for r in rounds for d in [paired(found, r)[label]] if d]
-        errorbars(axes[3], diffs, label, "os"[k] + "-")
-    axes[3].axhline(0, color="grey", lw=0.8)
-    for ax, title in zip(axes, ["pass rate", "response tokens per turn", "IFEval prompt-level strict accuracy"]):
-        panel(ax, title, "round", rate="tokens" not in title)
-        ax.set_xticks(rounds)
-    panel(axes[3], "held-out pass rate, paired difference", "round", rate=False)
-    axes[3].set_xticks(rounds)
-    for r, name in curves:
-        steps = [(s.get("step") or 0, s["pass_rate"], s.get("pass_rate_ci")) for s in found[(r, name)]["summaries"]]
-        errorbars(axes[-1], steps, f"round {r}", "o-")
-    if curves:
-        panel(axes[-1], "in-context curve", "trajectories read")
-    return fig
-
-
-def plot_runs(runs, founds):
-    """Several runs side by side: held-out pass rate (consolidated and in context) and IFEval per round."""
-    fig, axes = figure(3)
-    for k, (run, found) in enumerate(zip(runs, founds)):
-        name, rounds = os.path.basename(os.path.normpath(run)), sorted({r for r, _ in found})
-        for ax, (set_, key) in zip(
-            axes, [("id", "pass_rate"), ("id_incontext", "pass_rate"), ("ifeval", "prompt_accuracy")]
-        ):
-            points = [(r + 0.05 * k, s[key], s.get(key + "_ci")) for r in rounds for s in [last(found, r, set_)] if s]
-            errorbars(ax, points, name, "os^dv"[k % 5] + "-")
-    for ax, title in zip(
-        axes,
-        ["held-out pass rate (consolidated)", "held-out pass rate, knowledge in context", "IFEval prompt-level strict"],
-    ):
-        panel(ax, title, "round")
-    return fig
-
-
 # ----------------------------------------------------------------------------- main
 
 
 def main(args):
     if args.report:
-        return write_report(args.report, args.out_dir)
+        return report.write_report(args.report, args.out_dir)
     common.claim_outputs([output_path(args, name) for name in args.sets], args)  # one writer, same arguments
     if args.out and len(args.sets) > 1:
         raise common.InputError("--out names one file: use --out-dir with several --sets")

@@ -13,6 +13,7 @@ import common
 import evaluate
 import games
 import ifeval
+import report
 
 
 def game(won, score, max_score, tokens, name="g", episode=0):
@@ -31,7 +32,7 @@ def test_game_metrics_by_hand():
     ]
     m = evaluate.game_metrics(records)
     assert m["n"] == 4 and m["games"] == 4 and m["won"] == 2 and m["pass_rate"] == 0.5
-    assert m["pass_rate_ci"] == pytest.approx(evaluate.wilson(2, 4))  # one episode a game: independent trials
+    assert m["pass_rate_ci"] == pytest.approx(report.wilson(2, 4))  # one episode a game: independent trials
     assert m["score"] == pytest.approx((1 + 0 + 1 + 0.5) / 4)
     assert m["turns"] == pytest.approx(2.5)
     assert m["tokens_per_turn"] == pytest.approx(61 / 10)  # over all turns, not a mean of per-game means
@@ -42,33 +43,33 @@ def test_game_metrics_by_hand():
     assert 1 <= low < m["tokens_per_turn"] < high <= 10  # the per-turn rate of the games lies in [1, 10]
     # two episodes of each game: the episodes of a game are not independent, so whole games are resampled
     m = evaluate.game_metrics([dict(r, episode=e, game=r["game"] in "ab") for e, r in enumerate(records)])
-    assert m["n"] == 4 and m["games"] == 2 and m["pass_rate_ci"] == evaluate.ratio_ci([1, 1], [2, 2])[1] == (0.5, 0.5)
-    assert m["turns"] == 2.5 and m["turns_ci"] == evaluate.ratio_ci([6, 4], [2, 2])[1] == (2, 3)
+    assert m["n"] == 4 and m["games"] == 2 and m["pass_rate_ci"] == report.ratio_ci([1, 1], [2, 2])[1] == (0.5, 0.5)
+    assert m["turns"] == 2.5 and m["turns_ci"] == report.ratio_ci([6, 4], [2, 2])[1] == (2, 3)
 
 
 def test_wilson_interval_by_hand():
-    low, high = evaluate.wilson(5, 10)  # p = .5, n = 10: centre .5, half 1.96*sqrt(.025+.0096)/1.384
+    low, high = report.wilson(5, 10)  # p = .5, n = 10: centre .5, half 1.96*sqrt(.025+.0096)/1.384
     assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
-    low, high = evaluate.wilson(0, 10)  # centre (1.92/10)/1.384 = .1388 = half: (0, .2775)
+    low, high = report.wilson(0, 10)  # centre (1.92/10)/1.384 = .1388 = half: (0, .2775)
     assert low == 0 and high == pytest.approx(0.2775, abs=1e-4)
-    assert evaluate.wilson(10, 10)[1] == 1 and evaluate.wilson(0, 0) == (0.0, 0.0)
+    assert report.wilson(10, 10)[1] == 1 and report.wilson(0, 0) == (0.0, 0.0)
 
 
 def test_per_turn_bootstrap_resamples_whole_games():
     # two games: 10 tokens in 2 turns (5/turn), 30 tokens in 2 turns (15/turn). Resampling two games gives
     # 5 (p=1/4), 10 (p=1/2) or 15 (p=1/4): the 2.5% and 97.5% points are 5 and 15.
-    rate, (low, high) = evaluate.ratio_ci([10, 30], [2, 2])
+    rate, (low, high) = report.ratio_ci([10, 30], [2, 2])
     assert rate == 10 and (low, high) == (5, 15)
-    assert evaluate.ratio_ci([12, 24, 6], [2, 4, 1]) == (6, (6, 6))  # every game at 6 tokens/turn: no spread
-    assert evaluate.ratio_ci([10, 30], [2, 2], seed=1) == evaluate.ratio_ci([10, 30], [2, 2], seed=1)
+    assert report.ratio_ci([12, 24, 6], [2, 4, 1]) == (6, (6, 6))  # every game at 6 tokens/turn: no spread
+    assert report.ratio_ci([10, 30], [2, 2], seed=1) == report.ratio_ci([10, 30], [2, 2], seed=1)
 
 
 def test_mcnemar_exact_known_values():
-    assert evaluate.mcnemar_exact(0, 5) == 2 / 32  # all 5 discordant pairs one way
-    assert evaluate.mcnemar_exact(1, 9) == pytest.approx(2 * (1 + 10) / 1024)
-    assert evaluate.mcnemar_exact(9, 1) == evaluate.mcnemar_exact(1, 9)
-    assert evaluate.mcnemar_exact(3, 3) == 1 and evaluate.mcnemar_exact(0, 0) == 1
-    assert evaluate.mcnemar_exact(2, 12) == pytest.approx(0.012939, abs=1e-6)  # scipy.stats.binomtest(2, 14)
+    assert report.mcnemar_exact(0, 5) == 2 / 32  # all 5 discordant pairs one way
+    assert report.mcnemar_exact(1, 9) == pytest.approx(2 * (1 + 10) / 1024)
+    assert report.mcnemar_exact(9, 1) == report.mcnemar_exact(1, 9)
+    assert report.mcnemar_exact(3, 3) == 1 and report.mcnemar_exact(0, 0) == 1
+    assert report.mcnemar_exact(2, 12) == pytest.approx(0.012939, abs=1e-6)  # scipy.stats.binomtest(2, 14)
 
 
 def brute_force_sign_flip(diffs):
@@ -80,23 +81,23 @@ def test_sign_flip_test_against_brute_force_and_mcnemar():
     rng = random.Random(0)
     for _ in range(50):
         diffs = [rng.randint(-3, 3) for _ in range(rng.randint(0, 10))]
-        assert evaluate.sign_flip_p(diffs) == pytest.approx(brute_force_sign_flip(diffs))
+        assert report.sign_flip_p(diffs) == pytest.approx(brute_force_sign_flip(diffs))
     for _ in range(50):  # one episode a game: differences -1, 0, +1, and the test is McNemar's
         diffs = [rng.choice([-1, 0, 0, 1, 1]) for _ in range(rng.randint(1, 16))]
-        assert evaluate.sign_flip_p(diffs) == pytest.approx(evaluate.mcnemar_exact(diffs.count(-1), diffs.count(1)))
+        assert report.sign_flip_p(diffs) == pytest.approx(report.mcnemar_exact(diffs.count(-1), diffs.count(1)))
 
 
 def test_paired_difference_matches_game_and_episode():
     won = lambda game, episode, w: dict(game=game, episode=episode, won=w)
     before = [won(g, 0, g < 3) for g in range(10)]  # games 0-2 won
     after = [won(g, 0, g < 8) for g in reversed(range(10))] + [won(99, 0, True)]  # 0-7 won; game 99 has no pair
-    d = evaluate.paired_difference(before, after)
+    d = report.paired_difference(before, after)
     assert d["pairs"] == d["games"] == 10 and (d["better"], d["worse"]) == (5, 0) and d["diff"] == 0.5
-    assert d["p"] == evaluate.mcnemar_exact(0, 5) and 0 < d["diff_ci"][0] < 0.5 < d["diff_ci"][1] <= 0.8
+    assert d["p"] == report.mcnemar_exact(0, 5) and 0 < d["diff_ci"][0] < 0.5 < d["diff_ci"][1] <= 0.8
     # three episodes of two games: the test and the interval are over games, not over episodes
     before = [won(g, e, False) for g in "ab" for e in range(3)]
     after = [won("a", e, True) for e in range(3)] + [won("b", e, e == 0) for e in range(3)]
-    d = evaluate.paired_difference(before, after)
+    d = report.paired_difference(before, after)
     assert (d["pairs"], d["games"], d["better"], d["diff"]) == (6, 2, 4, 4 / 6)
     assert d["p"] == brute_force_sign_flip([3, 1]) == 0.5  # McNemar on 4 of 6 episodes would claim 0.125
     assert d["diff_ci"] == (1 / 3, 1.0)  # resamples of games a and b: 1/3, 2/3 or 1
@@ -114,7 +115,7 @@ def test_ifeval_metrics_by_hand():
         4 / 5
     )
     assert (
-        m["prompt_accuracy_ci"] == pytest.approx(evaluate.wilson(1, 3))
+        m["prompt_accuracy_ci"] == pytest.approx(report.wilson(1, 3))
         and m["tokens_per_response"] == 4
         and m["cut"] == pytest.approx(1 / 3)
     )
@@ -422,7 +423,7 @@ def test_report_on_a_fake_run(tmp_path):
         0.5,
         0.45,
     ]
-    d = evaluate.paired_difference(games_won(range(6)), games_won(range(11)))
+    d = report.paired_difference(games_won(range(6)), games_won(range(11)))
     assert diffs["vs round 0"][-1] == pytest.approx((2, 0.25, *d["diff_ci"])) and [
         x for x, *_ in diffs["vs round 0"]
     ] == [1, 2]
@@ -518,25 +519,25 @@ def test_bad_input(tiny_model, tiny_games, tmp_path):
     with open(run / "round_1" / "eval_id.jsonl", "a") as f:
         f.write("{broken\n")
     with pytest.raises(common.InputError, match=r"round_1/eval_id.jsonl:22: not valid JSON"):
-        evaluate.write_report([str(run)])
+        report.write_report([str(run)])
     common.write_jsonl(str(run / "round_1" / "eval_id.jsonl"), [dict(kind="summary", round=1, pass_rate=0.5)])
     with pytest.raises(common.InputError, match=r"round_1/eval_id.jsonl: expected a summary record .* pass_rate_ci"):
-        evaluate.write_report([str(run)])
+        report.write_report([str(run)])
     common.write_jsonl(
         str(run / "round_1" / "eval_id.jsonl"),
         [dict(kind="game", won=True), dict(kind="summary", pass_rate=0.5, pass_rate_ci=[0, 1])],
     )
     with pytest.raises(common.InputError, match=r"round_1/eval_id.jsonl: a game record without game, episode and won"):
-        evaluate.write_report([str(run)])
+        report.write_report([str(run)])
     common.write_jsonl(
         str(run / "round_1" / "eval_id.jsonl"),
         games_won([1]) + [dict(kind="summary", pass_rate=0.5, pass_rate_ci=[0, 1])],
     )
     (run / "round_1" / "model" / "args.json").write_text("[1, 2]")
     with pytest.raises(common.InputError, match=r"round_1/model/args.json: expected a JSON object, got list"):
-        evaluate.write_report([str(run)])
+        report.write_report([str(run)])
     (run / "round_1" / "model" / "args.json").write_text("{")
     with pytest.raises(common.InputError, match=r"round_1/model/args.json: expected a JSON object \(Expecting"):
-        evaluate.write_report([str(run)])
+        report.write_report([str(run)])
     with pytest.raises(common.InputError, match="no evaluations found"):
-        evaluate.write_report([str(tmp_path / "empty")])
+        report.write_report([str(tmp_path / "empty")])
