@@ -12,6 +12,7 @@ import torch
 import collect
 import common
 import games
+import play
 
 
 def args_for(tiny_model, tiny_games, out, *extra):
@@ -40,13 +41,13 @@ def args_for(tiny_model, tiny_games, out, *extra):
     ],
 )
 def test_parse_command(answer, expected):
-    assert games.parse_command(answer) == expected
+    assert play.parse_command(answer) == expected
 
 
 def test_thinking_is_split_off_before_parsing():
     assert common.split_thinking("<think>go north?</think>\ngo south") == ("<think>go north?</think>", "go south")
     assert common.split_thinking("<think>still thinking, no answer") == ("<think>still thinking, no answer", "")
-    answer, command, status, valid = games.choose_command(
+    answer, command, status, valid = play.choose_command(
         "<think>maybe west</think> go east", ["go east", "look"], "exact"
     )
     assert (answer, command, status, valid) == ("go east", "go east", "ok", True)
@@ -54,12 +55,12 @@ def test_thinking_is_split_off_before_parsing():
 
 def test_closest_command():
     admissible = ["go east", "go west", "take red key from table", "take key", "look"]
-    assert games.closest_command("take the key", admissible) == "take key"  # ties go to the shorter one
-    assert games.closest_command("walk west", admissible) == "go west"
-    assert games.closest_command("dance", admissible) is None
-    _, command, status, valid = games.choose_command("walk west", admissible, "closest")
+    assert play.closest_command("take the key", admissible) == "take key"  # ties go to the shorter one
+    assert play.closest_command("walk west", admissible) == "go west"
+    assert play.closest_command("dance", admissible) is None
+    _, command, status, valid = play.choose_command("walk west", admissible, "closest")
     assert (command, status, valid) == ("go west", "closest", False)
-    _, command, status, valid = games.choose_command("walk west", admissible, "exact")
+    _, command, status, valid = play.choose_command("walk west", admissible, "exact")
     assert (command, status, valid) == ("walk west", "ok", False)
 
 
@@ -73,21 +74,21 @@ def test_clean_removes_banner_prompt_and_status_bar():
 
 def test_render_log_drops_oldest_turns():
     history = [(None, "intro")] + [(f"cmd{i}", f"reply{i}") for i in range(5)]
-    log = games.render_log(history, max_turns=2)
+    log = play.render_log(history, max_turns=2)
     assert log == "(earlier turns not shown)\n\n> cmd3\nreply3\n\n> cmd4\nreply4"
-    assert games.render_log(history, max_turns=0).startswith("intro\n\n> cmd0")
+    assert play.render_log(history, max_turns=0).startswith("intro\n\n> cmd0")
 
 
 def test_knowledge_is_inserted_the_same_way_everywhere():
     history = [(None, "You are in a room."), ("go north", "You can't go that way.")]
-    plain = games.render_turn("Take the coin.", history, ["go south", "look"])
-    with_k = games.render_turn("Take the coin.", history, ["go south", "look"], knowledge="- open doors first")
-    assert with_k == games.insert_knowledge(plain, "- open doors first")
+    plain = play.render_turn("Take the coin.", history, ["go south", "look"])
+    with_k = play.render_turn("Take the coin.", history, ["go south", "look"], knowledge="- open doors first")
+    assert with_k == play.insert_knowledge(plain, "- open doors first")
     assert plain[:-1] == with_k[:-1] and with_k[-1]["content"].endswith(plain[-1]["content"])
     assert "- open doors first" in with_k[-1]["content"] and "- open doors first" not in plain[-1]["content"]
-    assert games.insert_knowledge(plain, None) == plain and games.insert_knowledge(plain, "") == plain
+    assert play.insert_knowledge(plain, None) == plain and play.insert_knowledge(plain, "") == plain
     assert "Commands you can use: go south, look" in plain[-1]["content"]
-    assert "Commands you can use" not in games.render_turn("x", history, None)[-1]["content"]
+    assert "Commands you can use" not in play.render_turn("x", history, None)[-1]["content"]
 
 
 def test_seed_ranges_never_collide():
@@ -143,7 +144,7 @@ def test_walkthrough_agent_wins_every_game(tiny_games, tmp_path):
         return [(f"[{ep.walkthrough[len(ep.history) - 1]}]", 1) for ep in episodes]
 
     paths = games.list_games(tiny_games)
-    records, stats = games.play(
+    records, stats = play.play(
         walkthrough, paths, max_turns=30, history=8, batch_size=64, list_commands=False, match="exact", quiet=True
     )
     assert len(records) == 3
@@ -158,7 +159,7 @@ def test_walkthrough_agent_wins_every_game(tiny_games, tmp_path):
 def test_a_random_agent_does_not_win_everything(tiny_games):
     """The harness is not trivially winning: answering 'look' forever wins nothing."""
     paths = games.list_games(tiny_games)
-    records, _ = games.play(
+    records, _ = play.play(
         lambda eps, msgs: [("look", 1)] * len(eps), paths, max_turns=4, history=8, batch_size=64, quiet=True
     )
     assert not any(r["won"] for r in records)
@@ -172,7 +173,7 @@ def test_strange_answers_never_crash(tiny_games):
     def agent(episodes, messages):
         return [(answers[len(ep.history) - 1], 0) for ep in episodes]
 
-    records, _ = games.play(agent, paths, max_turns=len(answers), history=8, batch_size=64, match="exact", quiet=True)
+    records, _ = play.play(agent, paths, max_turns=len(answers), history=8, batch_size=64, match="exact", quiet=True)
     statuses = [t["command_status"] for t in records[0]["turns"]]
     assert statuses == ["empty", "multi", "ok", "empty", "empty", "ok"]
     assert records[0]["turns"][1]["command"] == "go north"
@@ -184,9 +185,9 @@ def test_lockstep_equals_one_game_at_a_time(tiny_model, tiny_games, tmp_path):
     model, tokenizer = common.load_model(tiny_model, "cpu", dtype=torch.float64, quiet=True)
     paths = games.list_games(tiny_games)
     runs = []
-    agent = games.model_agent(model, tokenizer, thinking=False, max_new_tokens=8, temperature=0, top_p=1.0, top_k=0)
+    agent = play.model_agent(model, tokenizer, thinking=False, max_new_tokens=8, temperature=0, top_p=1.0, top_k=0)
     for lockstep in (True, False):
-        records, _ = games.play(agent, paths, max_turns=3, history=8, batch_size=64, lockstep=lockstep, quiet=True)
+        records, _ = play.play(agent, paths, max_turns=3, history=8, batch_size=64, lockstep=lockstep, quiet=True)
         runs.append([[(t["response"], t["command"]) for t in r["turns"]] for r in records])
     assert runs[0] == runs[1]
     assert any(resp for game in runs[0] for resp, _ in game)  # the model did say something

@@ -9,6 +9,7 @@ import pytest
 
 import common
 import games
+import play
 
 
 def copy_game(src, folder, name=None):
@@ -109,22 +110,22 @@ def test_a_damaged_game_is_an_error_naming_it(tiny_games, tmp_path):
     with pytest.raises(common.InputError, match=r"bad/treasure-l1-s0\.z8: the z-machine interpreter failed"):
         games.game_paths(str(tmp_path / "bad"), None, None, None)
     with pytest.raises(ValueError, match="interpreter failed"):
-        games.play(lambda eps, msgs: [("look", 1)] * len(eps), [victim], max_turns=2, history=4, batch_size=4)
+        play.play(lambda eps, msgs: [("look", 1)] * len(eps), [victim], max_turns=2, history=4, batch_size=4)
 
 
 def test_knowledge_file_checks(tmp_path):
     traj = tmp_path / "deploy.jsonl"
     common.write_jsonl(str(traj), [{"game": "g", "turns": [], "won": False, "knowledge_id": None, "knowledge": None}])
     with pytest.raises(common.InputError, match=r"deploy.jsonl: record 1 is not a knowledge record"):
-        games.load_knowledge(str(traj))
+        play.load_knowledge(str(traj))
     empty = tmp_path / "k.jsonl"
     common.write_jsonl(str(empty), [{"knowledge_id": "a", "knowledge": "  \n"}])
     with pytest.raises(common.InputError, match=r"k.jsonl: knowledge 'a' is empty"):
-        games.load_knowledge(str(empty))
+        play.load_knowledge(str(empty))
     blank = tmp_path / "k.txt"
     blank.write_text("\n\n")
     with pytest.raises(common.InputError, match=r"k.txt: the knowledge text is empty"):
-        games.load_knowledge(str(blank))
+        play.load_knowledge(str(blank))
     good = tmp_path / "good.txt"
     good.write_text("- open the chest first\n")
-    assert games.load_knowledge(str(good)) == ("good.txt", "- open the chest first\n")
+    assert play.load_knowledge(str(good)) == ("good.txt", "- open the chest first\n")
