@@ -31,6 +31,7 @@ import common
 import distill
 import games
 import memory
+import play
 
 # public config numbers (the models' config.json); all tie the input and output embeddings
 SHAPES = {
@@ -95,11 +96,11 @@ def batch_pairs(tokenizer, args):
     pairs = []
     for i, path in enumerate(paths):
         ep = games.Episode(path)
-        messages = games.render_turn(ep.objective, ep.history, ep.admissible)
+        messages = play.render_turn(ep.objective, ep.history, ep.admissible)
         response = [(7 * i + j) % 1000 + 100 for j in range(args.response_tokens - 1)] + [tokenizer.eos_token_id]
         s_text, t_text = (
             common.chat_text(tokenizer, messages),
-            common.chat_text(tokenizer, games.insert_knowledge(messages, KNOWLEDGE)),
+            common.chat_text(tokenizer, play.insert_knowledge(messages, KNOWLEDGE)),
         )
         s_ids, t_ids = (
             tokenizer(s_text, add_special_tokens=False).input_ids,

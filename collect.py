@@ -1,7 +1,7 @@
 """Stage 1 of the OEL loop: the current policy plays TextWorld games and its trajectories are recorded.
 
 All unfinished games advance in lock-step: each turn is one batched `generate` over every game still
-running (left padding). The turn prompt (games.render_turn) holds short instructions, the goal, the
+running (left padding). The turn prompt (play.render_turn) holds short instructions, the goal, the
 running log of commands and replies (oldest turns dropped) and, optionally, the admissible commands.
 Played without knowledge these trajectories feed extraction (extraction games) and distillation
 (deployment games: their turn prompts are the student's inputs); with `--knowledge` the knowledge text
@@ -22,6 +22,7 @@ import torch
 
 import common
 import games
+import play
 
 # ----------------------------------------------------------------------------- arguments
 
@@ -91,11 +92,11 @@ def parse_args(argv=None):
 def main(args):
     common.claim_outputs(args.out, args)  # one writer per run folder; an output made otherwise is refused
     paths = games.game_paths(args.games, args.games_dir, args.preset, args.n, args.round, args.split)
-    knowledge_id, knowledge = games.load_knowledge(args.knowledge, args.knowledge_id)
+    knowledge_id, knowledge = play.load_knowledge(args.knowledge, args.knowledge_id)
     random.seed(args.seed)
     torch.manual_seed(args.seed)
     model, tokenizer = common.load_model(args.model, args.device, quiet=args.quiet)
-    agent = games.model_agent(
+    agent = play.model_agent(
         model,
         tokenizer,
         thinking=args.thinking,
@@ -105,7 +106,7 @@ def main(args):
         top_k=args.top_k,
     )
     try:
-        records, stats = games.play(
+        records, stats = play.play(
             agent,
             paths,
             max_turns=args.max_turns,
@@ -126,9 +127,9 @@ def main(args):
     for r in records:
         r.update(run=run, round=args.round, model=args.model, knowledge_id=knowledge_id, knowledge=knowledge)
     common.write_jsonl(args.out, records)
-    s = games.summarize(records, stats)
+    s = play.summarize(records, stats)
     if not args.quiet:
-        games.show_trajectory(records[0])
+        play.show_trajectory(records[0])
     print(
         f"collect | games {s['games']} | won {s['won']:.2f} | valid {s['valid']:.2f} | empty {s['empty']:.2f} | "
         f"turns {s['turns']:.1f} | tokens/turn {s['tokens_per_turn']:.1f} | tokens/s {s['tokens_per_s']:.0f} | "

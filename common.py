@@ -1,7 +1,7 @@
 """What the four stages share: JSONL files, loading a model, batched generation, thinking/answer split.
 
-Kept deliberately small. TextWorld-specific code (game sets, the turn prompt, command parsing) is in
-games.py; each stage's method code stays in its own file.
+Kept deliberately small. TextWorld-specific code is in games.py (game sets, one episode) and play.py (the
+turn prompt, command parsing, the play loop); each stage's method code stays in its own file.
 """
 
 import argparse

@@ -2,7 +2,7 @@
 
 The student (the policy θ_{r-1}, trained) sees a turn prompt of a deployment trajectory with NO
 knowledge; the teacher sees the same prompt WITH one knowledge text of the pool (drawn per prompt)
-inserted by games.insert_knowledge, the renderer collect.py uses. `--mode on-policy` (the method): the
+inserted by play.insert_knowledge, the renderer collect.py uses. `--mode on-policy` (the method): the
 student samples a response, both score it token by token, and the loss is the reverse KL, student to
 teacher, at the sampling temperature, summed over the student's top-k tokens and averaged over response
 tokens. `--mode off-policy` (OPCD's baseline, "context distillation"): the teacher samples with the
@@ -37,8 +37,8 @@ from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 
 import common
-import games
 import memory
+import play
 
 
 def parse_args(argv=None):
@@ -282,7 +282,7 @@ def pair_texts(tokenizer, messages, knowledge, thinking, where):
     """(student prompt, teacher prompt): the same turn without and with the knowledge. A teacher prompt
     that lacks the knowledge text, or equals the student's, is an error: the KL would teach nothing."""
     student = common.chat_text(tokenizer, messages, thinking)
-    teacher = common.chat_text(tokenizer, games.insert_knowledge(messages, knowledge), thinking)
+    teacher = common.chat_text(tokenizer, play.insert_knowledge(messages, knowledge), thinking)
     if knowledge.strip() not in teacher or teacher == student:
         raise common.InputError(f"{where}: the teacher's prompt does not carry the knowledge (check the chat template)")
     return student, teacher
@@ -299,7 +299,7 @@ def plan_lengths(tokenizer, prompts, pool, thinking, marker_ids):
     the longest. Each step still checks its own sequences exactly.
     """
     tokenize = lambda texts: tokenizer(texts, add_special_tokens=False).input_ids
-    block = lambda k: games.insert_knowledge([{"role": "user", "content": ""}], k)[0]["content"]  # what k adds
+    block = lambda k: play.insert_knowledge([{"role": "user", "content": ""}], k)[0]["content"]  # what k adds
     blocks = [len(ids) for ids in tokenize([block(k) for _, k in pool])]
     students = tokenize([pair_texts(tokenizer, m, pool[0][1], thinking, pid)[0] for pid, m in prompts])
     for (pid, _), ids in zip(prompts, students):

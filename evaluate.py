@@ -4,7 +4,7 @@ and does it keep its general instruction following?
 Sets (`--sets`, comma separated, one model load for all of them):
 - `id`: held-out games of the training distribution (preset `eval`, the same games every round);
 - `ood`: harder settings and another game family (preset `ood`);
-  both played exactly as collect.py plays (`games.play`: same prompt, same command parsing),
+  both played exactly as collect.py plays (`play.play`: same prompt, same command parsing),
   without knowledge unless `--knowledge` (the knowledge pool, placed where the distillation teacher sees it;
   each game draws one entry, seeded by its name, as the teacher draws one per prompt; `--knowledge-id` plays
   one entry) or `--knowledge-curve C` (every snapshot of chain C, in order: the in-context curve);
@@ -52,6 +52,7 @@ from tqdm import tqdm
 import common
 import games
 import ifeval
+import play
 import report
 
 PRESETS = {"id": "eval", "ood": "ood", "ifeval": None}  # set -> game preset (games.PRESETS)
@@ -60,8 +61,8 @@ EPISODES = 1  # episodes per held-out game: more games beat more episodes at the
 IFEVAL_FLAGS = (
     "ifeval_n ifeval_max_new_tokens ifeval_thinking ifeval_temperature ifeval_top_p ifeval_top_k seed".split()
 )
-SAMPLING = "thinking max_new_tokens temperature top_p top_k".split()  # games.model_agent's
-PLAY_FLAGS = "max_turns history list_commands match episodes batch_size quiet".split()  # games.play's
+SAMPLING = "thinking max_new_tokens temperature top_p top_k".split()  # play.model_agent's
+PLAY_FLAGS = "max_turns history list_commands match episodes batch_size quiet".split()  # play.play's
 
 
 def set_list(text):
@@ -190,7 +191,7 @@ def knowledge_plans(args):
             raise common.InputError("--knowledge-curve needs --knowledge KNOWLEDGE.jsonl (extract.py's snapshots)")
         return [(None, None, [(None, None)])]
     if not args.knowledge.endswith(".jsonl"):
-        return [(os.path.basename(args.knowledge), None, [games.load_knowledge(args.knowledge)])]
+        return [(os.path.basename(args.knowledge), None, [play.load_knowledge(args.knowledge)])]
     records = common.read_jsonl(args.knowledge, required=("knowledge_id", "knowledge"))
     if args.knowledge_curve is not None:
         chain = [r for r in records if r.get("chain") == args.knowledge_curve and isinstance(r.get("step"), int)]
@@ -199,19 +200,19 @@ def knowledge_plans(args):
         chain.sort(key=lambda r: r["step"])
         # a chain's knowledge starts empty: an empty snapshot (step 0, or nothing parsed yet) plays without any
         entry = lambda r: (
-            games.load_knowledge(args.knowledge, r["knowledge_id"]) if is_text(r) else (r["knowledge_id"], None)
+            play.load_knowledge(args.knowledge, r["knowledge_id"]) if is_text(r) else (r["knowledge_id"], None)
         )
         return [(r["knowledge_id"], r["step"], [entry(r)]) for r in chain]
     if args.knowledge_id is not None:
-        return [(args.knowledge_id, None, [games.load_knowledge(args.knowledge, args.knowledge_id)])]
+        return [(args.knowledge_id, None, [play.load_knowledge(args.knowledge, args.knowledge_id)])]
     in_pool = [r for r in records if r.get("in_pool")]
     empty = [r["knowledge_id"] for r in in_pool if not is_text(r)]
     if in_pool and len(empty) == len(in_pool):
         raise common.InputError(f"{args.knowledge}: every pool entry is empty ({', '.join(empty[:5])})")
     if empty:  # as distill.py does: a chain that wrote nothing is no teacher's context
         print(f"evaluate | {args.knowledge}: dropped {len(empty)} of {len(in_pool)} empty pool entries: {empty[:5]}")
-    ids = [r["knowledge_id"] for r in in_pool if is_text(r)] or [games.load_knowledge(args.knowledge)[0]]
-    pool = [games.load_knowledge(args.knowledge, i) for i in dict.fromkeys(ids)]  # each checked: a text, not empty
+    ids = [r["knowledge_id"] for r in in_pool if is_text(r)] or [play.load_knowledge(args.knowledge)[0]]
+    pool = [play.load_knowledge(args.knowledge, i) for i in dict.fromkeys(ids)]  # each checked: a text, not empty
     return [("pool" if len(pool) > 1 else pool[0][0], None, pool)]
 
 
@@ -232,7 +233,7 @@ def draw(entries, game, seed):
 
 def play_set(model, tokenizer, paths, args, plans, name):
     """Play the games once per plan; per-episode records and one summary each."""
-    agent = games.model_agent(model, tokenizer, **{k: getattr(args, k) for k in SAMPLING})
+    agent = play.model_agent(model, tokenizer, **{k: getattr(args, k) for k in SAMPLING})
     options = {k: getattr(args, k) for k in PLAY_FLAGS}
     records, summaries = [], []
     for knowledge_id, step, entries in plans:
@@ -244,7 +245,7 @@ def play_set(model, tokenizer, paths, args, plans, name):
         played = []
         for (entry_id, text), group in groups.items():
             try:
-                part, _ = games.play(agent, group, **options, knowledge=text, desc=f"eval {name} {entry_id or ''}")
+                part, _ = play.play(agent, group, **options, knowledge=text, desc=f"eval {name} {entry_id or ''}")
             except ValueError as e:
                 raise common.InputError(str(e))
             played += [dict(r, kind="game", eval_set=name, knowledge_id=entry_id, knowledge=text) for r in part]
@@ -337,7 +338,7 @@ def main(args):
 def show_sample(record):
     """One game as a person reads it, or one IFEval prompt with its answer and verdicts."""
     if record["kind"] == "game":
-        return games.show_trajectory(record)
+        return play.show_trajectory(record)
     print(
         f"--- sample: IFEval prompt {record['key']} ---\n{record['prompt']}\n[model] {record['response'][:800]}\n"
         f"followed (strict): {dict(zip(record['instruction_id_list'], record['followed']))}\n---"

@@ -11,7 +11,7 @@ import torch
 
 import common
 import distill
-import games
+import play
 
 TEMPERATURE = 0.7
 
@@ -74,7 +74,7 @@ def pairs_for(tokenizer, knowledge_texts, responses):
     pairs = []
     for k, r in zip(knowledge_texts, responses):
         s_text = common.chat_text(tokenizer, MESSAGES)
-        t_text = common.chat_text(tokenizer, games.insert_knowledge(MESSAGES, k)) if k else s_text
+        t_text = common.chat_text(tokenizer, play.insert_knowledge(MESSAGES, k)) if k else s_text
         s_ids, t_ids = (tokenizer(x, add_special_tokens=False).input_ids for x in (s_text, t_text))
         pairs.append(distill.build_pair(s_ids, t_ids, r, marker_ids, 4096))
     return pairs
@@ -203,7 +203,7 @@ def test_sampled_ids_are_kept_as_they_are(tiny_qwen3):
     _, tokenizer = common.load_model(tiny_qwen3, "cpu", quiet=True)
     marker_ids = tokenizer(distill.generation_marker(tokenizer, True), add_special_tokens=False).input_ids
     s_text = common.chat_text(tokenizer, MESSAGES, True)
-    t_text = common.chat_text(tokenizer, games.insert_knowledge(MESSAGES, "- look first"), True)
+    t_text = common.chat_text(tokenizer, play.insert_knowledge(MESSAGES, "- look first"), True)
     split = [tokenizer.convert_tokens_to_ids(c) for c in "\u010a[look]"]  # byte-level: \u010a is the newline
     response = split + [tokenizer.eos_token_id]
     round_trip = tokenizer(s_text + tokenizer.decode(response), add_special_tokens=False).input_ids
@@ -220,7 +220,7 @@ def test_a_teacher_prompt_without_the_knowledge_is_an_error(models, monkeypatch)
     _, _, tokenizer = models
     s, t = distill.pair_texts(tokenizer, MESSAGES, "- open the door first", False, "g#0:0")
     assert "- open the door first" in t and "- open the door first" not in s
-    monkeypatch.setattr(games, "insert_knowledge", lambda messages, knowledge: messages)  # a renderer that drops it
+    monkeypatch.setattr(play, "insert_knowledge", lambda messages, knowledge: messages)  # a renderer that drops it
     with pytest.raises(common.InputError, match="g#0:0: the teacher's prompt does not carry the knowledge"):
         distill.pair_texts(tokenizer, MESSAGES, "- open the door first", False, "g#0:0")
 

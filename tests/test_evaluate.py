@@ -10,8 +10,8 @@ import thinking_stub
 
 import common
 import evaluate
-import games
 import ifeval
+import play
 import report
 
 
@@ -269,7 +269,7 @@ def test_knowledge_in_context_and_the_curve(tiny_model, tiny_games, tmp_path):
     for r in played:  # step 0 plays without knowledge, the later snapshots with theirs
         shown = r["turns"][0]["messages"][-1]["content"]
         if r["knowledge_id"] == "r1-c0-s0":
-            assert games.KNOWLEDGE_BLOCK.split("{")[0] not in shown
+            assert play.KNOWLEDGE_BLOCK.split("{")[0] not in shown
         else:
             assert f"- TIP {r['knowledge_id'][-1]}" in shown
 

@@ -1,5 +1,6 @@
-"""games.py's game sets: held-out sets never repeat a game, training sets never hold a game whose
-walkthrough wins a held-out one, every game is won by its own walkthrough, damaged games are refused."""
+"""games.py: seed ranges never collide, held-out sets never repeat a game, training sets never hold a game
+whose walkthrough wins a held-out one, the cache reuses finished games only, every game is won by its own
+walkthrough, game text is cleaned, damaged games are refused."""
 
 import os
 import random
@@ -9,6 +10,7 @@ import pytest
 
 import common
 import games
+import play
 
 
 def copy_game(src, folder, name=None):
@@ -27,6 +29,16 @@ def scramble_body(path, seed=0):
     rng = random.Random(seed)
     with open(path, "wb") as f:
         f.write(data[:64] + bytes(rng.randrange(256) for _ in range(len(data) - 64)))
+
+
+def test_seed_ranges_never_collide():
+    ranges = [games.seed_range("eval"), games.seed_range("ood")]
+    ranges += [games.seed_range("train", r, s) for r in range(20) for s in ("extract", "deploy")]
+    seeds = [set(range(low, high)) for low, high in ranges]
+    for i, s in enumerate(seeds):
+        assert all(not s & t for t in seeds[i + 1 :])  # held-out apart, fresh games every round and split
+    with pytest.raises(ValueError, match="at most 5000 training games"):
+        games.make_set("unused", "train", 5001)
 
 
 def test_every_game_is_won_by_its_own_walkthrough(tiny_games):
@@ -101,6 +113,29 @@ def test_a_level_with_too_few_distinct_games_is_an_error(tiny_games, tmp_path, m
         games.make_set(root, "eval", 2)
 
 
+def test_game_cache_reuses_finished_games_and_ignores_half_written_ones(tiny_games, tmp_path):
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    for f in os.listdir(tiny_games):
+        if f.startswith("treasure-l1-s0"):
+            shutil.copy(os.path.join(tiny_games, f), folder / f)
+    (folder / "coin-l2-s1.z8").write_bytes(b"half written")  # no .json beside it: not a finished game
+    assert [os.path.basename(p) for p in games.list_games(str(folder))] == ["treasure-l1-s0.z8"]
+    stamp = os.path.getmtime(folder / "treasure-l1-s0.z8")
+    paths = games.make_games(str(folder), [("treasure-l1-s0", "treasure", 1, 0), ("coin-l2-s1", "coin", 2, 1)])
+    assert os.path.getmtime(folder / "treasure-l1-s0.z8") == stamp  # reused, not remade
+    assert games.Episode(paths[1]).walkthrough  # the half-written game was made again, playable
+    assert not [f for f in os.listdir(folder) if f.startswith(".make-")]
+
+
+def test_clean_removes_banner_prompt_and_status_bar():
+    raw = (
+        "\n   ________  __\n  |  \\  |  \\\n \\$$$$$$$$| $$\n"
+        "Welcome!\n\n-= Kitchen =-\nA kitchen.\n\n\n\n>    -= Kitchen =-0/1"
+    )
+    assert games.clean(raw) == "Welcome!\n\n-= Kitchen =-\nA kitchen."
+
+
 def test_a_damaged_game_is_an_error_naming_it(tiny_games, tmp_path):
     """Header intact, body scrambled: the interpreter halts; that is an error naming the file, never a reply."""
     victim = copy_game(games.list_games(tiny_games)[-1], str(tmp_path / "bad"))
@@ -109,22 +144,4 @@ def test_a_damaged_game_is_an_error_naming_it(tiny_games, tmp_path):
     with pytest.raises(common.InputError, match=r"bad/treasure-l1-s0\.z8: the z-machine interpreter failed"):
         games.game_paths(str(tmp_path / "bad"), None, None, None)
     with pytest.raises(ValueError, match="interpreter failed"):
-        games.play(lambda eps, msgs: [("look", 1)] * len(eps), [victim], max_turns=2, history=4, batch_size=4)
-
-
-def test_knowledge_file_checks(tmp_path):
-    traj = tmp_path / "deploy.jsonl"
-    common.write_jsonl(str(traj), [{"game": "g", "turns": [], "won": False, "knowledge_id": None, "knowledge": None}])
-    with pytest.raises(common.InputError, match=r"deploy.jsonl: record 1 is not a knowledge record"):
-        games.load_knowledge(str(traj))
-    empty = tmp_path / "k.jsonl"
-    common.write_jsonl(str(empty), [{"knowledge_id": "a", "knowledge": "  \n"}])
-    with pytest.raises(common.InputError, match=r"k.jsonl: knowledge 'a' is empty"):
-        games.load_knowledge(str(empty))
-    blank = tmp_path / "k.txt"
-    blank.write_text("\n\n")
-    with pytest.raises(common.InputError, match=r"k.txt: the knowledge text is empty"):
-        games.load_knowledge(str(blank))
-    good = tmp_path / "good.txt"
-    good.write_text("- open the chest first\n")
-    assert games.load_knowledge(str(good)) == ("good.txt", "- open the chest first\n")
+        play.play(lambda eps, msgs: [("look", 1)] * len(eps), [victim], max_turns=2, history=4, batch_size=4)

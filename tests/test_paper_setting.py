@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-import games
+import play
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KNOWLEDGE_HEADER = "What you learned from earlier games:"
@@ -93,7 +93,7 @@ def test_the_teacher_sees_the_pool_and_the_student_does_not(paper_run):
     teacher = [t for t in rendered if KNOWLEDGE_HEADER in t]
     assert student and len(teacher) >= len(student)  # a teacher prompt for every student prompt
     assert not any(KNOWLEDGE_HEADER in s for s in student)
-    blocks = [games.KNOWLEDGE_BLOCK.format(knowledge=k) for k in pool]
+    blocks = [play.KNOWLEDGE_BLOCK.format(knowledge=k) for k in pool]
     for t in teacher:  # every teacher prompt holds exactly one pool entry
         assert sum(b in t for b in blocks) == 1
     for s in student:  # every student prompt has its teacher: the same prompt with one pool entry inserted
