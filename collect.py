@@ -22,6 +22,7 @@ import torch
 
 import common
 import games
+import runfolder
 
 # ----------------------------------------------------------------------------- arguments
 
@@ -89,7 +90,7 @@ def parse_args(argv=None):
 
 
 def main(args):
-    common.claim_outputs(args.out, args)  # one writer per run folder; an output made otherwise is refused
+    runfolder.claim_outputs(args.out, args)  # one writer per run folder; an output made otherwise is refused
     paths = games.game_paths(args.games, args.games_dir, args.preset, args.n, args.round, args.split)
     knowledge_id, knowledge = games.load_knowledge(args.knowledge, args.knowledge_id)
     random.seed(args.seed)
@@ -138,4 +139,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    common.run_main(main, parse_args())
+    runfolder.run_main(main, parse_args())

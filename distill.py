@@ -39,6 +39,7 @@ from tqdm import tqdm
 import common
 import games
 import memory
+import runfolder
 
 
 def parse_args(argv=None):
@@ -420,7 +421,7 @@ def check_lengths(args, tokenizer, prompts, pool, marker_ids, model_path):
 
 
 def main(args):
-    common.claim_outputs(args.out, args)  # one writer per run folder; an output made otherwise is refused
+    runfolder.claim_outputs(args.out, args)  # one writer per run folder; an output made otherwise is refused
     if os.path.exists(args.out) and not args.force:
         print(f"distill | {args.out} exists, skipped (use --force to retrain)")
         return None
@@ -537,4 +538,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    common.run_main(main, parse_args())
+    runfolder.run_main(main, parse_args())

@@ -55,6 +55,7 @@ from tqdm import tqdm
 import common
 import games
 import ifeval
+import runfolder
 
 PRESETS = {"id": "eval", "ood": "ood", "ifeval": None}  # set -> game preset (games.PRESETS)
 EPISODES = 1  # episodes per held-out game: more games beat more episodes at the same cost (docstring)
@@ -601,7 +602,7 @@ def plot_runs(runs, founds):
 def main(args):
     if args.report:
         return write_report(args.report, args.out_dir)
-    common.claim_outputs([output_path(args, name) for name in args.sets], args)  # one writer, same arguments
+    runfolder.claim_outputs([output_path(args, name) for name in args.sets], args)  # one writer, same arguments
     if args.out and len(args.sets) > 1:
         raise common.InputError("--out names one file: use --out-dir with several --sets")
     if (args.knowledge or args.knowledge_curve is not None) and "ifeval" in args.sets:
@@ -684,4 +685,4 @@ def summary_line(s):
 
 
 if __name__ == "__main__":
-    common.run_main(main, parse_args())
+    runfolder.run_main(main, parse_args())
