@@ -123,7 +123,7 @@ def main(args):
         )
     except ValueError as e:
         raise common.InputError(str(e))
-    run = args.run or common.run_name(args.out)
+    run = args.run or runfolder.run_name(args.out)
     for r in records:
         r.update(run=run, round=args.round, model=args.model, knowledge_id=knowledge_id, knowledge=knowledge)
     common.write_jsonl(args.out, records)

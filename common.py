@@ -2,8 +2,8 @@
 argument types.
 
 Kept deliberately small. TextWorld-specific code (game sets, the turn prompt, command parsing) is in
-games.py; the run folder (its lock, the arguments each output was made with, run_main) is in runfolder.py;
-each stage's method code stays in its own file.
+games.py; the run folder (which run an output belongs to, its lock, the arguments each output was made
+with) is in runfolder.py, with InputError and run_main; each stage's method code stays in its own file.
 """
 
 import argparse
@@ -11,7 +11,6 @@ import functools
 import importlib.util
 import json
 import os
-import re
 import shutil
 import socket
 import tempfile
@@ -80,17 +79,6 @@ def read_text(path, what="file"):
             return f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: cannot read {what} ({e})")
-
-
-def run_name(out):
-    """The run an output belongs to: the folder holding its round_R folder (runs/demo/round_1/x -> demo),
-    else the output's own folder."""
-    own = folder = os.path.dirname(os.path.abspath(out))
-    while folder != os.path.dirname(folder):  # up to the filesystem root
-        if re.fullmatch(r"round_\d+", os.path.basename(folder)):
-            return os.path.basename(os.path.dirname(folder))
-        folder = os.path.dirname(folder)
-    return os.path.basename(own)
 
 
 # ----------------------------------------------------------------------------- models

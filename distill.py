@@ -459,7 +459,7 @@ def main(args):
     if os.path.exists(metrics_path):  # an earlier attempt's records (killed, or retrained with --force) go
         print(f"distill | {metrics_path}: an earlier attempt's metrics are replaced by this run's")
     common.write_jsonl(metrics_path, [])  # a (re)started run starts its metrics afresh: one attempt per file
-    run = args.run or common.run_name(args.out)
+    run = args.run or runfolder.run_name(args.out)
     order, history = [], []
     for step in tqdm(range(1, args.steps + 1), desc="distill"):
         t0 = time.time()

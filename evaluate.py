@@ -634,7 +634,7 @@ def main(args):
         else:
             records, summaries = play_set(model, tokenizer, paths[name], args, plans, name)
             settings = {k: getattr(args, k) for k in SAMPLING + PLAY_FLAGS + ["seed"] if k != "quiet"}
-        run = args.run or common.run_name(out)
+        run = args.run or runfolder.run_name(out)
         for r in records:
             r.update(run=run, round=args.round, model=args.model)
         seconds = round(time.time() - start, 1)

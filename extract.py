@@ -356,7 +356,7 @@ def main(args):
     chains = [[] for _ in range(args.chains)]  # knowledge starts empty every round
     snapshots, failures, new_tokens, gen_seconds, sample_output = [], 0, 0, 0.0, None
     n_cut = n_cut_thinking = 0  # outputs cut at the cap; those cut inside <think> (no answer at all)
-    run = args.run or common.run_name(args.out)
+    run = args.run or runfolder.run_name(args.out)
 
     def snapshot(step):
         for c, items in enumerate(chains):

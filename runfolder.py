@@ -50,6 +50,12 @@ def run_folder(out):
     return own
 
 
+def run_name(out):
+    """The run an output belongs to, as records name it: runs/demo/round_1/x -> demo; with no round folder, the
+    output's own folder."""
+    return os.path.basename(run_folder(out))
+
+
 # ----------------------------------------------------------------------------- one writer
 
 

@@ -74,6 +74,16 @@ def digest(folder):
     return found
 
 
+# ----------------------------------------------------------------------------- where a run is
+
+
+def test_run_name_is_the_folder_holding_the_round():
+    assert runfolder.run_name("runs/demo/round_1/deployment_trajectories.jsonl") == "demo"
+    assert runfolder.run_name("runs/demo/round_12/model") == "demo"
+    assert runfolder.run_name("/tmp/x/round_2/sub/eval_id.jsonl") == "x"
+    assert runfolder.run_name("out/trajectories.jsonl") == "out"  # no round folder: the output's own folder
+
+
 # ----------------------------------------------------------------------------- one set of settings
 
 
