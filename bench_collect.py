@@ -23,6 +23,7 @@ import time
 import torch
 
 import common
+import runfolder
 
 MODES = common.GENERATE_MODES
 BANDWIDTH_GBS = {"H200": 4800, "H100 PCIe": 2000, "H100": 3350, "A100": 2000}  # HBM, GB/s (vendor figures)
@@ -226,4 +227,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    common.run_main(main, parse_args())
+    runfolder.run_main(main, parse_args())

@@ -23,6 +23,7 @@ import torch
 import common
 import games
 import play
+import runfolder
 
 # ----------------------------------------------------------------------------- arguments
 
@@ -90,7 +91,7 @@ def parse_args(argv=None):
 
 
 def main(args):
-    common.claim_outputs(args.out, args)  # one writer per run folder; an output made otherwise is refused
+    runfolder.claim_outputs(args.out, args)  # one writer per run folder; an output made otherwise is refused
     paths = games.game_paths(args.games, args.games_dir, args.preset, args.n, args.round, args.split)
     knowledge_id, knowledge = play.load_knowledge(args.knowledge, args.knowledge_id)
     random.seed(args.seed)
@@ -123,7 +124,7 @@ def main(args):
         )
     except ValueError as e:
         raise common.InputError(str(e))
-    run = args.run or common.run_name(args.out)
+    run = args.run or runfolder.run_name(args.out)
     for r in records:
         r.update(run=run, round=args.round, model=args.model, knowledge_id=knowledge_id, knowledge=knowledge)
     common.write_jsonl(args.out, records)
@@ -139,4 +140,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    common.run_main(main, parse_args())
+    runfolder.run_main(main, parse_args())

@@ -39,6 +39,7 @@ from tqdm import tqdm
 import common
 import memory
 import play
+import runfolder
 
 
 def parse_args(argv=None):
@@ -420,7 +421,7 @@ def check_lengths(args, tokenizer, prompts, pool, marker_ids, model_path):
 
 
 def main(args):
-    common.claim_outputs(args.out, args)  # one writer per run folder; an output made otherwise is refused
+    runfolder.claim_outputs(args.out, args)  # one writer per run folder; an output made otherwise is refused
     if os.path.exists(args.out) and not args.force:
         print(f"distill | {args.out} exists, skipped (use --force to retrain)")
         return None
@@ -458,7 +459,7 @@ def main(args):
     if os.path.exists(metrics_path):  # an earlier attempt's records (killed, or retrained with --force) go
         print(f"distill | {metrics_path}: an earlier attempt's metrics are replaced by this run's")
     common.write_jsonl(metrics_path, [])  # a (re)started run starts its metrics afresh: one attempt per file
-    run = args.run or common.run_name(args.out)
+    run = args.run or runfolder.run_name(args.out)
     order, history = [], []
     for step in tqdm(range(1, args.steps + 1), desc="distill"):
         t0 = time.time()
@@ -537,4 +538,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    common.run_main(main, parse_args())
+    runfolder.run_main(main, parse_args())

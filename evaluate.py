@@ -54,6 +54,7 @@ import games
 import ifeval
 import play
 import report
+import runfolder
 
 PRESETS = {"id": "eval", "ood": "ood", "ifeval": None}  # set -> game preset (games.PRESETS)
 EPISODES = 1  # episodes per held-out game: more games beat more episodes at the same cost (docstring)
@@ -287,7 +288,7 @@ def ifeval_set(model, tokenizer, args, prompts):
 def main(args):
     if args.report:
         return report.write_report(args.report, args.out_dir)
-    common.claim_outputs([output_path(args, name) for name in args.sets], args)  # one writer, same arguments
+    runfolder.claim_outputs([output_path(args, name) for name in args.sets], args)  # one writer, same arguments
     if args.out and len(args.sets) > 1:
         raise common.InputError("--out names one file: use --out-dir with several --sets")
     if (args.knowledge or args.knowledge_curve is not None) and "ifeval" in args.sets:
@@ -319,7 +320,7 @@ def main(args):
         else:
             records, summaries = play_set(model, tokenizer, paths[name], args, plans, name)
             settings = {k: getattr(args, k) for k in SAMPLING + PLAY_FLAGS + ["seed"] if k != "quiet"}
-        run = args.run or common.run_name(out)
+        run = args.run or runfolder.run_name(out)
         for r in records:
             r.update(run=run, round=args.round, model=args.model)
         seconds = round(time.time() - start, 1)
@@ -370,4 +371,4 @@ def summary_line(s):
 
 
 if __name__ == "__main__":
-    common.run_main(main, parse_args())
+    runfolder.run_main(main, parse_args())

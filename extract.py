@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 import common
+import runfolder
 
 SYSTEM_PROMPT = "You review records of text adventure games and write down short lessons for playing better."
 STRUCTURED_PROMPT = (
@@ -314,7 +315,7 @@ def load_trajectories(path):
 
 
 def main(args):
-    common.claim_outputs(args.out, args)  # one writer per run folder; an output made otherwise is refused
+    runfolder.claim_outputs(args.out, args)  # one writer per run folder; an output made otherwise is refused
     if os.path.exists(args.out) and not args.force:
         print(f"extract | {args.out} exists, skipped (use --force to redo)")
         return None
@@ -355,7 +356,7 @@ def main(args):
     chains = [[] for _ in range(args.chains)]  # knowledge starts empty every round
     snapshots, failures, new_tokens, gen_seconds, sample_output = [], 0, 0, 0.0, None
     n_cut = n_cut_thinking = 0  # outputs cut at the cap; those cut inside <think> (no answer at all)
-    run = args.run or common.run_name(args.out)
+    run = args.run or runfolder.run_name(args.out)
 
     def snapshot(step):
         for c, items in enumerate(chains):
@@ -436,4 +437,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    common.run_main(main, parse_args())
+    runfolder.run_main(main, parse_args())

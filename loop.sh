@@ -87,7 +87,7 @@ fi
 took_over=$(cat "$lock")
 echo "pid $$ | started $(date -u +%FT%TZ) | loop.sh SETTING=$SETTING RUN=$RUN" > "$lock"
 trap ': > "$lock"' EXIT   # a driver that ends leaves no holder line behind
-export OEL_RUN_LOCK=$lock   # the stages know they write under this lock (common.hold_run_lock)
+export OEL_RUN_LOCK=$lock   # the stages know they write under this lock (runfolder.hold_run_lock)
 
 # ---------------------------------------------------------------------------- one set of settings
 order=(all collect extract distill eval)   # the stages a knob can feed, in the order they run

@@ -1,7 +1,7 @@
 """A stand-in for the stages in loop.sh's run-folder tests: `python tests/fake_stage.py STAGE.py ARGS...`.
 
-It does what matters to the run folder as the real stage does (common.claim_outputs: the lock, the arguments
-check), then, with FAKE_STAGE_SLOW naming the stage, writes a progress line to RUN/fake_writes.log every
+It does what matters to the run folder as the real stage does (runfolder.claim_outputs: the lock, the
+arguments check), then, with FAKE_STAGE_SLOW naming the stage, writes a progress line to RUN/fake_writes.log every
 0.1 s for FAKE_STAGE_SECONDS (like a metrics log), and writes the stage's outputs atomically. Every start
 and end goes to RUN/fake_stages.log with the pid, so a test can see two writers overlap.
 """
@@ -12,20 +12,8 @@ import os
 import sys
 import time
 
-
-class Anything:
-    """Stands in for torch, which the run-folder code never uses and which takes seconds to import."""
-
-    def __getattr__(self, name):
-        return Anything()
-
-    def __call__(self, *args, **kwargs):  # a decorator gives back what it decorates
-        return args[0] if len(args) == 1 and callable(args[0]) and not kwargs else Anything()
-
-
-sys.modules.setdefault("torch", Anything())
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import common  # noqa: E402
+import runfolder  # noqa: E402  (no torch: common.py would take seconds to import in every stand-in stage)
 
 
 def parse(argv):
@@ -55,18 +43,30 @@ def log(run, line):
         f.write(f"{time.time():.3f} {os.getpid()} {line}\n")
 
 
+def append_record(path, record):  # a metrics log's line, as common.append_jsonl writes it
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def write_whole(out, text):  # a temp file, then rename, as common.write_jsonl: a file that exists is whole
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(out + ".tmp", out)
+
+
 def main(stage, argv):
     args = parse(argv)
     outs = outputs(stage, args)
-    run = common.run_folder(outs[0])
+    run = runfolder.run_folder(outs[0])
     if not getattr(args, "report", None):
-        common.claim_outputs(outs, args)
+        runfolder.claim_outputs(outs, args)
         if all(os.path.exists(o) for o in outs):
             return
     log(run, f"start {stage} {' '.join(outs)}")
     if os.environ.get("FAKE_STAGE_SLOW") == stage:
         for i in range(int(float(os.environ.get("FAKE_STAGE_SECONDS", "5")) * 10)):
-            common.append_jsonl(os.path.join(run, "fake_writes.log"), dict(pid=os.getpid(), i=i, stage=stage))
+            append_record(os.path.join(run, "fake_writes.log"), dict(pid=os.getpid(), i=i, stage=stage))
             time.sleep(0.1)
     for out in outs:
         if stage == "distill.py":  # a model folder, with its arguments inside, as distill.py saves it
@@ -79,9 +79,9 @@ def main(stage, argv):
             with open(out, "w") as f:
                 f.write("report\n")
         else:
-            common.write_jsonl(out, [dict(stage=stage, pid=os.getpid(), kind="summary")])
+            write_whole(out, json.dumps(dict(stage=stage, pid=os.getpid(), kind="summary")) + "\n")
     log(run, f"end {stage}")
 
 
 if __name__ == "__main__":
-    common.run_main(lambda argv: main(argv[0], argv[1:]), sys.argv[1:])
+    runfolder.run_main(lambda argv: main(argv[0], argv[1:]), sys.argv[1:])

@@ -39,13 +39,6 @@ def test_jsonl_round_trip_and_errors(tmp_path):
         common.read_jsonl(str(path), required=("a",))
 
 
-def test_run_name_is_the_folder_holding_the_round():
-    assert common.run_name("runs/demo/round_1/deployment_trajectories.jsonl") == "demo"
-    assert common.run_name("runs/demo/round_12/model") == "demo"
-    assert common.run_name("/tmp/x/round_2/sub/eval_id.jsonl") == "x"
-    assert common.run_name("out/trajectories.jsonl") == "out"  # no round folder: the output's own folder
-
-
 def test_model_argument_errors(tmp_path):
     with pytest.raises(common.InputError, match="no such model folder"):
         common.resolve_model(str(tmp_path / "missing"))

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-import common
+import runfolder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -131,7 +131,7 @@ def test_a_killed_run_resumes_without_corruption(finished_run, tiny_model):
         seen += proc.stdout.readline()
     time.sleep(2)  # inside the distillation stage
     # a crash: the driver and its stage (its own process group, found by the lock it holds) die at once
-    stage_pids = [p for p in common.lock_holders(os.path.realpath(run / ".lock")) if p != proc.pid]
+    stage_pids = [p for p in runfolder.lock_holders(os.path.realpath(run / ".lock")) if p != proc.pid]
     assert stage_pids, "no stage holds the run folder's lock"
     os.killpg(proc.pid, signal.SIGKILL)
     for pid in stage_pids:
@@ -149,7 +149,7 @@ def test_a_killed_run_resumes_without_corruption(finished_run, tiny_model):
         finally:
             os.close(fd)
     deadline = time.time() + 60  # a killed process lets go of its files a moment after the signal
-    while common.lock_holders(os.path.realpath(run / ".lock")) and time.time() < deadline:
+    while runfolder.lock_holders(os.path.realpath(run / ".lock")) and time.time() < deadline:
         time.sleep(0.1)
     assert not os.path.exists(r2 / "model"), "a killed distillation left a model folder that looks finished"
     done = subprocess.run(["bash", "loop.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)

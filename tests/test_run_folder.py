@@ -1,6 +1,6 @@
 """The run folder: one set of settings, one writer, and no stage outliving its driver. The real loop.sh runs
-stand-in stages (tests/fake_stage.py: the real lock and arguments check of common.py, no model, no torch) so
-that a stage can be slow on purpose and these tests take seconds; tests/test_loop.py runs the real stages."""
+stand-in stages (tests/fake_stage.py: the real lock and arguments check of runfolder.py, no model, no torch)
+so that a stage can be slow on purpose and these tests take seconds; tests/test_loop.py runs the real stages."""
 
 import argparse
 import hashlib
@@ -14,6 +14,7 @@ import time
 import pytest
 
 import common
+import runfolder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def env_for(run, **knobs):
     env = dict(os.environ, SETTING="smoke", MODEL="fake", RUN=str(run), GAMES=str(run.parent / "games"), ROUNDS="0")
     env.update(PY=f"{sys.executable} tests/fake_stage.py", **{k: str(v) for k, v in knobs.items()})
-    env.pop(common.LOCK_ENV, None)
+    env.pop(runfolder.LOCK_ENV, None)
     return env
 
 
@@ -71,6 +72,16 @@ def digest(folder):
             with open(os.path.join(base, name), "rb") as f:
                 found[os.path.relpath(os.path.join(base, name), folder)] = hashlib.sha256(f.read()).hexdigest()
     return found
+
+
+# ----------------------------------------------------------------------------- where a run is
+
+
+def test_run_name_is_the_folder_holding_the_round():
+    assert runfolder.run_name("runs/demo/round_1/deployment_trajectories.jsonl") == "demo"
+    assert runfolder.run_name("runs/demo/round_12/model") == "demo"
+    assert runfolder.run_name("/tmp/x/round_2/sub/eval_id.jsonl") == "x"
+    assert runfolder.run_name("out/trajectories.jsonl") == "out"  # no round folder: the output's own folder
 
 
 # ----------------------------------------------------------------------------- one set of settings
@@ -178,7 +189,8 @@ def test_changed_args_compares_what_the_output_depends_on(tmp_path):
     (tmp_path / "m").mkdir()
     recorded = dict(lr=1e-5, steps=2, device="cpu", model=str(tmp_path / "m"), new_flag=None)
     now = dict(lr=5e-5, steps=2, device="cuda", model=os.path.relpath(tmp_path / "m"), quiet=True)
-    assert common.changed_args(recorded, now) == [("lr", 1e-5, 5e-5)]  # not the device, the same folder, or new flags
+    # not the device, the same folder, or new flags
+    assert runfolder.changed_args(recorded, now) == [("lr", 1e-5, 5e-5)]
 
 
 # ----------------------------------------------------------------------------- one writer
@@ -255,12 +267,12 @@ def test_hold_run_lock_in_process_names_the_holder(tmp_path):
     holder = subprocess.Popen(["flock", str(tmp_path / ".lock"), "sleep", "30"])
     try:
         deadline = time.time() + 10
-        while holder.pid not in common.lock_holders(os.path.realpath(tmp_path / ".lock")):
+        while holder.pid not in runfolder.lock_holders(os.path.realpath(tmp_path / ".lock")):
             assert time.time() < deadline
             time.sleep(0.1)
         (tmp_path / ".lock").write_text(f"pid {holder.pid} | started 2026-01-01T00:00:00Z | flock\n")
-        with pytest.raises(common.InputError, match=f"in use by another writer \\(pid {holder.pid} \\| started"):
-            common.claim_outputs(str(tmp_path / "x.jsonl"), argparse.Namespace(a=1))
+        with pytest.raises(runfolder.InputError, match=f"in use by another writer \\(pid {holder.pid} \\| started"):
+            runfolder.claim_outputs(str(tmp_path / "x.jsonl"), argparse.Namespace(a=1))
     finally:
         holder.kill()
         holder.wait()
