@@ -31,6 +31,11 @@ CACHE_DIR = os.environ.get("OEL_CACHE", os.path.join(os.path.expanduser("~"), ".
 
 def read_jsonl(path, required=()):
     """Read a JSONL file; every line must be a JSON object holding the `required` keys."""
+    return [record for _, record in read_jsonl_lines(path, required)]
+
+
+def read_jsonl_lines(path, required=()):
+    """[(line number, record)] of a JSONL file, for errors that name the line."""
     if not os.path.isfile(path):
         raise InputError(f"{path}: file not found")
     records = []
@@ -47,7 +52,38 @@ def read_jsonl(path, required=()):
             missing = [k for k in required if k not in record]
             if missing:
                 raise InputError(f"{path}:{lineno}: record lacks key(s) {missing}; is this the right file?")
-            records.append(record)
+            records.append((lineno, record))
+    return records
+
+
+# what each stage writes, told apart by its keys, so that one stage's file given for another's is named
+KINDS = {
+    "trajectories": (("turns",), "collect.py trajectories (records with `turns`)"),
+    "knowledge": (("knowledge_id", "knowledge", "in_pool"), "an extract.py knowledge pool (records with `in_pool`)"),
+    "evaluation": ((), "an evaluate.py output (eval_*.jsonl: records with `kind`; held-out games are not trained on)"),
+    None: ((), "a record of no known kind"),
+}
+
+
+def record_kind(record):
+    if "kind" in record or "eval_set" in record:
+        return "evaluation"
+    if "turns" in record:  # collect's records carry knowledge_id (None) too
+        return "trajectories"
+    return "knowledge" if "in_pool" in record or "items" in record else None
+
+
+def read_records(path, expected):
+    """[(line number, record)] of a JSONL file whose every record is of the `expected` kind of KINDS and holds
+    its keys; a file of another stage is named as such (a knowledge pool given as trajectories...)."""
+    required, what = KINDS[expected]
+    records = read_jsonl_lines(path)
+    for n, r in records:
+        if record_kind(r) != expected:
+            raise InputError(f"{path}:{n}: this is {KINDS[record_kind(r)][1]}; expected {what}")
+        missing = [k for k in required if k not in r]
+        if missing:
+            raise InputError(f"{path}:{n}: record lacks key(s) {missing}; expected {what}")
     return records
 
 

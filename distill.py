@@ -202,35 +202,11 @@ def micro_batch_loss(student, teacher, pairs, n_total, *, mode, temperature, top
 
 # ----------------------------------------------------------------------------- data
 
-KINDS = {
-    "trajectories": "trajectories (collect.py: records with `turns`)",
-    "knowledge": "a knowledge pool (extract.py: records with `knowledge_id`, `knowledge`, `in_pool`)",
-    "evaluation": "evaluate.py output (records with `kind`; held-out games are never trained on)",
-    None: "a record of no known kind",
-}
-REQUIRED = {"trajectories": ("turns",), "knowledge": ("knowledge_id", "knowledge", "in_pool")}
-
-
-def read_records(path, expected):
-    """[(line number, record)] of a JSONL file whose every record is of the expected kind; a file of
-    another stage is named as such (a knowledge file given as trajectories, an evaluation file...)."""
-    records = common.read_jsonl(path)
-    with open(path, encoding="utf-8") as f:
-        lines = [n for n, line in enumerate(f, 1) if line.strip()]
-    for n, r in zip(lines, records):
-        kind = "evaluation" if "kind" in r else "trajectories" if "turns" in r else None
-        kind = kind or ("knowledge" if "in_pool" in r else None)
-        if kind != expected:
-            raise common.InputError(f"{path}:{n}: this is {KINDS[kind]}; expected {KINDS[expected]}")
-        if [k for k in REQUIRED[expected] if k not in r]:
-            raise common.InputError(f"{path}:{n}: a record without {REQUIRED[expected]}; expected {KINDS[expected]}")
-    return list(zip(lines, records))
-
 
 def load_prompts(path):
     """Every turn prompt (chat messages) of every trajectory: [(where it came from, messages)]."""
     prompts = []
-    for n, r in read_records(path, "trajectories"):
+    for n, r in common.read_records(path, "trajectories"):
         if not isinstance(r["turns"], list):
             raise common.InputError(f"{path}:{n}: `turns` is not a list of turns")
         for t in r["turns"]:
@@ -248,7 +224,7 @@ def load_prompts(path):
 def load_pool(path):
     """The knowledge pool: [(knowledge_id, text)] of records with in_pool true; an empty entry is an error
     (its teacher would see no knowledge, and the KL of that prompt would be 0 by construction)."""
-    records = read_records(path, "knowledge")
+    records = common.read_records(path, "knowledge")
     pool = [(n, r["knowledge_id"], r["knowledge"]) for n, r in records if r["in_pool"]]
     if not pool:
         raise common.InputError(f"{path}: the knowledge pool is empty (no record with in_pool true)")

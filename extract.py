@@ -286,19 +286,12 @@ def chain_plan(n, chains, chain_data, steps=0):
 def load_trajectories(path):
     """collect.py's trajectories, each checked for its kind (a knowledge file or an evaluate.py output is
     not one) and its shape, before any model loads."""
-    records = common.read_jsonl(path)
-    with open(path, encoding="utf-8") as f:
-        linenos = [n for n, line in enumerate(f, 1) if line.strip()]
+    numbered = common.read_records(path, "trajectories")  # a knowledge pool or an evaluation is named as such
     expected = "expected collect.py trajectories (RUN/round_R/extraction_trajectories.jsonl), one episode per line"
-    for lineno, r in zip(linenos, records):
+    for lineno, r in numbered:
         where = f"{path}:{lineno}"
-        if "turns" not in r and ("knowledge_id" in r or "items" in r):  # collect's carry knowledge_id: None
-            raise common.InputError(f"{where}: this is a knowledge file (extract.py's output); {expected}")
-        if "eval_set" in r or r.get("kind") in ("summary", "game", "prompt"):
-            raise common.InputError(f"{where}: this is an evaluate.py output (eval_*.jsonl); {expected}")
-        missing = [k for k in ("turns", "feedback") if k not in r]
-        if missing:
-            raise common.InputError(f"{where}: record lacks key(s) {missing}; {expected}")
+        if "feedback" not in r:
+            raise common.InputError(f"{where}: record lacks key(s) ['feedback']; {expected}")
         turns_ok = isinstance(r["turns"], list) and all(
             isinstance(t, dict) and all(k in t for k in TURN_KEYS) for t in r["turns"]
         )
@@ -306,9 +299,9 @@ def load_trajectories(path):
             raise common.InputError(
                 f"{where}: expected 'turns' as a list of turns with keys {list(TURN_KEYS)} and 'feedback' as text"
             )
-    if not records:
+    if not numbered:
         raise common.InputError(f"{path}: no trajectories ({expected})")
-    return records
+    return [r for _, r in numbered]
 
 
 # ----------------------------------------------------------------------------- main

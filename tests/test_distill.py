@@ -258,9 +258,15 @@ def no_model(*args, **kwargs):
         ),
         ("no_turns", "no turn prompts"),
         ("malformed", r"deploy.jsonl:3: not valid JSON"),
-        ("eval_as_trajectories", r"eval_id.jsonl:1: this is evaluate.py output"),
-        ("knowledge_as_trajectories", r"knowledge.jsonl:1: this is a knowledge pool .*expected trajectories"),
-        ("trajectories_as_knowledge", r"deploy.jsonl:1: this is trajectories .*expected a knowledge pool"),
+        ("eval_as_trajectories", r"eval_id.jsonl:1: this is an evaluate.py output"),
+        (
+            "knowledge_as_trajectories",
+            r"knowledge.jsonl:1: this is an extract.py knowledge .*expected collect.py traj",
+        ),
+        (
+            "trajectories_as_knowledge",
+            r"deploy.jsonl:1: this is collect.py trajectories .*expected an extract.py know",
+        ),
         ("turn_without_messages", r"deploy.jsonl:1: a turn without `messages`"),
         ("beyond_the_window", r"the model's window is 4096: the longest teacher prompt .* = \d+"),
         ("max_seq_len_too_small", r"--max-seq-len 30 is too small: the longest teacher prompt \(g\d#0:0 with .* = \d+"),

@@ -399,7 +399,10 @@ def test_every_numeric_flag_is_range_checked(flag, capsys):
 @pytest.mark.parametrize(
     "record, expected",
     [
-        (dict(knowledge_id="r1-c0-s1", knowledge="- a", items=["a"]), r"t.jsonl:3: this is a knowledge file"),
+        (
+            dict(knowledge_id="r1-c0-s1", knowledge="- a", items=["a"]),
+            r"t.jsonl:3: this is an extract.py knowledge",
+        ),
         (dict(kind="game", eval_set="id", turns=[], feedback="x"), r"t.jsonl:3: this is an evaluate.py output"),
         (dict(kind="summary", n=3, pass_rate=0.5), r"t.jsonl:3: this is an evaluate.py output"),
         (dict(turns=[dict(turn=0, response="go")], feedback="x"), r"t.jsonl:3: expected 'turns' as a list"),
