@@ -1,6 +1,6 @@
 """Benchmark: rollout generation speed of `common.generate_ids` at the real model shapes, with nothing downloaded.
 
-A Qwen3 architecture (common.SHAPES, from the public config numbers) with random weights generates a fixed
+A Qwen3 architecture (SHAPES below, from the public config numbers) with random weights generates a fixed
 number of tokens (EOS held back: random weights say nothing useful, and speed and memory do not depend on
 the weights) for the turn prompts of a recorded trajectories JSONL (no TextWorld needed) or synthetic
 prompts of a given length, at several batch sizes and KV-cache modes:
@@ -28,6 +28,25 @@ import runfolder
 MODES = common.GENERATE_MODES
 BANDWIDTH_GBS = {"H200": 4800, "H100 PCIe": 2000, "H100": 3350, "A100": 2000}  # HBM, GB/s (vendor figures)
 
+# Qwen3 architectures from their public config.json numbers (Qwen/Qwen3-0.6B, -1.7B, -4B), for benchmarks
+# with random weights: speed and memory do not depend on the weights. "tiny" runs in seconds on a CPU.
+SHAPES = {  # layers, hidden, intermediate, query heads, key/value heads, head dim
+    "tiny": (2, 128, 384, 4, 2, 32),
+    "qwen3-0.6b": (28, 1024, 3072, 16, 8, 128),
+    "qwen3-1.7b": (28, 2048, 6144, 16, 8, 128),
+    "qwen3-4b": (36, 2560, 9728, 32, 8, 128),
+}
+QWEN3_COMMON = dict(  # the same in all three sizes
+    vocab_size=151936,
+    rope_theta=1e6,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=True,
+    max_position_embeddings=40960,
+    bos_token_id=151643,
+    eos_token_id=[151645, 151643],  # <|im_end|>, <|endoftext|>
+    pad_token_id=151643,
+)
+
 
 def csv_of(kind, choices=None):
     """argparse type: a comma-separated list of `kind` values (from `choices` if given)."""
@@ -43,7 +62,7 @@ def csv_of(kind, choices=None):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shape", choices=sorted(common.SHAPES), default="tiny", help="Qwen3 architecture, random weights")
+    p.add_argument("--shape", choices=sorted(SHAPES), default="tiny", help="Qwen3 architecture, random weights")
     p.add_argument("--model", default=None, help="benchmark this real model instead of --shape (hub name or folder)")
     p.add_argument("--tokenizer", default=common.DEFAULT_MODEL, help="tokenizer for the prompts (with --shape)")
     p.add_argument("--device", type=common.device_arg, default=None, help="cuda, cpu, ... (default: cuda if available)")
@@ -71,6 +90,29 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=common.positive_int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--repeats", type=common.positive_int, default=1, help="timed runs per point (the best is kept)")
     return p.parse_args(argv)
+
+
+def build_model(shape, dtype=torch.float32, device="cpu", seed=0):
+    """A Qwen3 of one of SHAPES with random weights, made directly on `device` in `dtype` (nothing downloaded).
+    Random weights rarely sample EOS; fix the generated length anyway (generate_ids' min_new_tokens)."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    if shape not in SHAPES:
+        raise common.InputError(f"unknown shape {shape!r}; expected one of {sorted(SHAPES)}")
+    layers, hidden, intermediate, heads, kv_heads, head_dim = SHAPES[shape]
+    config = Qwen3Config(
+        num_hidden_layers=layers,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim,
+        **QWEN3_COMMON,
+    )
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = Qwen3ForCausalLM._from_config(config, dtype=dtype)
+    return model.eval()
 
 
 def turn_messages(path):
@@ -190,7 +232,7 @@ def main(args):
     if args.model:
         model, name = common.load_model(args.model, device, dtype, quiet=True)[0], args.model
     else:
-        model, name = common.build_model(args.shape, dtype, device), f"{args.shape} (random weights)"
+        model, name = build_model(args.shape, dtype, device), f"{args.shape} (random weights)"
     gbs, gbs_source = bandwidth(device, args.bandwidth)
     weights = weight_bytes(model)
     kv_token = kv_bytes_per_token(model, dtype)
