@@ -28,15 +28,17 @@ import runfolder
 MODES = common.GENERATE_MODES
 BANDWIDTH_GBS = {"H200": 4800, "H100 PCIe": 2000, "H100": 3350, "A100": 2000}  # HBM, GB/s (vendor figures)
 
-# Qwen3 architectures from their public config.json numbers (Qwen/Qwen3-0.6B, -1.7B, -4B), for benchmarks
-# with random weights: speed and memory do not depend on the weights. "tiny" runs in seconds on a CPU.
+# The Qwen3 architectures that both benchmarks (this one and bench_distill.py) build with random weights:
+# speed and memory do not depend on the weights. The real sizes are the public config.json numbers of
+# Qwen/Qwen3-0.6B, -1.7B and -4B.
 SHAPES = {  # layers, hidden, intermediate, query heads, key/value heads, head dim
-    "tiny": (2, 128, 384, 4, 2, 32),
+    "tiny": (2, 128, 384, 4, 2, 32),  # seconds on a CPU
+    "small": (8, 512, 1536, 8, 4, 64),  # 42M params: distill's memory plan checked against a CPU run (README)
     "qwen3-0.6b": (28, 1024, 3072, 16, 8, 128),
     "qwen3-1.7b": (28, 2048, 6144, 16, 8, 128),
     "qwen3-4b": (36, 2560, 9728, 32, 8, 128),
 }
-QWEN3_COMMON = dict(  # the same in all three sizes
+QWEN3_COMMON = dict(  # the same in all three real sizes
     vocab_size=151936,
     rope_theta=1e6,
     rms_norm_eps=1e-6,
@@ -46,6 +48,9 @@ QWEN3_COMMON = dict(  # the same in all three sizes
     eos_token_id=[151645, 151643],  # <|im_end|>, <|endoftext|>
     pad_token_id=151643,
 )
+# "small" keeps the 32,000-token vocabulary its memory figures were measured with (151,936 would make it
+# 103M params, most of them embedding), so Qwen3's special token ids would be past its last row
+OTHER_VOCAB = {"small": dict(vocab_size=32000, bos_token_id=None, eos_token_id=1, pad_token_id=0)}
 
 
 def csv_of(kind, choices=None):
@@ -92,23 +97,30 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def build_model(shape, dtype=torch.float32, device="cpu", seed=0):
-    """A Qwen3 of one of SHAPES with random weights, made directly on `device` in `dtype` (nothing downloaded).
-    Random weights rarely sample EOS; fix the generated length anyway (generate_ids' min_new_tokens)."""
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+def shape_config(shape):
+    """The Qwen3Config of one of SHAPES; enough for the memory plan, which needs no weights."""
+    from transformers import Qwen3Config
 
     if shape not in SHAPES:
         raise common.InputError(f"unknown shape {shape!r}; expected one of {sorted(SHAPES)}")
     layers, hidden, intermediate, heads, kv_heads, head_dim = SHAPES[shape]
-    config = Qwen3Config(
+    return Qwen3Config(
         num_hidden_layers=layers,
         hidden_size=hidden,
         intermediate_size=intermediate,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
         head_dim=head_dim,
-        **QWEN3_COMMON,
+        **{**QWEN3_COMMON, **OTHER_VOCAB.get(shape, {})},
     )
+
+
+def build_model(shape, dtype=torch.float32, device="cpu", seed=0):
+    """A Qwen3 of one of SHAPES with random weights, made directly on `device` in `dtype` (nothing downloaded,
+    and no fp32 copy first). Random weights rarely sample EOS; fix the generated length anyway (min_new_tokens)."""
+    from transformers import Qwen3ForCausalLM
+
+    config = shape_config(shape)
     torch.manual_seed(seed)
     with torch.device(device):
         model = Qwen3ForCausalLM._from_config(config, dtype=dtype)
