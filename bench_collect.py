@@ -237,6 +237,11 @@ def main(args):
         raise common.InputError("--new-tokens must be >= 2 (a decode step is timed as the difference to 1 token)")
     messages = turn_messages(args.trajectories) if args.trajectories else None  # checked before anything loads
     tokenizer = common.load_tokenizer(args.model or args.tokenizer)
+    vocab = None if args.model else shape_config(args.shape).vocab_size
+    if vocab and len(tokenizer) > vocab:  # its ids past the embedding's last row would fail mid-run
+        raise common.InputError(
+            f"--shape {args.shape} has {vocab} token ids, the tokenizer {len(tokenizer)}: pick a Qwen3-sized shape"
+        )
     if messages:
         prompts, source = [common.chat_text(tokenizer, m) for m in messages], args.trajectories
     else:

@@ -79,7 +79,7 @@ def test_bench_collect_runs_on_recorded_prompts(tiny_qwen3, tmp_path, capsys):
     assert all(float(r[4]) > 0 and r[9] != "n/a" and r[10] != "n/a" for r in rows)  # tokens/s, roofline ratios
 
 
-def test_bench_collect_checks_its_arguments(tmp_path):
+def test_bench_collect_checks_its_arguments(tiny_qwen3, tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         bench_collect.parse_args(["--modes", "static,paged"])
     with pytest.raises(SystemExit):
@@ -87,6 +87,12 @@ def test_bench_collect_checks_its_arguments(tmp_path):
     (tmp_path / "empty.jsonl").write_text('{"turns": []}\n')
     with pytest.raises(common.InputError, match="no turn prompts"):
         bench_collect.main(bench_collect.parse_args(["--trajectories", str(tmp_path / "empty.jsonl")]))
+    # a tokenizer with more ids than the shape's vocabulary ("small" has 32,000; here one of 100) is refused
+    monkeypatch.setitem(
+        bench_collect.OTHER_VOCAB, "small", dict(vocab_size=100, bos_token_id=None, eos_token_id=1, pad_token_id=0)
+    )
+    with pytest.raises(common.InputError, match="has 100 token ids"):
+        bench_collect.main(bench_collect.parse_args(["--shape", "small", "--tokenizer", tiny_qwen3]))
 
 
 def test_bench_collect_roofline_bytes():
