@@ -1,6 +1,6 @@
 """Benchmark: rollout generation speed of `common.generate_ids` at the real model shapes, with nothing downloaded.
 
-A Qwen3 architecture (common.SHAPES, from the public config numbers) with random weights generates a fixed
+A Qwen3 architecture (SHAPES below, from the public config numbers) with random weights generates a fixed
 number of tokens (EOS held back: random weights say nothing useful, and speed and memory do not depend on
 the weights) for the turn prompts of a recorded trajectories JSONL (no TextWorld needed) or synthetic
 prompts of a given length, at several batch sizes and KV-cache modes:
@@ -28,6 +28,30 @@ import runfolder
 MODES = common.GENERATE_MODES
 BANDWIDTH_GBS = {"H200": 4800, "H100 PCIe": 2000, "H100": 3350, "A100": 2000}  # HBM, GB/s (vendor figures)
 
+# The Qwen3 architectures that both benchmarks (this one and bench_distill.py) build with random weights:
+# speed and memory do not depend on the weights. The real sizes are the public config.json numbers of
+# Qwen/Qwen3-0.6B, -1.7B and -4B.
+SHAPES = {  # layers, hidden, intermediate, query heads, key/value heads, head dim
+    "tiny": (2, 128, 384, 4, 2, 32),  # seconds on a CPU
+    "small": (8, 512, 1536, 8, 4, 64),  # 42M params: distill's memory plan checked against a CPU run (README)
+    "qwen3-0.6b": (28, 1024, 3072, 16, 8, 128),
+    "qwen3-1.7b": (28, 2048, 6144, 16, 8, 128),
+    "qwen3-4b": (36, 2560, 9728, 32, 8, 128),
+}
+QWEN3_COMMON = dict(  # the same in all three real sizes
+    vocab_size=151936,
+    rope_theta=1e6,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=True,
+    max_position_embeddings=40960,
+    bos_token_id=151643,
+    eos_token_id=[151645, 151643],  # <|im_end|>, <|endoftext|>
+    pad_token_id=151643,
+)
+# "small" keeps the 32,000-token vocabulary its memory figures were measured with (151,936 would make it
+# 103M params, most of them embedding), so Qwen3's special token ids would be past its last row
+OTHER_VOCAB = {"small": dict(vocab_size=32000, bos_token_id=None, eos_token_id=1, pad_token_id=0)}
+
 
 def csv_of(kind, choices=None):
     """argparse type: a comma-separated list of `kind` values (from `choices` if given)."""
@@ -43,7 +67,7 @@ def csv_of(kind, choices=None):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shape", choices=sorted(common.SHAPES), default="tiny", help="Qwen3 architecture, random weights")
+    p.add_argument("--shape", choices=sorted(SHAPES), default="tiny", help="Qwen3 architecture, random weights")
     p.add_argument("--model", default=None, help="benchmark this real model instead of --shape (hub name or folder)")
     p.add_argument("--tokenizer", default=common.DEFAULT_MODEL, help="tokenizer for the prompts (with --shape)")
     p.add_argument("--device", type=common.device_arg, default=None, help="cuda, cpu, ... (default: cuda if available)")
@@ -71,6 +95,36 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=common.positive_int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--repeats", type=common.positive_int, default=1, help="timed runs per point (the best is kept)")
     return p.parse_args(argv)
+
+
+def shape_config(shape):
+    """The Qwen3Config of one of SHAPES; enough for the memory plan, which needs no weights."""
+    from transformers import Qwen3Config
+
+    if shape not in SHAPES:
+        raise common.InputError(f"unknown shape {shape!r}; expected one of {sorted(SHAPES)}")
+    layers, hidden, intermediate, heads, kv_heads, head_dim = SHAPES[shape]
+    return Qwen3Config(
+        num_hidden_layers=layers,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim,
+        **{**QWEN3_COMMON, **OTHER_VOCAB.get(shape, {})},
+    )
+
+
+def build_model(shape, dtype=torch.float32, device="cpu", seed=0):
+    """A Qwen3 of one of SHAPES with random weights, made directly on `device` in `dtype` (nothing downloaded,
+    and no fp32 copy first). Random weights rarely sample EOS; fix the generated length anyway (min_new_tokens)."""
+    from transformers import Qwen3ForCausalLM
+
+    config = shape_config(shape)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = Qwen3ForCausalLM._from_config(config, dtype=dtype)
+    return model.eval()
 
 
 def turn_messages(path):
@@ -183,6 +237,11 @@ def main(args):
         raise common.InputError("--new-tokens must be >= 2 (a decode step is timed as the difference to 1 token)")
     messages = turn_messages(args.trajectories) if args.trajectories else None  # checked before anything loads
     tokenizer = common.load_tokenizer(args.model or args.tokenizer)
+    vocab = None if args.model else shape_config(args.shape).vocab_size
+    if vocab and len(tokenizer) > vocab:  # its ids past the embedding's last row would fail mid-run
+        raise common.InputError(
+            f"--shape {args.shape} has {vocab} token ids, the tokenizer {len(tokenizer)}: pick a Qwen3-sized shape"
+        )
     if messages:
         prompts, source = [common.chat_text(tokenizer, m) for m in messages], args.trajectories
     else:
@@ -190,7 +249,7 @@ def main(args):
     if args.model:
         model, name = common.load_model(args.model, device, dtype, quiet=True)[0], args.model
     else:
-        model, name = common.build_model(args.shape, dtype, device), f"{args.shape} (random weights)"
+        model, name = build_model(args.shape, dtype, device), f"{args.shape} (random weights)"
     gbs, gbs_source = bandwidth(device, args.bandwidth)
     weights = weight_bytes(model)
     kv_token = kv_bytes_per_token(model, dtype)

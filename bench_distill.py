@@ -7,12 +7,12 @@ memory (CUDA peak allocated, or process peak RSS on a CPU) is its own.
     python bench_distill.py                        # default model, 8 prompts, on this machine
     python bench_distill.py --model Qwen/Qwen3-1.7B --batch 32
 
-With --shape it instead builds a model from public config numbers with random weights (nothing is
+With --shape it instead builds a Qwen3 of one of bench_collect.SHAPES with random weights (nothing is
 downloaded: speed and memory do not depend on the weights) and runs whole distill.main steps on
 synthetic token ids: sampling at a fixed length (random weights never emit EOS), the forward/backward,
 the optimizer step. It prints memory.plan_memory's plan next to the measured peak.
 
-    python bench_distill.py --shape tiny --batch 4 --prompt-tokens 300 --knowledge-tokens 200 --new-tokens 64
+    python bench_distill.py --shape small --batch 4 --prompt-tokens 300 --knowledge-tokens 200 --new-tokens 64
     python bench_distill.py --shape qwen3-4b       # the paper setting: batch 32, 1024 new tokens, thinking on
     python bench_distill.py --shape qwen3-4b --plan-only
 """
@@ -27,23 +27,13 @@ import time
 
 import torch
 
+import bench_collect
 import common
 import distill
 import games
 import memory
 import play
 
-# public config numbers (the models' config.json); all tie the input and output embeddings
-SHAPES = {
-    "tiny": dict(hidden_size=512, num_hidden_layers=8, intermediate_size=1536, num_attention_heads=8,
-                 num_key_value_heads=4, head_dim=64, vocab_size=32000),
-    "qwen3-0.6b": dict(hidden_size=1024, num_hidden_layers=28, intermediate_size=3072, num_attention_heads=16,
-                       num_key_value_heads=8, head_dim=128, vocab_size=151936),
-    "qwen3-1.7b": dict(hidden_size=2048, num_hidden_layers=28, intermediate_size=6144, num_attention_heads=16,
-                       num_key_value_heads=8, head_dim=128, vocab_size=151936),
-    "qwen3-4b": dict(hidden_size=2560, num_hidden_layers=36, intermediate_size=9728, num_attention_heads=32,
-                     num_key_value_heads=8, head_dim=128, vocab_size=151936),
-}  # fmt: skip
 KNOWLEDGE = "\n".join(
     f"- lesson {i}: go to rooms you have not seen yet before going back; take the goal object at once."
     for i in range(8)
@@ -58,7 +48,7 @@ def parse_args():
     p.add_argument("--response-tokens", type=common.positive_int, default=24, help="response length per prompt")
     p.add_argument("--repeats", type=common.positive_int, default=2, help="timed steps per mode (after one warm-up)")
     p.add_argument("--games-dir", default="games", help="game cache (eval preset) for realistic prompts")
-    p.add_argument("--shape", choices=sorted(SHAPES), default=None, help="random-weight model of this shape")
+    p.add_argument("--shape", choices=sorted(bench_collect.SHAPES), default=None, help="random-weight Qwen3 shape")
     p.add_argument("--prompt-tokens", type=common.positive_int, default=1500, help="(--shape) student prompt")
     p.add_argument("--knowledge-tokens", type=common.positive_int, default=2048, help="(--shape) teacher's extra")
     p.add_argument("--new-tokens", type=common.positive_int, default=1024, help="(--shape) sampled tokens, fixed")
@@ -198,15 +188,6 @@ def run_mode(args):
 # ----------------------------------------------------------------------------- whole steps at a model shape
 
 
-def shape_model(name, dtype, device):
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    config = Qwen3Config(**SHAPES[name], tie_word_embeddings=True, eos_token_id=1, pad_token_id=0)
-    torch.manual_seed(0)
-    with torch.device(device):
-        return Qwen3ForCausalLM(config).to(dtype)
-
-
 def shape_plan(config, n_params, args, weight_bytes, autocast):
     return memory.plan_memory(
         config,
@@ -243,9 +224,7 @@ def run_shape(args):
     if args.gradient_checkpointing is None:
         args.gradient_checkpointing = cuda or args.plan_only
     if args.plan_only:  # the plan for a bf16 GPU, from the config alone
-        from transformers import Qwen3Config
-
-        config = Qwen3Config(**SHAPES[args.shape], tie_word_embeddings=True)
+        config = bench_collect.shape_config(args.shape)
         weight_bytes = 4 if args.optimizer == "adamw" else 2
         plan = shape_plan(config, memory.count_params(config), args, weight_bytes, autocast=True)
         print(
@@ -256,7 +235,7 @@ def run_shape(args):
     torch.zeros(256, 256).softmax(-1).sum()  # load kernels before the baseline
     baseline = torch.cuda.memory_allocated(device) if cuda else rss_bytes()
     weights_dtype, _ = memory.training_dtypes(args.device, args.optimizer)
-    student = shape_model(args.shape, weights_dtype, device)
+    student = bench_collect.build_model(args.shape, weights_dtype, device)
     teacher = distill.make_teacher(student)
     autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32)
     if args.gradient_checkpointing:

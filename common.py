@@ -215,49 +215,6 @@ def load_model(name, device=None, dtype=None, quiet=False, tokenizer=None):
     return model, tokenizer
 
 
-# Qwen3 architectures from their public config.json numbers (Qwen/Qwen3-0.6B, -1.7B, -4B), for benchmarks
-# with random weights: speed and memory do not depend on the weights. "tiny" runs in seconds on a CPU.
-SHAPES = {  # layers, hidden, intermediate, query heads, key/value heads, head dim
-    "tiny": (2, 128, 384, 4, 2, 32),
-    "qwen3-0.6b": (28, 1024, 3072, 16, 8, 128),
-    "qwen3-1.7b": (28, 2048, 6144, 16, 8, 128),
-    "qwen3-4b": (36, 2560, 9728, 32, 8, 128),
-}
-QWEN3_COMMON = dict(  # the same in all three sizes
-    vocab_size=151936,
-    rope_theta=1e6,
-    rms_norm_eps=1e-6,
-    tie_word_embeddings=True,
-    max_position_embeddings=40960,
-    bos_token_id=151643,
-    eos_token_id=[151645, 151643],  # <|im_end|>, <|endoftext|>
-    pad_token_id=151643,
-)
-
-
-def build_model(shape, dtype=torch.float32, device="cpu", seed=0):
-    """A Qwen3 of one of SHAPES with random weights, made directly on `device` in `dtype` (nothing downloaded).
-    Random weights rarely sample EOS; fix the generated length anyway (generate_ids' min_new_tokens)."""
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    if shape not in SHAPES:
-        raise InputError(f"unknown shape {shape!r}; expected one of {sorted(SHAPES)}")
-    layers, hidden, intermediate, heads, kv_heads, head_dim = SHAPES[shape]
-    config = Qwen3Config(
-        num_hidden_layers=layers,
-        hidden_size=hidden,
-        intermediate_size=intermediate,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        head_dim=head_dim,
-        **QWEN3_COMMON,
-    )
-    torch.manual_seed(seed)
-    with torch.device(device):
-        model = Qwen3ForCausalLM._from_config(config, dtype=dtype)
-    return model.eval()
-
-
 def chat_text(tokenizer, messages, thinking=False):
     """Render chat messages to the prompt string, generation marker included.
 

@@ -12,7 +12,7 @@ import pytest
 import test_distill
 import torch
 
-import bench_distill
+import bench_collect
 import common
 import distill
 import memory
@@ -105,9 +105,7 @@ PAPER = dict(batch_size=32, prompt_tokens=1500, teacher_prompt_tokens=1500 + 204
 
 
 def qwen3_4b():
-    from transformers import Qwen3Config
-
-    return Qwen3Config(**bench_distill.SHAPES["qwen3-4b"], tie_word_embeddings=True)
+    return bench_collect.shape_config("qwen3-4b")
 
 
 def plan_4b(**kw):
@@ -137,11 +135,11 @@ def test_plan_terms_by_hand_for_qwen3_4b():
 
 
 def test_plan_matches_the_measured_peak_at_a_small_shape():
-    """bench_distill.py runs two whole steps of a 42M-parameter Qwen3 shape on this CPU and measures the peak
-    RSS growth (with a fixed malloc mmap threshold, so that RSS follows live memory); the plan, made from
-    the config and the settings alone, must be within 10%."""
+    """bench_distill.py runs two whole steps of the 42M-parameter Qwen3 shape "small" on this CPU and measures
+    the peak RSS growth (with a fixed malloc mmap threshold, so that RSS follows live memory); the plan, made
+    from the config and the settings alone, must be within 10%."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    cmd = [sys.executable, "bench_distill.py", "--shape", "tiny", "--batch", "4", "--prompt-tokens", "160"]
+    cmd = [sys.executable, "bench_distill.py", "--shape", "small", "--batch", "4", "--prompt-tokens", "160"]
     cmd += ["--knowledge-tokens", "100", "--new-tokens", "8", "--steps", "2"]
     out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stderr[-2000:]
