@@ -51,6 +51,7 @@ QWEN3_COMMON = dict(  # the same in all three real sizes
 # "small" keeps the 32,000-token vocabulary its memory figures were measured with (151,936 would make it
 # 103M params, most of them embedding), so Qwen3's special token ids would be past its last row
 OTHER_VOCAB = {"small": dict(vocab_size=32000, bos_token_id=None, eos_token_id=1, pad_token_id=0)}
+SHAPE_HELP = "Qwen3 architecture, random weights (tiny: 2 layers, seconds on a CPU; small: 42M; or a real size)"
 
 
 def csv_of(kind, choices=None):
@@ -67,7 +68,7 @@ def csv_of(kind, choices=None):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shape", choices=sorted(SHAPES), default="tiny", help="Qwen3 architecture, random weights")
+    p.add_argument("--shape", choices=sorted(SHAPES), default="tiny", help=SHAPE_HELP)
     p.add_argument("--model", default=None, help="benchmark this real model instead of --shape (hub name or folder)")
     p.add_argument("--tokenizer", default=common.DEFAULT_MODEL, help="tokenizer for the prompts (with --shape)")
     p.add_argument("--device", type=common.device_arg, default=None, help="cuda, cpu, ... (default: cuda if available)")

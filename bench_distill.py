@@ -48,7 +48,7 @@ def parse_args():
     p.add_argument("--response-tokens", type=common.positive_int, default=24, help="response length per prompt")
     p.add_argument("--repeats", type=common.positive_int, default=2, help="timed steps per mode (after one warm-up)")
     p.add_argument("--games-dir", default="games", help="game cache (eval preset) for realistic prompts")
-    p.add_argument("--shape", choices=sorted(bench_collect.SHAPES), default=None, help="random-weight Qwen3 shape")
+    p.add_argument("--shape", choices=sorted(bench_collect.SHAPES), default=None, help=bench_collect.SHAPE_HELP)
     p.add_argument("--prompt-tokens", type=common.positive_int, default=1500, help="(--shape) student prompt")
     p.add_argument("--knowledge-tokens", type=common.positive_int, default=2048, help="(--shape) teacher's extra")
     p.add_argument("--new-tokens", type=common.positive_int, default=1024, help="(--shape) sampled tokens, fixed")
