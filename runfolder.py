@@ -61,14 +61,21 @@ def run_name(out):
 
 def lock_holders(path):
     """Pids of the processes that have the lock file open (Linux /proc; empty elsewhere)."""
+
+    def target(link):
+        try:
+            return os.readlink(link)
+        except OSError:  # closed since it was listed (a busy process opens and closes files all the time)
+            return None
+
     pids = []
     for pid in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
-            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == path for fd in fds):
-                pids.append(int(pid))
         except OSError:  # gone, or not ours to look at
             continue
+        if any(target(f"/proc/{pid}/fd/{fd}") == path for fd in fds):
+            pids.append(int(pid))
     return pids
 
 

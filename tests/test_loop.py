@@ -2,6 +2,7 @@
 content; a run killed mid-stage resumes, and nothing finished before the kill is touched; the run folder keeps
 its settings. tests/test_run_folder.py covers the lock and the signals with stand-in stages."""
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -125,18 +126,21 @@ def test_a_killed_run_resumes_without_corruption(finished_run, tiny_model):
         text=True,
         start_new_session=True,
     )
-    deadline = time.time() + 600
-    seen = ""
-    while "-- distill r2:" not in seen and time.time() < deadline:
-        seen += proc.stdout.readline()
-    time.sleep(2)  # inside the distillation stage
-    # a crash: the driver and its stage (its own process group, found by the lock it holds) die at once
-    stage_pids = [p for p in runfolder.lock_holders(os.path.realpath(run / ".lock")) if p != proc.pid]
-    assert stage_pids, "no stage holds the run folder's lock"
-    os.killpg(proc.pid, signal.SIGKILL)
-    for pid in stage_pids:
-        os.kill(pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        deadline = time.time() + 600
+        seen = ""
+        while "-- distill r2:" not in seen and time.time() < deadline:
+            seen += proc.stdout.readline()
+        time.sleep(2)  # inside the distillation stage
+        # a crash: the driver and its stage (its own process group, found by the lock it holds) die at once
+        stage_pids = [p for p in runfolder.lock_holders(os.path.realpath(run / ".lock")) if p != proc.pid]
+        assert stage_pids, "no stage holds the run folder's lock"
+    finally:  # killed whatever happened above, so that a failure here leaves no driver behind for later tests
+        os.killpg(proc.pid, signal.SIGKILL)
+        for pid in runfolder.lock_holders(os.path.realpath(run / ".lock")):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
     lock = os.path.realpath(run / ".lock")
     for _ in range(600):  # a crash takes down everything the run started, a stage's own child processes too
         subprocess.run(["fuser", "-k", "-9", lock], capture_output=True)
