@@ -145,9 +145,12 @@ def run_knobs(run, found):
     """{knob: value} as the run's files record them: RUN/settings.json if there is one, each round's
     distillation flags (RUN/round_R/model/args.json), the knowledge's `source` and `model`
     (RUN/round_R/knowledge.jsonl) and the evaluation settings. Paths inside the run read RUN/round_R,
-    so that two runs compare; a knob that changed between rounds shows every value."""
+    so that two runs compare (those of a run folder since moved or copied too: where it was is read off each
+    model's recorded --out, RUN/round_R/model); a knob that changed between rounds shows every value."""
     values = collections.defaultdict(set)
-    prefixes = sorted({run, os.path.normpath(run), os.path.abspath(run)}, key=len, reverse=True)
+    models = [read_json(path) for path in sorted(glob.glob(os.path.join(run, "round_*", "model", "args.json")))]
+    was = {m.group(1) for a in models for m in [re.match(r"(.+)/round_\d+/model/?$", str(a.get("out")))] if m}
+    prefixes = sorted({run, os.path.normpath(run), os.path.abspath(run), *was}, key=len, reverse=True)
 
     def add(prefix, record):
         for key, value in record.items():
@@ -159,8 +162,8 @@ def run_knobs(run, found):
 
     if os.path.isfile(os.path.join(run, "settings.json")):
         add("", read_json(os.path.join(run, "settings.json")))
-    for path in sorted(glob.glob(os.path.join(run, "round_*", "model", "args.json"))):
-        add("distill.", read_json(path))
+    for record in models:
+        add("distill.", record)
     for path in sorted(glob.glob(os.path.join(run, "round_*", "knowledge.jsonl"))):
         add("extract.", {k: v for r in common.read_jsonl(path)[:1] for k, v in r.items() if k in ("source", "model")})
     for (_, name), found_ in found.items():

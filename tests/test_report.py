@@ -5,6 +5,7 @@ the table and the figure; bad run folders."""
 import itertools
 import json
 import random
+import shutil
 
 import pytest
 
@@ -221,3 +222,15 @@ def test_bad_run_folders(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(common.InputError, match="no evaluations found"):
         report.write_report([str(tmp_path / "empty")])
+
+
+def test_a_moved_run_folder_compares_equal_to_where_it_was(tmp_path):
+    # recorded paths name the run folder where it was made (distill's --out, --trajectories, ...): a copy must
+    # not show them as knobs that differ from the original
+    run = fake_run(tmp_path, "made_here")
+    copy = tmp_path / "elsewhere" / "copied"
+    shutil.copytree(run, copy)
+    evaluate.main(evaluate.parse_args(["--report", str(run), str(copy), "--out-dir", str(tmp_path)]))
+    header = next(line for line in (tmp_path / "compare.md").read_text().splitlines() if line.startswith("| run |"))
+    assert header.startswith("| run | rounds | held-out round 0 |")  # no knob differs
+    assert report.run_knobs(str(copy), {})["distill.out"] == "RUN/round_R/model"
