@@ -43,7 +43,7 @@ KNOWLEDGE = "\n".join(
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=common.DEFAULT_MODEL, help="model to distil")
-    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda if available)")
+    p.add_argument("--device", type=common.device_arg, default=None, help="cuda, cpu, ... (default: cuda if available)")
     p.add_argument("--batch", type=common.positive_int, default=None, help="prompts per step (default 8; --shape: 32)")
     p.add_argument("--response-tokens", type=common.positive_int, default=24, help="response length per prompt")
     p.add_argument("--repeats", type=common.positive_int, default=2, help="timed steps per mode (after one warm-up)")

@@ -66,6 +66,14 @@ def test_plan_only_prints_the_readme_peaks(monkeypatch, capsys):
         assert f"planned peak {peak} GiB (static + sampling) of 74.5 GiB" in capsys.readouterr().out
 
 
+def test_bench_distill_refuses_a_device_this_machine_lacks(monkeypatch, capsys):
+    for device, why in [("cuda:64", "CUDA device"), ("gpu", "expected a device such as cuda")]:
+        monkeypatch.setattr(sys, "argv", ["bench_distill.py", "--device", device, "--plan-only"])
+        with pytest.raises(SystemExit):
+            bench_distill.parse_args()
+        assert why in capsys.readouterr().err
+
+
 def test_bench_collect_runs_on_recorded_prompts(tiny_qwen3, tmp_path, capsys):
     turn = {"messages": [{"role": "user", "content": "You are in a kitchen. Your command:"}]}
     common.write_jsonl(tmp_path / "t.jsonl", [{"game": "g", "turns": [turn, turn]}, {"game": "h", "turns": []}])
