@@ -281,16 +281,16 @@ def test_hold_run_lock_in_process_names_the_holder(tmp_path):
 def test_lock_holders_finds_a_holder_that_opens_and_closes_files(tmp_path):
     # a stage importing torch opens and closes files all the time: an fd closed between listing /proc/PID/fd
     # and reading its link must not hide the process (it did, 1 look in 10, and test_loop's kill found no stage)
-    lock = tmp_path / ".lock"
-    lock.touch()
+    lock = os.path.realpath(tmp_path / ".lock")  # as /proc shows it (tmp_path may lie under a symlink)
+    open(lock, "w").close()
     churn = "import os\nwhile True:\n    os.close(os.open(os.devnull, os.O_RDONLY))\n"
     with open(lock) as f:
         busy = subprocess.Popen([sys.executable, "-c", churn], pass_fds=[f.fileno()])
     try:
         deadline = time.time() + 10
-        while busy.pid not in runfolder.lock_holders(str(lock)):
+        while busy.pid not in runfolder.lock_holders(lock):
             assert time.time() < deadline
-        missed = sum(busy.pid not in runfolder.lock_holders(str(lock)) for _ in range(300))
+        missed = sum(busy.pid not in runfolder.lock_holders(lock) for _ in range(300))
         assert missed == 0
     finally:
         busy.kill()
