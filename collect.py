@@ -20,10 +20,7 @@ import random
 
 import torch
 
-import common
-import games
-import play
-import runfolder
+from oel import cli, games, inputs, jsonl, lm, play, runfolder
 
 # ----------------------------------------------------------------------------- arguments
 
@@ -32,15 +29,15 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    common.add_model_args(p)
+    cli.add_model_args(p)
     p.add_argument("--games", default=None, help="play every finished game in this folder (instead of --preset)")
     p.add_argument(
         "--preset", default="train", choices=sorted(games.PRESETS), help="game set to make (or reuse) and play"
     )
-    p.add_argument("--n", type=common.positive_int, default=16, help="number of games in the set (with --preset)")
+    p.add_argument("--n", type=cli.positive_int, default=16, help="number of games in the set (with --preset)")
     p.add_argument(
         "--round",
-        type=common.nonneg_int,
+        type=cli.nonneg_int,
         default=0,
         help="round number: picks fresh training seeds and is recorded",
     )
@@ -48,18 +45,16 @@ def parse_args(argv=None):
         "--split", default="extract", choices=sorted(games.SPLIT_OFFSET), help="training split (train preset only)"
     )
     p.add_argument("--games-dir", default="games", help="cache folder for generated games")
-    p.add_argument("--episodes", type=common.positive_int, default=1, help="episodes per game")
-    p.add_argument("--max-turns", type=common.positive_int, default=15, help="turn limit per episode")
+    p.add_argument("--episodes", type=cli.positive_int, default=1, help="episodes per game")
+    p.add_argument("--max-turns", type=cli.positive_int, default=15, help="turn limit per episode")
     p.add_argument(
         "--max-new-tokens",
-        type=common.positive_int,
+        type=cli.positive_int,
         default=24,
         help="response length cap per turn (raise it for thinking models)",
     )
-    p.add_argument("--batch-size", type=common.positive_int, default=64, help="most games in one generate call")
-    p.add_argument(
-        "--history", type=common.nonneg_int, default=8, help="turns of the log shown in the prompt (0 = all)"
-    )
+    p.add_argument("--batch-size", type=cli.positive_int, default=64, help="most games in one generate call")
+    p.add_argument("--history", type=cli.nonneg_int, default=8, help="turns of the log shown in the prompt (0 = all)")
     p.add_argument(
         "--list-commands", type=int, default=1, choices=[0, 1], help="1: list the admissible commands in the prompt"
     )
@@ -93,10 +88,10 @@ def parse_args(argv=None):
 def main(args):
     runfolder.claim_outputs(args.out, args)  # one writer per run folder; an output made otherwise is refused
     paths = games.game_paths(args.games, args.games_dir, args.preset, args.n, args.round, args.split)
-    knowledge_id, knowledge = play.load_knowledge(args.knowledge, args.knowledge_id)
+    knowledge_id, knowledge = inputs.load_knowledge(args.knowledge, args.knowledge_id)
     random.seed(args.seed)
     torch.manual_seed(args.seed)
-    model, tokenizer = common.load_model(args.model, args.device, quiet=args.quiet)
+    model, tokenizer = lm.load_model(args.model, args.device, quiet=args.quiet)
     agent = play.model_agent(
         model,
         tokenizer,
@@ -123,11 +118,11 @@ def main(args):
             desc=f"collect {os.path.basename(args.out)}",
         )
     except ValueError as e:
-        raise common.InputError(str(e))
+        raise cli.InputError(str(e))
     run = args.run or runfolder.run_name(args.out)
     for r in records:
         r.update(run=run, round=args.round, model=args.model, knowledge_id=knowledge_id, knowledge=knowledge)
-    common.write_jsonl(args.out, records)
+    jsonl.write_jsonl(args.out, records)
     s = play.summarize(records, stats)
     if not args.quiet:
         play.show_trajectory(records[0])
@@ -140,4 +135,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    runfolder.run_main(main, parse_args())
+    cli.run_main(main, parse_args())

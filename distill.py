@@ -23,12 +23,8 @@ the deployment turn prompts, the states the student visited, so only the sampler
 
 import argparse
 import copy
-import importlib.util
-import json
 import os
 import random
-import shutil
-import tempfile
 import time
 
 import torch
@@ -36,16 +32,13 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 
-import common
-import memory
-import play
-import runfolder
+from oel import cli, inputs, jsonl, lm, memory, play, runfolder
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], conflict_handler="resolve")
-    common.add_model_args(p)
-    nonneg, number = common.nonneg_int, common.float_range
+    cli.add_model_args(p)
+    nonneg, number = cli.nonneg_int, cli.float_range
     # distillation's own ranges for the shared sampling flags (these definitions replace the shared ones)
     p.add_argument("--temperature", type=number(0, lo_open=True), default=0.7, help="sampling temperature τ (> 0)")
     # the sampler keeps full support: the KL is taken over its whole distribution at τ, and a truncated
@@ -71,8 +64,8 @@ def parse_args(argv=None):
         help="frozen: a copy of the start-of-round weights (the method); live: the student's current weights "
         "with the knowledge in context, no copy",
     )
-    p.add_argument("--steps", type=common.positive_int, default=20, help="optimiser steps, one per batch [20-100]")
-    p.add_argument("--batch-size", type=common.positive_int, default=8, help="prompts per step")
+    p.add_argument("--steps", type=cli.positive_int, default=20, help="optimiser steps, one per batch [20-100]")
+    p.add_argument("--batch-size", type=cli.positive_int, default=8, help="prompts per step")
     p.add_argument(
         "--lr",
         type=number(0, lo_open=True),
@@ -82,16 +75,16 @@ def parse_args(argv=None):
     p.add_argument("--weight-decay", type=number(0), default=0.01, help="AdamW weight decay (>= 0)")
     p.add_argument("--clip", type=number(0, lo_open=True), default=1.0, help="gradient-norm clip (> 0)")
     p.add_argument("--topk", type=nonneg, default=256, help="KL over the sampler's top-k tokens (0 = all)")
-    p.add_argument("--max-new-tokens", type=common.positive_int, default=24, help="response cap")
+    p.add_argument("--max-new-tokens", type=cli.positive_int, default=24, help="response cap")
     p.add_argument(
         "--max-seq-len",
-        type=common.positive_int,
+        type=cli.positive_int,
         default=None,
         help="longest prompt+response (default: derived, the longest teacher prompt + --max-new-tokens); "
         "checked before the model loads; a longer sequence is an error, never cut",
     )
-    p.add_argument("--micro-batch-tokens", type=common.positive_int, default=4096, help="tokens per forward/backward")
-    p.add_argument("--chunk", type=common.positive_int, default=128, help="response positions per logits chunk")
+    p.add_argument("--micro-batch-tokens", type=cli.positive_int, default=4096, help="tokens per forward/backward")
+    p.add_argument("--chunk", type=cli.positive_int, default=128, help="response positions per logits chunk")
     p.add_argument(
         "--gradient-checkpointing",
         action=argparse.BooleanOptionalAction,
@@ -203,97 +196,6 @@ def micro_batch_loss(student, teacher, pairs, n_total, *, mode, temperature, top
 # ----------------------------------------------------------------------------- data
 
 
-def load_prompts(path):
-    """Every turn prompt (chat messages) of every trajectory: [(where it came from, messages)]."""
-    prompts = []
-    for n, r in common.read_records(path, "trajectories"):
-        if not isinstance(r["turns"], list):
-            raise common.InputError(f"{path}:{n}: `turns` is not a list of turns")
-        for t in r["turns"]:
-            messages = t.get("messages") if isinstance(t, dict) else None
-            ok = isinstance(messages, list) and messages
-            ok = ok and all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in messages)
-            if not ok:
-                raise common.InputError(f"{path}:{n}: a turn without `messages` (a list of {{role, content}})")
-            prompts.append((f"{r.get('game')}#{r.get('episode')}:{t.get('turn')}", messages))
-    if not prompts:
-        raise common.InputError(f"{path}: no turn prompts (expected trajectories from collect.py with turns)")
-    return prompts
-
-
-def load_pool(path):
-    """The knowledge pool: [(knowledge_id, text)] of records with in_pool true; an empty entry is an error
-    (its teacher would see no knowledge, and the KL of that prompt would be 0 by construction)."""
-    records = common.read_records(path, "knowledge")
-    pool = [(n, r["knowledge_id"], r["knowledge"]) for n, r in records if r["in_pool"]]
-    if not pool:
-        raise common.InputError(f"{path}: the knowledge pool is empty (no record with in_pool true)")
-    empty = [f"line {n} ({kid})" for n, kid, text in pool if not (isinstance(text, str) and text.strip())]
-    hint = "the extractor wrote no item (a thinking model's answer usually stayed inside <think>: rerun extract.py"
-    if len(empty) == len(pool):  # the teacher would see exactly what the student sees: nothing to learn
-        raise common.InputError(
-            f"{path}: every pool entry is empty ({', '.join(empty[:5])}); {hint} with a larger --max-new-tokens)"
-        )
-    if empty:  # a chain that wrote nothing: its entry would make the teacher's prompt the student's; dropped
-        print(
-            f"distill | {path}: dropped {len(empty)} of {len(pool)} pool entries with no knowledge text: "
-            f"{', '.join(empty[:5])}; {hint})",
-            flush=True,
-        )
-    return [(kid, text) for _, kid, text in pool if isinstance(text, str) and text.strip()]
-
-
-def generation_marker(tokenizer, thinking=False):
-    """The text the chat template puts after the last message to start the assistant's turn."""
-    probe = [{"role": "user", "content": "x"}]
-    with_marker = common.chat_text(tokenizer, probe, thinking)
-    without = tokenizer.apply_chat_template(
-        probe, tokenize=False, add_generation_prompt=False, enable_thinking=thinking
-    )
-    if not with_marker.startswith(without):
-        raise common.InputError("the chat template's generation prompt is not a suffix of the conversation")
-    return with_marker[len(without) :]
-
-
-def pair_texts(tokenizer, messages, knowledge, thinking, where):
-    """(student prompt, teacher prompt): the same turn without and with the knowledge. A teacher prompt
-    that lacks the knowledge text, or equals the student's, is an error: the KL would teach nothing."""
-    student = common.chat_text(tokenizer, messages, thinking)
-    teacher = common.chat_text(tokenizer, play.insert_knowledge(messages, knowledge), thinking)
-    if knowledge.strip() not in teacher or teacher == student:
-        raise common.InputError(f"{where}: the teacher's prompt does not carry the knowledge (check the chat template)")
-    return student, teacher
-
-
-def plan_lengths(tokenizer, prompts, pool, thinking, marker_ids):
-    """Before the model loads: (longest teacher prompt in tokens, its prompt id, its knowledge id,
-    longest student prompt in tokens).
-
-    Every prompt is rendered without and with a pool entry, and every entry with one prompt (pair_texts
-    checks each; every student prompt must end with the marker's ids). Tokens add up almost exactly (a
-    prompt with knowledge k is as long as without it plus k's block, give or take a token where they meet),
-    so only the prompts within 64 tokens of the longest are tokenized with the entries within 64 tokens of
-    the longest. Each step still checks its own sequences exactly.
-    """
-    tokenize = lambda texts: tokenizer(texts, add_special_tokens=False).input_ids
-    block = lambda k: play.insert_knowledge([{"role": "user", "content": ""}], k)[0]["content"]  # what k adds
-    blocks = [len(ids) for ids in tokenize([block(k) for _, k in pool])]
-    students = tokenize([pair_texts(tokenizer, m, pool[0][1], thinking, pid)[0] for pid, m in prompts])
-    for (pid, _), ids in zip(prompts, students):
-        if ids[-len(marker_ids) :] != marker_ids:
-            raise common.InputError(f"{pid}: the rendered prompt does not end with the assistant marker's tokens")
-    for kid, k in pool:
-        pair_texts(tokenizer, prompts[0][1], k, thinking, f"{prompts[0][0]} with knowledge {kid}")
-    longest = max(map(len, students))
-    long_prompts = [p for p, ids in zip(prompts, students) if len(ids) >= longest - 64]
-    long_entries = [e for e, n in zip(pool, blocks) if n >= max(blocks) - 64]
-    candidates = [(pid, m, kid, k) for pid, m in long_prompts for kid, k in long_entries]
-    texts = [pair_texts(tokenizer, m, k, thinking, f"{pid} with knowledge {kid}")[1] for pid, m, kid, k in candidates]
-    lengths = [len(ids) for ids in tokenize(texts)]
-    best = max(range(len(candidates)), key=lengths.__getitem__)
-    return lengths[best], candidates[best][0], candidates[best][2], longest
-
-
 def build_pair(student_prompt, teacher_prompt, response_ids, marker_ids, max_seq_len):
     """Student and teacher token sequences that share the sampled response ids token for token.
 
@@ -303,10 +205,10 @@ def build_pair(student_prompt, teacher_prompt, response_ids, marker_ids, max_seq
     """
     m = len(marker_ids)
     if student_prompt[-m:] != marker_ids or teacher_prompt[-m:] != marker_ids:
-        raise common.InputError("the student's and the teacher's prompts do not end with the assistant marker's tokens")
+        raise cli.InputError("the student's and the teacher's prompts do not end with the assistant marker's tokens")
     for name, prompt in (("student", student_prompt), ("teacher", teacher_prompt)):
         if len(prompt) + len(response_ids) > max_seq_len:
-            raise common.InputError(
+            raise cli.InputError(
                 f"a {name} sequence of {len(prompt) + len(response_ids)} tokens exceeds --max-seq-len {max_seq_len}; "
                 "raise it (or leave it out: derived), never truncate"
             )
@@ -332,20 +234,6 @@ def micro_batches(pairs, budget):
     return groups + [current] if current else groups
 
 
-def save_model(model, tokenizer, out, settings):
-    """save_pretrained into a temp folder beside `out`, then rename: a folder that exists is whole."""
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.tmp-")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    with open(os.path.join(tmp, "args.json"), "w") as f:
-        json.dump(settings, f, indent=1)
-    if os.path.exists(out):
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-
-
 # ----------------------------------------------------------------------------- numerics, memory, optimizer
 
 
@@ -357,110 +245,97 @@ def make_teacher(student):
     return copy.deepcopy(student).eval().requires_grad_(False)
 
 
-def main_plan(student, lengths, args, optimizer, checkpointing):
-    """The memory plan of this run at its longest prompts: lengths = (student, teacher) prompt tokens."""
-    _, compute_dtype = common.pick_device(args.device)
-    return memory.plan_memory(
-        student.config,
-        sum(p.numel() for p in student.parameters()),
-        batch_size=args.batch_size,
-        prompt_tokens=lengths[0],
-        teacher_prompt_tokens=lengths[1],
-        new_tokens=args.max_new_tokens,
-        weight_bytes=next(student.parameters()).element_size(),
-        optimizer=optimizer,
-        checkpointing=checkpointing,
-        micro_batch_tokens=args.micro_batch_tokens,
-        chunk=args.chunk,
-        teacher_copy=args.teacher != "live",
-        autocast_bytes=compute_dtype.itemsize if student.dtype != compute_dtype else 0,
-    )
-
-
 # ----------------------------------------------------------------------------- main
 
 
-def check_lengths(args, tokenizer, prompts, pool, marker_ids, model_path):
-    """(the sequence length limit, derived or checked against --max-seq-len and the model's window,
-    (longest student prompt, longest teacher prompt) in tokens)."""
-    from transformers import AutoConfig
-
-    longest, pid, kid, student_longest = plan_lengths(tokenizer, prompts, pool, args.thinking, marker_ids)
-    need, limit = longest + args.max_new_tokens, args.max_seq_len or longest + args.max_new_tokens
-    where = f"the longest teacher prompt ({pid} with knowledge {kid}) has {longest} tokens"
-    window = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None) or need
-    if limit < need or need > window:
-        too_small = f"--max-seq-len {limit} is too small" if limit < need else f"the model's window is {window}"
-        raise common.InputError(f"{too_small}: {where}, + --max-new-tokens {args.max_new_tokens} = {need}")
-    print(f"distill | {len(prompts)} prompts x {len(pool)} knowledge entries | {where} | limit {limit}")
-    return limit, (student_longest, longest)
-
-
 def main(args):
-    runfolder.claim_outputs(args.out, args)  # one writer per run folder; an output made otherwise is refused
+    # plumbing: one writer per run folder; an existing output is kept; the optimizer and checkpointing this
+    # device gets (adamw8bit keeps bf16 weights on a GPU, adamw fp32 master weights under bf16 autocast)
+    runfolder.claim_outputs(args.out, args)
     if os.path.exists(args.out) and not args.force:
         print(f"distill | {args.out} exists, skipped (use --force to retrain)")
         return None
-    # numerics and memory: adamw8bit (default on a GPU) keeps bf16 weights, adamw fp32 master weights under
-    # bf16 autocast; either way the teacher computes exactly as the student does
-    device, compute_dtype = common.pick_device(args.device)
-    optimizer_name = args.optimizer or ("adamw8bit" if device.type == "cuda" else "adamw")
-    checkpointing = device.type == "cuda" if args.gradient_checkpointing is None else args.gradient_checkpointing
-    if optimizer_name == "adamw8bit" and importlib.util.find_spec("torchao") is None:
-        raise common.InputError("--optimizer adamw8bit needs torchao (pip install -r requirements.txt)")
-    prompts, pool = load_prompts(args.trajectories), load_pool(args.knowledge)
-    # every prompt, knowledge entry and length is checked with the tokenizer alone, before the model loads
-    model_path = common.resolve_model(args.model)
-    tokenizer = common.load_tokenizer(model_path)
-    marker_ids = tokenizer(generation_marker(tokenizer, args.thinking), add_special_tokens=False).input_ids
-    max_seq_len, lengths = check_lengths(args, tokenizer, prompts, pool, marker_ids, model_path)
+    device, compute_dtype = lm.pick_device(args.device)
+    optimizer_name, checkpointing = memory.training_choices(device, args.optimizer, args.gradient_checkpointing)
+
+    # 1. the inputs: every turn prompt of the deployment trajectories (the student's x) and the knowledge pool
+    # (the teacher's e), every pair and sequence length checked with the tokenizer alone, before the model loads
+    prompts, pool = inputs.load_turn_prompts(args.trajectories), inputs.load_pool(args.knowledge)
+    model_path = lm.resolve_model(args.model)
+    tokenizer = lm.load_tokenizer(model_path)
+    marker_ids = tokenizer(inputs.generation_marker(tokenizer, args.thinking), add_special_tokens=False).input_ids
+    max_seq_len, lengths = inputs.check_lengths(
+        tokenizer,
+        prompts,
+        pool,
+        marker_ids,
+        thinking=args.thinking,
+        max_new_tokens=args.max_new_tokens,
+        max_seq_len=args.max_seq_len,
+        model_path=model_path,
+    )
+
+    # 2. the student θ_{r-1}, trained; the teacher: a frozen copy of θ_{r-1} (or the student itself: live)
     rng = random.Random(args.seed)
     torch.manual_seed(args.seed)
     weights_dtype, _ = memory.training_dtypes(args.device, optimizer_name)
-    student, tokenizer = common.load_model(args.model, args.device, dtype=weights_dtype, tokenizer=tokenizer)
-    # a live teacher is the student's own current weights, with the knowledge in context: no copy
+    student, tokenizer = lm.load_model(args.model, args.device, dtype=weights_dtype, tokenizer=tokenizer)
     teacher = student if args.teacher == "live" else make_teacher(student)
     autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32)
     if checkpointing:
         student.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(use_reentrant=False))
     optimizer = memory.make_optimizer(student.parameters(), optimizer_name, args.lr, args.weight_decay)
-    plan = main_plan(student, lengths, args, optimizer_name, checkpointing)
+    plan = memory.plan_run(
+        student,
+        lengths,
+        device=args.device,
+        batch_size=args.batch_size,
+        new_tokens=args.max_new_tokens,
+        optimizer=optimizer_name,
+        checkpointing=checkpointing,
+        micro_batch_tokens=args.micro_batch_tokens,
+        chunk=args.chunk,
+        teacher_copy=teacher is not student,
+    )
     print(memory.format_plan(plan, memory.device_capacity(device)), flush=True)
-    # args.json: the arguments as given, and what the defaults resolved to on this machine
+    # model/args.json: the arguments as given, and what the defaults resolved to on this machine
     resolved = dict(max_seq_len=max_seq_len, optimizer=optimizer_name, gradient_checkpointing=checkpointing)
     settings = dict(vars(args), resolved=resolved)
     loss_settings = dict(mode=args.mode, temperature=args.temperature, topk=args.topk)
-    eos = common.eos_ids(student, tokenizer)  # a response that ends in none of these was cut at the cap
+    eos = lm.eos_ids(student, tokenizer)  # a response that ends in none of these was cut at the cap
     metrics_path = args.metrics or os.path.join(os.path.dirname(os.path.abspath(args.out)), "distill_metrics.jsonl")
     if os.path.exists(metrics_path):  # an earlier attempt's records (killed, or retrained with --force) go
         print(f"distill | {metrics_path}: an earlier attempt's metrics are replaced by this run's")
-    common.write_jsonl(metrics_path, [])  # a (re)started run starts its metrics afresh: one attempt per file
+    jsonl.write_jsonl(metrics_path, [])  # a (re)started run starts its metrics afresh: one attempt per file
     run = args.run or runfolder.run_name(args.out)
+
     order, history = [], []
     for step in tqdm(range(1, args.steps + 1), desc="distill"):
         t0 = time.time()
-        if len(order) < args.batch_size:  # walk the prompts in a fresh random order, epoch after epoch
+        # 3. a batch of turn prompts, walked in a fresh random order epoch after epoch, each with one pool entry
+        if len(order) < args.batch_size:
             order += rng.sample(range(len(prompts)), len(prompts))
         batch, order = [prompts[i] for i in order[: args.batch_size]], order[args.batch_size :]
-        knowledge = [rng.choice(pool) for _ in batch]  # one pool entry per prompt
+        knowledge = [rng.choice(pool) for _ in batch]
+        # 4. the teacher's prompt: the same turn with the knowledge inserted where play puts it
         texts = [
-            pair_texts(tokenizer, m, k, args.thinking, f"{pid} with {kid}")
+            play.pair_prompts(tokenizer, m, k, args.thinking, f"{pid} with {kid}")
             for (pid, m), (kid, k) in zip(batch, knowledge)
         ]
         student_texts, teacher_texts = [s for s, _ in texts], [t for _, t in texts]
-        # 1. sample at temperature τ, full support: on-policy the student without the knowledge,
+        # 5. sample at temperature τ, full support: on-policy the student without the knowledge (the method),
         # off-policy the teacher with it
         sampler, sampler_texts = (student, student_texts) if args.mode == "on-policy" else (teacher, teacher_texts)
         sampler.eval()
         with autocast:
-            responses = common.generate_ids(
+            responses = lm.generate_ids(
                 sampler, tokenizer, sampler_texts, args.max_new_tokens, args.temperature, 1.0, 0
             )
         s_prompts = tokenizer(student_texts, add_special_tokens=False).input_ids
         t_prompts = tokenizer(teacher_texts, add_special_tokens=False).input_ids
         pairs = [build_pair(s, t, r, marker_ids, max_seq_len) for s, t, r in zip(s_prompts, t_prompts, responses)]
-        # 2. both score the samples; the loss, backpropagated micro-batch by micro-batch, is exactly
-        # reference_loss(student, teacher, pairs) of the whole batch (test_chunked_loss_equals_reference)
+        # 6. both score the samples: the reverse KL at τ over the student's top-k, backpropagated micro-batch by
+        # micro-batch, is exactly reference_loss of the whole batch (test_chunked_loss_equals_reference)
         student.train()
         n_total = sum(len(r) for r in responses)
         sums = {"kl": 0.0, "student_mass": 0.0, "teacher_mass": 0.0}
@@ -470,48 +345,66 @@ def main(args):
                     student, teacher, group, n_total, chunk=args.chunk, pad_id=tokenizer.pad_token_id, **loss_settings
                 )
                 sums = {k: sums[k] + part[k] for k in sums}
+        # 7. one AdamW step on the clipped gradient; a step with a non-finite gradient norm is skipped, and logged
         grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), args.clip)
         skipped = not torch.isfinite(grad_norm)
-        if not skipped:  # a non-finite step is skipped, and logged
+        if not skipped:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        seconds = time.time() - t0
         record = dict(run=run, round=args.round, step=step, mode=args.mode, teacher=args.teacher)
-        record["kl"] = sums["kl"] / n_total  # the loss: mean over response tokens
-        record["student_topk_mass"] = sums["student_mass"] / n_total  # student's mass on the KL's top-k support
-        record["teacher_topk_mass"] = sums["teacher_mass"] / n_total  # teacher's mass on that support
-        record["response_len_mean"] = n_total / len(responses)
-        record["response_len_max"] = max(len(r) for r in responses)
-        record["capped"] = sum(r[-1] not in eos for r in responses)  # cut at --max-new-tokens
-        record["grad_norm"] = grad_norm.item()
-        record["skipped"] = skipped
-        record["lr"] = args.lr
-        record["tokens_per_s"] = sum(len(p["student_ids"]) + len(p["teacher_ids"]) for p in pairs) / seconds
-        record["seconds"] = seconds
-        record["peak_memory_mb"] = memory.peak_memory_mb(device)
-        common.append_jsonl(metrics_path, record)
+        record.update(step_metrics(sums, responses, pairs, eos, grad_norm, time.time() - t0))
+        record.update(lr=args.lr, peak_memory_mb=memory.peak_memory_mb(device))
+        jsonl.append_jsonl(metrics_path, record)
         history.append(record)
         if args.print_every and (step == 1 or step % args.print_every == 0):
-            (kid, k), sampled_by = knowledge[0], "student" if args.mode == "on-policy" else "teacher"
-            print(
-                f"\n--- step {step} | kl {record['kl']:.4f} | knowledge {kid} ---\n{k[:600]}\n"
-                f"[prompt] ...{batch[0][1][-1]['content'][-300:]}\n"
-                f"[{sampled_by}] {tokenizer.decode(responses[0])!r}\n---"
-            )
+            show_sample(step, record, knowledge[0], batch[0], tokenizer.decode(responses[0]), args.mode)
         if args.save_every and step % args.save_every == 0 and step < args.steps:
-            save_model(student, tokenizer, os.path.join(args.out + "_steps", f"step_{step}"), settings)
-    save_model(student, tokenizer, args.out, settings)
+            lm.save_model(student, tokenizer, os.path.join(args.out + "_steps", f"step_{step}"), settings)
+
+    # 8. the checkpoint: θ_r
+    lm.save_model(student, tokenizer, args.out, settings)
     print(memory.format_peak(plan, device), flush=True)
-    first, last = history[0], history[-1]
+    print(summary_line(history, args))
+    return history
+
+
+def step_metrics(sums, responses, pairs, eos, grad_norm, seconds):
+    """One step's record: the loss (mean over response tokens), the masses on the KL's top-k support, the
+    responses' lengths and how many hit --max-new-tokens, the gradient norm, the speed."""
+    n_total = sum(len(r) for r in responses)
+    return dict(
+        kl=sums["kl"] / n_total,
+        student_topk_mass=sums["student_mass"] / n_total,
+        teacher_topk_mass=sums["teacher_mass"] / n_total,
+        response_len_mean=n_total / len(responses),
+        response_len_max=max(len(r) for r in responses),
+        capped=sum(r[-1] not in eos for r in responses),
+        grad_norm=grad_norm.item(),
+        skipped=not torch.isfinite(grad_norm).item(),
+        tokens_per_s=sum(len(p["student_ids"]) + len(p["teacher_ids"]) for p in pairs) / seconds,
+        seconds=seconds,
+    )
+
+
+def show_sample(step, record, entry, prompt, response, mode):
+    """One knowledge text, the end of its turn prompt and the sampled response: the debugger of this stage."""
+    (kid, k), sampled_by = entry, "student" if mode == "on-policy" else "teacher"
     print(
+        f"\n--- step {step} | kl {record['kl']:.4f} | knowledge {kid} ---\n{k[:600]}\n"
+        f"[prompt] ...{prompt[1][-1]['content'][-300:]}\n[{sampled_by}] {response!r}\n---"
+    )
+
+
+def summary_line(history, args):
+    first, last = history[0], history[-1]
+    return (
         f"distill | {args.mode}, {args.teacher} teacher | steps {args.steps} | kl {first['kl']:.4f} -> "
         f"{last['kl']:.4f} | top-k mass {last['student_topk_mass']:.3f} | len {last['response_len_mean']:.1f} | "
         f"skipped {sum(h['skipped'] for h in history)} | "
         f"tokens/s {sum(h['tokens_per_s'] for h in history) / len(history):.0f} | "
         f"peak {max(h['peak_memory_mb'] for h in history):.0f} MB | {args.out}"
     )
-    return history
 
 
 if __name__ == "__main__":
-    runfolder.run_main(main, parse_args())
+    cli.run_main(main, parse_args())

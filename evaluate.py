@@ -8,14 +8,14 @@ Sets (`--sets`, comma separated, one model load for all of them):
   without knowledge unless `--knowledge` (the knowledge pool, placed where the distillation teacher sees it;
   each game draws one entry, seeded by its name, as the teacher draws one per prompt; `--knowledge-id` plays
   one entry) or `--knowledge-curve C` (every snapshot of chain C, in order: the in-context curve);
-- `ifeval`: IFEval prompt-level strict accuracy, offline (see ifeval.py), always in one documented setting, the
+- `ifeval`: IFEval prompt-level strict accuracy, offline (see oel/ifeval.py), always in one documented setting, the
   Qwen3 authors' for IFEval: thinking off (whatever `--thinking` says; an answer cut inside `<think>` would be
   empty and fail, so a shorter reasoning alone would raise the score), sampling at temperature 0.7, top-p 0.8,
   top-k 20, seeded with `--seed`. The `--ifeval-*` flags change it; their values go into the summary.
 Each set writes OUT_DIR/eval_SET.jsonl (eval_SET_incontext.jsonl with --knowledge,
 eval_SET_curveC.jsonl with --knowledge-curve): per-game or per-prompt records, then one
-`kind: "summary"` record per evaluation, with 95% intervals (report.py's statistics). An existing output is
-skipped unless `--force`. `--report RUN` hands over to report.py, which draws a run: RUN/report.md and
+`kind: "summary"` record per evaluation, with 95% intervals (oel/report.py's statistics). An existing output is
+skipped unless `--force`. `--report RUN` hands over to oel/report.py, which draws a run: RUN/report.md and
 RUN/report.png (the paper's Figure 1), with the paired change of the held-out pass rate from round 0 and from
 the in-context run; `--report RUN1 RUN2 ...` puts runs side by side (OUT_DIR/compare.md and compare.png, the
 shape of the paper's Table 2).
@@ -49,12 +49,7 @@ import time
 import torch
 from tqdm import tqdm
 
-import common
-import games
-import ifeval
-import play
-import report
-import runfolder
+from oel import cli, games, ifeval, inputs, jsonl, lm, play, report, runfolder
 
 PRESETS = {"id": "eval", "ood": "ood", "ifeval": None}  # set -> game preset (games.PRESETS)
 EPISODES = 1  # episodes per held-out game: more games beat more episodes at the same cost (docstring)
@@ -78,8 +73,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    common.add_model_args(p)
-    positive, nonneg, number = common.positive_int, common.nonneg_int, common.float_range
+    cli.add_model_args(p)
+    positive, nonneg, number = cli.positive_int, cli.nonneg_int, cli.float_range
     p.add_argument("--sets", "--set", type=set_list, default=["id"], help="id, ood, ifeval (comma separated)")
     p.add_argument("--out-dir", default=".", help="folder for eval_SET[_incontext|_curveC].jsonl (runs/RUN/round_R)")
     p.add_argument("--out", default=None, help="output file instead of the name in --out-dir (one set only)")
@@ -115,7 +110,7 @@ def parse_args(argv=None):
 
 
 # ----------------------------------------------------------------------------- metrics
-# each evaluation's summary record; the intervals themselves are report.py's, which the report reuses
+# each evaluation's summary record; the intervals themselves are oel/report.py's, which the report reuses
 
 
 def by_game(records):
@@ -130,7 +125,7 @@ def game_metrics(records):
     """Pass rate, score fraction, turns, response tokens per turn and per game, valid commands; the
     intervals resample whole games (Wilson's for the pass rate when every game has one episode)."""
     if not records:
-        raise common.InputError("no game records to summarise")
+        raise cli.InputError("no game records to summarise")
     games_ = list(by_game(records).values())
     per_game = lambda f: [sum(f(r) for r in rs) for rs in games_]
     episodes, turns = per_game(lambda r: 1), per_game(lambda r: len(r["turns"]))
@@ -151,7 +146,7 @@ def game_metrics(records):
 def ifeval_metrics(records):
     """IFEval's four accuracies (prompt/instruction level, strict/loose) and response length."""
     if not records:
-        raise common.InputError("no IFEval records to summarise")
+        raise cli.InputError("no IFEval records to summarise")
     n, followed = len(records), sum(all(r["followed"]) for r in records)
     flat, flat_loose = [f for r in records for f in r["followed"]], [f for r in records for f in r["followed_loose"]]
     m = dict(
@@ -189,31 +184,31 @@ def knowledge_plans(args):
     every snapshot of chain C, in order, one evaluation each."""
     if args.knowledge is None:
         if args.knowledge_curve is not None:
-            raise common.InputError("--knowledge-curve needs --knowledge KNOWLEDGE.jsonl (extract.py's snapshots)")
+            raise cli.InputError("--knowledge-curve needs --knowledge KNOWLEDGE.jsonl (extract.py's snapshots)")
         return [(None, None, [(None, None)])]
     if not args.knowledge.endswith(".jsonl"):
-        return [(os.path.basename(args.knowledge), None, [play.load_knowledge(args.knowledge)])]
-    records = common.read_jsonl(args.knowledge, required=("knowledge_id", "knowledge"))
+        return [(os.path.basename(args.knowledge), None, [inputs.load_knowledge(args.knowledge)])]
+    records = jsonl.read_jsonl(args.knowledge, required=("knowledge_id", "knowledge"))
     if args.knowledge_curve is not None:
         chain = [r for r in records if r.get("chain") == args.knowledge_curve and isinstance(r.get("step"), int)]
         if not chain:
-            raise common.InputError(f"{args.knowledge}: no snapshots of chain {args.knowledge_curve} (chain, step)")
+            raise cli.InputError(f"{args.knowledge}: no snapshots of chain {args.knowledge_curve} (chain, step)")
         chain.sort(key=lambda r: r["step"])
         # a chain's knowledge starts empty: an empty snapshot (step 0, or nothing parsed yet) plays without any
         entry = lambda r: (
-            play.load_knowledge(args.knowledge, r["knowledge_id"]) if is_text(r) else (r["knowledge_id"], None)
+            inputs.load_knowledge(args.knowledge, r["knowledge_id"]) if is_text(r) else (r["knowledge_id"], None)
         )
         return [(r["knowledge_id"], r["step"], [entry(r)]) for r in chain]
     if args.knowledge_id is not None:
-        return [(args.knowledge_id, None, [play.load_knowledge(args.knowledge, args.knowledge_id)])]
+        return [(args.knowledge_id, None, [inputs.load_knowledge(args.knowledge, args.knowledge_id)])]
     in_pool = [r for r in records if r.get("in_pool")]
     empty = [r["knowledge_id"] for r in in_pool if not is_text(r)]
     if in_pool and len(empty) == len(in_pool):
-        raise common.InputError(f"{args.knowledge}: every pool entry is empty ({', '.join(empty[:5])})")
+        raise cli.InputError(f"{args.knowledge}: every pool entry is empty ({', '.join(empty[:5])})")
     if empty:  # as distill.py does: a chain that wrote nothing is no teacher's context
         print(f"evaluate | {args.knowledge}: dropped {len(empty)} of {len(in_pool)} empty pool entries: {empty[:5]}")
-    ids = [r["knowledge_id"] for r in in_pool if is_text(r)] or [play.load_knowledge(args.knowledge)[0]]
-    pool = [play.load_knowledge(args.knowledge, i) for i in dict.fromkeys(ids)]  # each checked: a text, not empty
+    ids = [r["knowledge_id"] for r in in_pool if is_text(r)] or [inputs.load_knowledge(args.knowledge)[0]]
+    pool = [inputs.load_knowledge(args.knowledge, i) for i in dict.fromkeys(ids)]  # each checked: a text, not empty
     return [("pool" if len(pool) > 1 else pool[0][0], None, pool)]
 
 
@@ -248,7 +243,7 @@ def play_set(model, tokenizer, paths, args, plans, name):
             try:
                 part, _ = play.play(agent, group, **options, knowledge=text, desc=f"eval {name} {entry_id or ''}")
             except ValueError as e:
-                raise common.InputError(str(e))
+                raise cli.InputError(str(e))
             played += [dict(r, kind="game", eval_set=name, knowledge_id=entry_id, knowledge=text) for r in part]
         order = {path: i for i, path in enumerate(paths)}
         played.sort(key=lambda r: (order[r["game_file"]], r["episode"]))
@@ -263,16 +258,14 @@ def play_set(model, tokenizer, paths, args, plans, name):
 def ifeval_set(model, tokenizer, args, prompts):
     """Answer every prompt (batched, seeded) and check its instructions with IFEval's own checker."""
     thinking, sampling = bool(args.ifeval_thinking), (args.ifeval_temperature, args.ifeval_top_p, args.ifeval_top_k)
-    texts = [common.chat_text(tokenizer, [{"role": "user", "content": p["prompt"]}], thinking) for p in prompts]
+    texts = [lm.chat_text(tokenizer, [{"role": "user", "content": p["prompt"]}], thinking) for p in prompts]
     torch.manual_seed(args.seed)
     outputs = []
     for i in tqdm(range(0, len(texts), args.batch_size), desc="eval ifeval", disable=args.quiet, leave=False):
-        outputs += common.generate(
-            model, tokenizer, texts[i : i + args.batch_size], args.ifeval_max_new_tokens, *sampling
-        )
+        outputs += lm.generate(model, tokenizer, texts[i : i + args.batch_size], args.ifeval_max_new_tokens, *sampling)
     records = []
     for p, (response, n_tokens) in zip(prompts, outputs):
-        answer = common.split_thinking(response)[1]  # the checker reads the answer, not the reasoning
+        answer = lm.split_thinking(response)[1]  # the checker reads the answer, not the reasoning
         strict, loose = ifeval.check(p, answer)
         record = dict(
             kind="prompt", eval_set="ifeval", **{k: p[k] for k in ("key", "prompt", "instruction_id_list", "kwargs")}
@@ -290,9 +283,9 @@ def main(args):
         return report.write_report(args.report, args.out_dir)
     runfolder.claim_outputs([output_path(args, name) for name in args.sets], args)  # one writer, same arguments
     if args.out and len(args.sets) > 1:
-        raise common.InputError("--out names one file: use --out-dir with several --sets")
+        raise cli.InputError("--out names one file: use --out-dir with several --sets")
     if (args.knowledge or args.knowledge_curve is not None) and "ifeval" in args.sets:
-        raise common.InputError("--knowledge is for the game sets (id, ood), not ifeval")
+        raise cli.InputError("--knowledge is for the game sets (id, ood), not ifeval")
     todo = []
     for name in args.sets:
         if os.path.exists(output_path(args, name)) and not args.force:
@@ -301,7 +294,9 @@ def main(args):
             todo.append(name)
     if not todo:
         return []
-    # every input is checked before the model loads
+    # 1. what is evaluated, every input checked before the model loads: the held-out games (the same every
+    # round), the OOD games, the knowledge each game plays with (none, the pool, one entry or a chain's
+    # snapshots), IFEval's prompts
     n = lambda name: (args.n_ood or args.n) if name == "ood" else args.n
     paths = {
         name: games.game_paths(args.games, args.games_dir, PRESETS[name], n(name)) for name in todo if PRESETS[name]
@@ -309,8 +304,10 @@ def main(args):
     plans = knowledge_plans(args) if paths else None
     prompts = ifeval.load_prompts(args.ifeval_n, args.ifeval_file) if "ifeval" in todo else None
     if prompts is not None and len(prompts) < args.ifeval_n:
-        raise common.InputError(f"--ifeval-n {args.ifeval_n}: the prompt file has {len(prompts)} prompts (0 = all)")
-    model, tokenizer = common.load_model(args.model, args.device, quiet=args.quiet)
+        raise cli.InputError(f"--ifeval-n {args.ifeval_n}: the prompt file has {len(prompts)} prompts (0 = all)")
+    # 2. one model load for every set: play the games (pass rate, turns, tokens per turn) or answer IFEval's
+    # prompts (prompt-level strict accuracy), then one file per set: per-game records and the summaries
+    model, tokenizer = lm.load_model(args.model, args.device, quiet=args.quiet)
     all_summaries = []
     for name in todo:
         out, start = output_path(args, name), time.time()
@@ -327,7 +324,7 @@ def main(args):
         for s in summaries:
             s.update(kind="summary", eval_set=name, run=run, round=args.round, model=args.model, seconds=seconds)
             s["settings"] = settings
-        common.write_jsonl(out, records + summaries)
+        jsonl.write_jsonl(out, records + summaries)
         if not args.quiet:
             show_sample(records[0])
         for s in summaries:
@@ -371,4 +368,4 @@ def summary_line(s):
 
 
 if __name__ == "__main__":
-    runfolder.run_main(main, parse_args())
+    cli.run_main(main, parse_args())

@@ -27,8 +27,7 @@ import time
 import torch
 from tqdm import tqdm
 
-import common
-import runfolder
+from oel import cli, inputs, jsonl, lm, runfolder
 
 SYSTEM_PROMPT = "You review records of text adventure games and write down short lessons for playing better."
 STRUCTURED_PROMPT = (
@@ -54,19 +53,16 @@ ANSWER_PREFIX = {"structured-v2": "- EXPERIENCE ITEM:", "freetext-v1": ""}
 # Default extractor output cap without / with thinking: lessons alone take a few dozen tokens; with
 # thinking on, the answer comes after the reasoning, which runs to hundreds or thousands of tokens.
 MAX_NEW_TOKENS = {False: 96, True: 2048}
-TURN_KEYS = ("turn", "response", "command", "reply")  # what the extractor reads of each turn
 MARKER = re.compile(r"\s*-?\s*EXPERIENCE ITEM\s*:\s*", re.IGNORECASE)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    common.add_model_args(p)
+    cli.add_model_args(p)
     p.add_argument("--trajectories", required=True, help="extraction trajectories (collect.py JSONL), in file order")
     p.add_argument("--out", required=True, help="knowledge JSONL, one record per chain and snapshot; kept if it exists")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    p.add_argument(
-        "--chains", type=common.positive_int, default=4, help="independent chains K, the pool size [paper: 10]"
-    )
+    p.add_argument("--chains", type=cli.positive_int, default=4, help="independent chains K, the pool size [paper: 10]")
     p.add_argument(
         "--chain-data",
         default="slice",
@@ -74,27 +70,27 @@ def parse_args(argv=None):
         help="slice: chain c reads trajectories c, c+K, ... (its own, as the authors' chains play their own "
         "rollouts); shared: every chain reads them all (K times the extraction calls)",
     )
-    p.add_argument("--steps", type=common.nonneg_int, default=0, help="trajectories each chain reads (0 = all it has)")
+    p.add_argument("--steps", type=cli.nonneg_int, default=0, help="trajectories each chain reads (0 = all it has)")
     p.add_argument(
         "--use-steps",
-        type=common.nonneg_int,
+        type=cli.nonneg_int,
         default=0,
         help="the pool: snapshots after N steps (0 = the last) [paper: 50]",
     )
     p.add_argument(
-        "--max-knowledge-tokens", type=common.positive_int, default=512, help="knowledge budget [paper: 2048/8192]"
+        "--max-knowledge-tokens", type=cli.positive_int, default=512, help="knowledge budget [paper: 2048/8192]"
     )
-    p.add_argument("--max-new-items", type=common.positive_int, default=2, help="items kept from one output, at most")
+    p.add_argument("--max-new-items", type=cli.positive_int, default=2, help="items kept from one output, at most")
     p.add_argument(
         "--max-new-tokens",
-        type=common.positive_int,
+        type=cli.positive_int,
         default=None,
         help=f"extractor output cap, reasoning included (default: {MAX_NEW_TOKENS[False]}, or "
         f"{MAX_NEW_TOKENS[True]} with --thinking) [paper: 2048-8192]",
     )
     p.add_argument(
         "--max-trajectory-tokens",
-        type=common.positive_int,
+        type=cli.positive_int,
         default=4096,
         help="a trajectory shown to the extractor is at most this long (extractor's tokenizer); the oldest turns "
         "go first [authors: (turn cap + 512) x turns + 1024]",
@@ -108,7 +104,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--extractor-model", default=None, help="another model writes the knowledge (default: --model)")
     p.add_argument("--source", default="knowledge", choices=["knowledge", "raw"], help="raw: the pool is trajectories")
-    p.add_argument("--round", type=common.nonneg_int, default=0, help="round number recorded in every record")
+    p.add_argument("--round", type=cli.nonneg_int, default=0, help="round number recorded in every record")
     p.add_argument("--run", default=None, help="run name recorded in every record (default: the folder of round_R)")
     args = p.parse_args(argv)
     if args.max_new_tokens is None:  # a thinking extractor reasons first: 96 tokens end inside <think>
@@ -190,7 +186,7 @@ def raw_item(record, max_tokens, count_tokens):
 def parse_items(output, prompt_version):
     """New items from an extractor output: only text after </think>; marked items (several on one
     line become several); in free-text mode the whole answer is one item. [] if nothing parsed."""
-    _, answer = common.split_thinking(output)
+    _, answer = lm.split_thinking(output)
     if prompt_version.startswith("freetext"):
         text = " ".join(answer.split())
         return [text] if text else []
@@ -235,10 +231,17 @@ def inside_thinking(output):
     return "<think>" in output and "</think>" not in output.rsplit("<think>", 1)[1]
 
 
-def eos_token_ids(model, tokenizer):
-    """Every id that ends a response: the tokenizer's EOS and the generation config's (Qwen3 lists two)."""
-    listed = model.generation_config.eos_token_id
-    return {tokenizer.eos_token_id, *(listed if isinstance(listed, list) else [listed])} - {None}
+def token_counters(args):
+    """(count, count_shown): token counts by the policy's tokenizer (the knowledge goes into the policy's
+    prompts) and by the extractor's (the trajectory it is shown); the same function without --extractor-model."""
+    from transformers import AutoTokenizer
+
+    policy_tokenizer = AutoTokenizer.from_pretrained(lm.resolve_model(args.model))
+    count = lambda text: len(policy_tokenizer(text, add_special_tokens=False).input_ids)
+    if not (args.extractor_model and args.source == "knowledge"):
+        return count, count
+    extractor_tokenizer = AutoTokenizer.from_pretrained(lm.resolve_model(args.extractor_model))
+    return count, lambda text: len(extractor_tokenizer(text, add_special_tokens=False).input_ids)
 
 
 def empty_pool_error(args, n_calls, failures, n_cut, n_cut_thinking):
@@ -274,34 +277,13 @@ def chain_plan(n, chains, chain_data, steps=0):
     else:
         plan = [list(range(c, n - n % chains, chains)) for c in range(chains)]
     if not plan[0]:
-        raise common.InputError(
+        raise cli.InputError(
             f"{n} trajectories for {chains} chains: with --chain-data slice each chain needs one of its own; "
             "collect more extraction games, use fewer --chains, or --chain-data shared"
         )
     if steps > len(plan[0]):
-        raise common.InputError(f"--steps {steps}: each chain has only {len(plan[0])} trajectories ({chain_data})")
+        raise cli.InputError(f"--steps {steps}: each chain has only {len(plan[0])} trajectories ({chain_data})")
     return [p[: steps or len(p)] for p in plan]
-
-
-def load_trajectories(path):
-    """collect.py's trajectories, each checked for its kind (a knowledge file or an evaluate.py output is
-    not one) and its shape, before any model loads."""
-    numbered = common.read_records(path, "trajectories")  # a knowledge pool or an evaluation is named as such
-    expected = "expected collect.py trajectories (RUN/round_R/extraction_trajectories.jsonl), one episode per line"
-    for lineno, r in numbered:
-        where = f"{path}:{lineno}"
-        if "feedback" not in r:
-            raise common.InputError(f"{where}: record lacks key(s) ['feedback']; {expected}")
-        turns_ok = isinstance(r["turns"], list) and all(
-            isinstance(t, dict) and all(k in t for k in TURN_KEYS) for t in r["turns"]
-        )
-        if not turns_ok or not isinstance(r["feedback"], str):
-            raise common.InputError(
-                f"{where}: expected 'turns' as a list of turns with keys {list(TURN_KEYS)} and 'feedback' as text"
-            )
-    if not numbered:
-        raise common.InputError(f"{path}: no trajectories ({expected})")
-    return [r for _, r in numbered]
 
 
 # ----------------------------------------------------------------------------- main
@@ -312,7 +294,8 @@ def main(args):
     if os.path.exists(args.out) and not args.force:
         print(f"extract | {args.out} exists, skipped (use --force to redo)")
         return None
-    trajectories = load_trajectories(args.trajectories)
+    # 1. the extraction trajectories, and which of them each of the K chains reads, in order
+    trajectories = inputs.load_trajectories(args.trajectories)
     plan = chain_plan(len(trajectories), args.chains, args.chain_data, args.steps)
     n_steps, unread = len(plan[0]), len(trajectories) - len({i for p in plan for i in p})
     if unread:  # said, not silent: slices of equal length leave the remainder out
@@ -321,32 +304,22 @@ def main(args):
         )
     use_step = args.use_steps or n_steps
     if use_step > n_steps:
-        raise common.InputError(f"--use-steps {args.use_steps}: each chain reads only {n_steps} trajectories")
+        raise cli.InputError(f"--use-steps {args.use_steps}: each chain reads only {n_steps} trajectories")
     ids = [f"{r.get('game')}#{r.get('episode')}" for r in trajectories]
-    # token budgets, measured before a model loads: the knowledge with the policy's tokenizer (it goes
-    # into the policy's prompts), the trajectory shown with the extractor's
-    from transformers import AutoTokenizer
-
-    policy_tokenizer = AutoTokenizer.from_pretrained(common.resolve_model(args.model))
-    count = lambda text: len(policy_tokenizer(text, add_special_tokens=False).input_ids)
-    if args.extractor_model and args.source == "knowledge":
-        extractor_tokenizer = AutoTokenizer.from_pretrained(common.resolve_model(args.extractor_model))
-        count_shown = lambda text: len(extractor_tokenizer(text, add_special_tokens=False).input_ids)
-    else:
-        count_shown = count
+    # 2. each trajectory as the extractor will read it, within its token budget (measured before a model loads)
+    count, count_shown = token_counters(args)
     used = sorted({i for p in plan for i in p})
     if args.source == "raw":  # the item is the trajectory: cut to the knowledge budget, not dropped whole
         texts = {i: raw_item(trajectories[i], args.max_knowledge_tokens, count) for i in used}
     else:
         texts = {i: format_trajectory(trajectories[i], args.max_trajectory_tokens, count_shown) for i in used}
+    # 3. the extractor: the policy θ_{r-1} itself (or --extractor-model); knowledge starts empty every round
     torch.manual_seed(args.seed)
     model, tokenizer = (
-        common.load_model(args.extractor_model or args.model, args.device)
-        if args.source == "knowledge"
-        else (None, None)
+        lm.load_model(args.extractor_model or args.model, args.device) if args.source == "knowledge" else (None, None)
     )
-    eos_ids = set() if model is None else eos_token_ids(model, tokenizer)
-    chains = [[] for _ in range(args.chains)]  # knowledge starts empty every round
+    eos_ids = set() if model is None else set(lm.eos_ids(model, tokenizer))
+    chains = [[] for _ in range(args.chains)]
     snapshots, failures, new_tokens, gen_seconds, sample_output = [], 0, 0, 0.0, None
     n_cut = n_cut_thinking = 0  # outputs cut at the cap; those cut inside <think> (no answer at all)
     run = args.run or runfolder.run_name(args.out)
@@ -375,19 +348,20 @@ def main(args):
                 )
             )
 
+    # 4. step i of every chain in one batched call: read a trajectory, write 1-2 items, append them
     snapshot(0)
     for step in tqdm(range(1, n_steps + 1), desc="extract"):
         shown = [texts[plan[c][step - 1]] for c in range(args.chains)]  # each chain's trajectory at this step
         if args.source == "raw":  # the ablation: the trajectory itself is the item
             chains = [add_items(items, [t], 1, args.max_knowledge_tokens, count) for items, t in zip(chains, shown)]
-        else:  # step i of every chain in one batched call
+        else:
             prefix = ANSWER_PREFIX[args.prompt_version] if args.answer_prefix and not args.thinking else ""
             prompts = [
-                common.chat_text(tokenizer, extraction_messages(t, items, args), args.thinking) + prefix
+                lm.chat_text(tokenizer, extraction_messages(t, items, args), args.thinking) + prefix
                 for items, t in zip(chains, shown)
             ]
             t0 = time.time()
-            responses = common.generate_ids(
+            responses = lm.generate_ids(
                 model, tokenizer, prompts, args.max_new_tokens, args.temperature, args.top_p, args.top_k
             )
             gen_seconds += time.time() - t0
@@ -402,6 +376,7 @@ def main(args):
                 chains[c] = add_items(chains[c], new, args.max_new_items, args.max_knowledge_tokens, count)
                 sample_output = sample_output or (prompts[c], output)
         snapshot(step)
+    # 5. the pool: the snapshot of each chain after --use-steps; an all-empty pool is an error, never an output
     pool = [s for s in snapshots if s["in_pool"]]
     if sample_output:
         print(f"--- sample extractor prompt (step 1) ---\n{sample_output[0][-1500:]}\n--- its output ---")
@@ -413,11 +388,11 @@ def main(args):
     n_empty = sum(not p["items"] for p in pool)
     if n_empty == len(pool):  # nothing learned: never hand an empty pool on
         if not n_calls:
-            raise common.InputError(f"every pool entry is empty: --max-knowledge-tokens {args.max_knowledge_tokens}")
-        raise common.InputError(empty_pool_error(args, n_calls, failures, n_cut, n_cut_thinking))
+            raise cli.InputError(f"every pool entry is empty: --max-knowledge-tokens {args.max_knowledge_tokens}")
+        raise cli.InputError(empty_pool_error(args, n_calls, failures, n_cut, n_cut_thinking))
     if n_empty:  # a teacher given empty knowledge sees what the student sees: no signal on those prompts
         print(f"extract | warning: {n_empty} of {len(pool)} pool entries are empty")
-    common.write_jsonl(args.out, snapshots)
+    jsonl.write_jsonl(args.out, snapshots)
     first = pool[0]
     print(f"--- knowledge {first['knowledge_id']} ({first['n_tokens']} tokens) ---\n{first['knowledge'][:3000]}\n---")
     print(
@@ -430,4 +405,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    runfolder.run_main(main, parse_args())
+    cli.run_main(main, parse_args())

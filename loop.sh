@@ -66,7 +66,7 @@ knob ROUNDS      2         2         3         none     # OEL rounds
 RUN=${RUN:-runs/$SETTING}         # everything this run writes goes here
 GAMES=${GAMES:-games/$SETTING}    # game cache, shared by the runs of a setting: one per setting, because a held-out
                                   # set that grows (smoke 3 games -> default 20) beside training games checked
-                                  # against its smaller self is refused (games.py check_against_training)
+                                  # against its smaller self is refused (oel/games.py check_against_training)
 PY=${PY:-python}
 NEW_SETTINGS=${NEW_SETTINGS:-0}   # 1: go on in RUN with changed knobs, redoing what they affect
 

@@ -13,7 +13,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import runfolder  # noqa: E402  (no torch: common.py would take seconds to import in every stand-in stage)
+from oel import cli, runfolder
 
 
 def parse(argv):
@@ -43,12 +43,12 @@ def log(run, line):
         f.write(f"{time.time():.3f} {os.getpid()} {line}\n")
 
 
-def append_record(path, record):  # a metrics log's line, as common.append_jsonl writes it
+def append_record(path, record):  # a metrics log's line, as jsonl.append_jsonl writes it
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
 
 
-def write_whole(out, text):  # a temp file, then rename, as common.write_jsonl: a file that exists is whole
+def write_whole(out, text):  # a temp file, then rename, as jsonl.write_jsonl: a file that exists is whole
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out + ".tmp", "w", encoding="utf-8") as f:
         f.write(text)
@@ -84,4 +84,4 @@ def main(stage, argv):
 
 
 if __name__ == "__main__":
-    runfolder.run_main(lambda argv: main(argv[0], argv[1:]), sys.argv[1:])
+    cli.run_main(lambda argv: main(argv[0], argv[1:]), sys.argv[1:])

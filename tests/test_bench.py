@@ -1,5 +1,5 @@
-"""Tests of the benchmarks: the Qwen3 shapes both build from (bench_collect.SHAPES), bench_collect.py's
-generation benchmark and bench_distill.py's plan for a shape. The plan against a measured peak is in
+"""Tests of the benchmarks: the Qwen3 shapes both build from (generation.SHAPES), bench/generation.py's
+generation benchmark and bench/distill_step.py's plan for a shape. The plan against a measured peak is in
 tests/test_memory.py."""
 
 import sys
@@ -7,10 +7,8 @@ import sys
 import pytest
 import torch
 
-import bench_collect
-import bench_distill
-import common
-import memory
+from bench import distill_step, generation
+from oel import cli, jsonl, memory
 
 
 # the model cards: Qwen3-0.6B 0.6B (0.44B non-embedding), 1.7B (1.4B), 4B (3.6B); params: the exact count
@@ -23,7 +21,7 @@ import memory
     ],
 )
 def test_build_model_has_the_public_sizes(shape, params, total, non_embedding):
-    model = bench_collect.build_model(shape, torch.bfloat16, "meta")  # shapes only, no memory
+    model = generation.build_model(shape, torch.bfloat16, "meta")  # shapes only, no memory
     n = sum(p.numel() for p in model.parameters())  # the tied embedding counted once
     assert n == params == memory.count_params(model.config)  # what the memory plan counts, from the config alone
     embedding = model.get_input_embeddings().weight.numel()
@@ -36,50 +34,50 @@ def test_build_model_has_the_public_sizes(shape, params, total, non_embedding):
 
 
 def test_small_is_the_42m_shape_the_memory_plan_was_measured_at():
-    """README's CPU figures (`bench_distill.py --shape small`, planned 1533 vs measured 1597 MiB) are of this
+    """README's CPU figures (`bench/distill_step.py --shape small`, planned 1533 vs measured 1597 MiB) are of this
     architecture: 8 layers of 512, a 32,000-token vocabulary, 41,559,552 parameters."""
-    model = bench_collect.build_model("small", torch.float32, "meta")
+    model = generation.build_model("small", torch.float32, "meta")
     c = model.config
     assert (c.num_hidden_layers, c.hidden_size, c.intermediate_size, c.vocab_size) == (8, 512, 1536, 32000)
     assert sum(p.numel() for p in model.parameters()) == 41_559_552 and c.tie_word_embeddings
 
 
-@pytest.mark.parametrize("shape", sorted(bench_collect.SHAPES))
+@pytest.mark.parametrize("shape", sorted(generation.SHAPES))
 def test_every_shape_has_its_special_token_ids_in_its_vocabulary(shape):
     """Sampling masks the EOS ids (min_new_tokens) and pads with the pad id: an id past the embedding fails."""
-    c = bench_collect.shape_config(shape)
+    c = generation.shape_config(shape)
     ids = [c.eos_token_id] if isinstance(c.eos_token_id, int) else list(c.eos_token_id)
     ids += [c.pad_token_id] + ([] if c.bos_token_id is None else [c.bos_token_id])
     assert all(0 <= i < c.vocab_size for i in ids), ids
 
 
 def test_build_model_refuses_an_unknown_shape():
-    with pytest.raises(common.InputError, match="qwen3-1.7b"):
-        bench_collect.build_model("qwen3-7b")
+    with pytest.raises(cli.InputError, match="qwen3-1.7b"):
+        generation.build_model("qwen3-7b")
 
 
 def test_plan_only_prints_the_readme_peaks(monkeypatch, capsys):
-    """`bench_distill.py --shape qwen3-{1.7b,4b} --plan-only` gives the README table's planned peaks."""
+    """`bench/distill_step.py --shape qwen3-{1.7b,4b} --plan-only` gives the README table's planned peaks."""
     for shape, peak in [("qwen3-1.7b", "20.67"), ("qwen3-4b", "37.21")]:
-        monkeypatch.setattr(sys, "argv", ["bench_distill.py", "--shape", shape, "--plan-only"])
-        bench_distill.main(bench_distill.parse_args())
+        monkeypatch.setattr(sys, "argv", ["bench/distill_step.py", "--shape", shape, "--plan-only"])
+        distill_step.main(distill_step.parse_args())
         assert f"planned peak {peak} GiB (static + sampling) of 74.5 GiB" in capsys.readouterr().out
 
 
 def test_bench_distill_refuses_a_device_this_machine_lacks(monkeypatch, capsys):
     for device, why in [("cuda:64", "CUDA device"), ("gpu", "expected a device such as cuda")]:
-        monkeypatch.setattr(sys, "argv", ["bench_distill.py", "--device", device, "--plan-only"])
+        monkeypatch.setattr(sys, "argv", ["bench/distill_step.py", "--device", device, "--plan-only"])
         with pytest.raises(SystemExit):
-            bench_distill.parse_args()
+            distill_step.parse_args()
         assert why in capsys.readouterr().err
 
 
 def test_bench_collect_runs_on_recorded_prompts(tiny_qwen3, tmp_path, capsys):
     turn = {"messages": [{"role": "user", "content": "You are in a kitchen. Your command:"}]}
-    common.write_jsonl(tmp_path / "t.jsonl", [{"game": "g", "turns": [turn, turn]}, {"game": "h", "turns": []}])
+    jsonl.write_jsonl(tmp_path / "t.jsonl", [{"game": "g", "turns": [turn, turn]}, {"game": "h", "turns": []}])
     argv = ["--shape", "tiny", "--tokenizer", tiny_qwen3, "--trajectories", str(tmp_path / "t.jsonl")]
     argv += ["--batch-sizes", "1,3", "--modes", "dynamic,static", "--new-tokens", "3", "--bandwidth", "10"]
-    bench_collect.main(bench_collect.parse_args(argv))
+    generation.main(generation.parse_args(argv))
     rows = [
         line.split() for line in capsys.readouterr().out.splitlines() if line.split()[:1] in (["dynamic"], ["static"])
     ]
@@ -89,24 +87,24 @@ def test_bench_collect_runs_on_recorded_prompts(tiny_qwen3, tmp_path, capsys):
 
 def test_bench_collect_checks_its_arguments(tiny_qwen3, tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
-        bench_collect.parse_args(["--modes", "static,paged"])
+        generation.parse_args(["--modes", "static,paged"])
     with pytest.raises(SystemExit):
-        bench_collect.parse_args(["--batch-sizes", "1,0"])
+        generation.parse_args(["--batch-sizes", "1,0"])
     (tmp_path / "empty.jsonl").write_text('{"turns": []}\n')
-    with pytest.raises(common.InputError, match="no turn prompts"):
-        bench_collect.main(bench_collect.parse_args(["--trajectories", str(tmp_path / "empty.jsonl")]))
+    with pytest.raises(cli.InputError, match="no turn prompts"):
+        generation.main(generation.parse_args(["--trajectories", str(tmp_path / "empty.jsonl")]))
     # a tokenizer with more ids than the shape's vocabulary ("small" has 32,000; here one of 100) is refused
     monkeypatch.setitem(
-        bench_collect.OTHER_VOCAB, "small", dict(vocab_size=100, bos_token_id=None, eos_token_id=1, pad_token_id=0)
+        generation.OTHER_VOCAB, "small", dict(vocab_size=100, bos_token_id=None, eos_token_id=1, pad_token_id=0)
     )
-    with pytest.raises(common.InputError, match="has 100 token ids"):
-        bench_collect.main(bench_collect.parse_args(["--shape", "small", "--tokenizer", tiny_qwen3]))
+    with pytest.raises(cli.InputError, match="has 100 token ids"):
+        generation.main(generation.parse_args(["--shape", "small", "--tokenizer", tiny_qwen3]))
 
 
 def test_bench_collect_roofline_bytes():
-    model = bench_collect.build_model("qwen3-1.7b", torch.bfloat16, "meta")
-    assert bench_collect.weight_bytes(model) == 2 * sum(p.numel() for p in model.parameters()) == 2 * 1_720_574_976
-    assert bench_collect.kv_bytes_per_token(model, torch.bfloat16) == 28 * 2 * 8 * 128 * 2
+    model = generation.build_model("qwen3-1.7b", torch.bfloat16, "meta")
+    assert generation.weight_bytes(model) == 2 * sum(p.numel() for p in model.parameters()) == 2 * 1_720_574_976
+    assert generation.kv_bytes_per_token(model, torch.bfloat16) == 28 * 2 * 8 * 128 * 2
     model.config.tie_word_embeddings = False
     model.lm_head.weight = torch.nn.Parameter(torch.empty_like(model.lm_head.weight))  # untied: input rows only
-    assert bench_collect.weight_bytes(model) == 2 * 1_720_574_976
+    assert generation.weight_bytes(model) == 2 * 1_720_574_976

@@ -9,8 +9,7 @@ import shutil
 import pytest
 
 import collect
-import common
-import games
+from oel import cli, games, jsonl, lm
 
 
 def args_for(tiny_model, tiny_games, out, *extra):
@@ -25,27 +24,27 @@ def args_for(tiny_model, tiny_games, out, *extra):
 def test_jsonl_round_trip_and_errors(tmp_path):
     path = tmp_path / "x.jsonl"
     records = [{"a": 1, "text": "ünïcode\nnewline"}, {"a": 2, "nested": {"b": [1, 2]}}]
-    common.write_jsonl(str(path), records)
-    assert common.read_jsonl(str(path), required=("a",)) == records
+    jsonl.write_jsonl(str(path), records)
+    assert jsonl.read_jsonl(str(path), required=("a",)) == records
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
     path.write_text('{"a": 1}\n{"a": 2\n')
-    with pytest.raises(common.InputError, match=r"x.jsonl:2: not valid JSON"):
-        common.read_jsonl(str(path))
+    with pytest.raises(cli.InputError, match=r"x.jsonl:2: not valid JSON"):
+        jsonl.read_jsonl(str(path))
     path.write_text('{"a": 1}\n[1, 2]\n')
-    with pytest.raises(common.InputError, match=r"x.jsonl:2: expected a JSON object"):
-        common.read_jsonl(str(path))
+    with pytest.raises(cli.InputError, match=r"x.jsonl:2: expected a JSON object"):
+        jsonl.read_jsonl(str(path))
     path.write_text('{"a": 1}\n{"b": 2}\n')
-    with pytest.raises(common.InputError, match=r"x.jsonl:2: record lacks key\(s\) \['a'\]"):
-        common.read_jsonl(str(path), required=("a",))
+    with pytest.raises(cli.InputError, match=r"x.jsonl:2: record lacks key\(s\) \['a'\]"):
+        jsonl.read_jsonl(str(path), required=("a",))
 
 
 def test_model_argument_errors(tmp_path):
-    with pytest.raises(common.InputError, match="no such model folder"):
-        common.resolve_model(str(tmp_path / "missing"))
-    with pytest.raises(common.InputError, match="no config.json"):
-        common.resolve_model(str(tmp_path))
-    with pytest.raises(common.InputError, match="HF_HUB_OFFLINE"):  # fails at once, no minute of retries
-        common.resolve_model("nobody-here/no-such-model-xyz")
+    with pytest.raises(cli.InputError, match="no such model folder"):
+        lm.resolve_model(str(tmp_path / "missing"))
+    with pytest.raises(cli.InputError, match="no config.json"):
+        lm.resolve_model(str(tmp_path))
+    with pytest.raises(cli.InputError, match="HF_HUB_OFFLINE"):  # fails at once, no minute of retries
+        lm.resolve_model("nobody-here/no-such-model-xyz")
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -54,7 +53,7 @@ def test_model_argument_errors(tmp_path):
 def test_collect_end_to_end(tiny_model, tiny_games, tmp_path):
     out = tmp_path / "round_1" / "extraction_trajectories.jsonl"
     know = tmp_path / "k.jsonl"
-    common.write_jsonl(
+    jsonl.write_jsonl(
         str(know),
         [
             {"knowledge_id": "r1-c0-s1", "knowledge": "- old", "in_pool": False},
@@ -64,7 +63,7 @@ def test_collect_end_to_end(tiny_model, tiny_games, tmp_path):
     records, summary = collect.main(
         args_for(tiny_model, tiny_games, out, "--episodes", "2", "--round", "1", "--knowledge", str(know))
     )
-    again = common.read_jsonl(str(out))
+    again = jsonl.read_jsonl(str(out))
     assert again == json.loads(json.dumps(records))  # the file holds exactly what was played
     assert len(again) == 6 and {r["episode"] for r in again} == {0, 1}
     r = again[0]
@@ -140,7 +139,7 @@ def test_bad_input_is_a_clear_error_and_keeps_earlier_output(problem, tiny_model
         (tmp_path / "k.jsonl").write_text('{"knowledge_id": "a", "knowledge": "x"}\nnot json\n')
         extra = ["--knowledge", str(tmp_path / "k.jsonl")]
     elif problem == "knowledge_is_trajectories":  # collect's own output records knowledge: null
-        common.write_jsonl(
+        jsonl.write_jsonl(
             str(tmp_path / "deployment_trajectories.jsonl"),
             [{"game": "g", "turns": [], "knowledge_id": None, "knowledge": None}],
         )
@@ -162,7 +161,7 @@ def test_bad_input_is_a_clear_error_and_keeps_earlier_output(problem, tiny_model
         "knowledge_is_trajectories": r"deployment_trajectories.jsonl: record 1 is not a knowledge record",
         "knowledge_empty": r"k.txt: the knowledge text is empty",
     }[problem]
-    with pytest.raises(common.InputError, match=expected):
+    with pytest.raises(cli.InputError, match=expected):
         collect.main(args)
     assert out.read_text() == '{"earlier": "output"}\n'
 

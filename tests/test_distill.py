@@ -9,9 +9,8 @@ import math
 import pytest
 import torch
 
-import common
 import distill
-import play
+from oel import cli, inputs, jsonl, lm, play
 
 TEMPERATURE = 0.7
 
@@ -70,11 +69,11 @@ MODES = [("on-policy", "frozen"), ("on-policy", "live"), ("off-policy", "frozen"
 
 def pairs_for(tokenizer, knowledge_texts, responses):
     """Pairs as main builds them; knowledge None gives a teacher with the student's own prompt."""
-    marker_ids = tokenizer(distill.generation_marker(tokenizer), add_special_tokens=False).input_ids
+    marker_ids = tokenizer(inputs.generation_marker(tokenizer), add_special_tokens=False).input_ids
     pairs = []
     for k, r in zip(knowledge_texts, responses):
-        s_text = common.chat_text(tokenizer, MESSAGES)
-        t_text = common.chat_text(tokenizer, play.insert_knowledge(MESSAGES, k)) if k else s_text
+        s_text = lm.chat_text(tokenizer, MESSAGES)
+        t_text = lm.chat_text(tokenizer, play.insert_knowledge(MESSAGES, k)) if k else s_text
         s_ids, t_ids = (tokenizer(x, add_special_tokens=False).input_ids for x in (s_text, t_text))
         pairs.append(distill.build_pair(s_ids, t_ids, r, marker_ids, 4096))
     return pairs
@@ -94,8 +93,8 @@ def chunked_loss(student, teacher, pairs, mode="on-policy", topk=0, chunk=4, bud
 
 @pytest.fixture()
 def models(tiny_model):
-    student, tokenizer = common.load_model(tiny_model, "cpu", dtype=torch.float64, quiet=True)
-    teacher, _ = common.load_model(tiny_model, "cpu", dtype=torch.float64, quiet=True)
+    student, tokenizer = lm.load_model(tiny_model, "cpu", dtype=torch.float64, quiet=True)
+    teacher, _ = lm.load_model(tiny_model, "cpu", dtype=torch.float64, quiet=True)
     teacher.requires_grad_(False)
     return student, teacher, tokenizer
 
@@ -138,8 +137,8 @@ def test_gradient_matches_finite_differences(tmp_path):
     import conftest
 
     folder = conftest.make_tiny_model(tmp_path / "untied", tie=False)
-    student, tokenizer = common.load_model(folder, "cpu", dtype=torch.float64, quiet=True)
-    teacher, _ = common.load_model(folder, "cpu", dtype=torch.float64, quiet=True)
+    student, tokenizer = lm.load_model(folder, "cpu", dtype=torch.float64, quiet=True)
+    teacher, _ = lm.load_model(folder, "cpu", dtype=torch.float64, quiet=True)
     response = tokenizer("go north then take coin", add_special_tokens=False).input_ids
     pairs = pairs_for(tokenizer, ["- open the door first"], [response])
     student.zero_grad()
@@ -185,12 +184,12 @@ def test_steps_on_a_fixed_batch_drive_the_kl_down(models):
 
 def test_build_pair_checks_the_marker_ids_and_the_length(models):
     _, _, tokenizer = models
-    marker_ids = tokenizer(distill.generation_marker(tokenizer), add_special_tokens=False).input_ids
-    s_ids = tokenizer(common.chat_text(tokenizer, MESSAGES), add_special_tokens=False).input_ids
+    marker_ids = tokenizer(inputs.generation_marker(tokenizer), add_special_tokens=False).input_ids
+    s_ids = tokenizer(lm.chat_text(tokenizer, MESSAGES), add_special_tokens=False).input_ids
     response = tokenizer("go north", add_special_tokens=False).input_ids
-    with pytest.raises(common.InputError, match="assistant marker"):
+    with pytest.raises(cli.InputError, match="assistant marker"):
         distill.build_pair(s_ids, s_ids[:-1], response, marker_ids, 4096)  # the teacher's marker lost a token
-    with pytest.raises(common.InputError, match="exceeds --max-seq-len 10"):
+    with pytest.raises(cli.InputError, match="exceeds --max-seq-len 10"):
         distill.build_pair(s_ids, s_ids, response, marker_ids, 10)
     pair = distill.build_pair(s_ids, s_ids, response, marker_ids, len(s_ids) + len(response))  # exactly fits
     assert pair["student_ids"] == s_ids + response and pair["student_start"] == len(s_ids)
@@ -200,10 +199,10 @@ def test_sampled_ids_are_kept_as_they_are(tiny_qwen3):
     """A sampled response need not re-tokenize to its own ids: with Qwen3's real tokenizer a leading newline
     merges with the marker's, and any model can sample a non-canonical split ("l","o","o","k" for "look").
     The old text round trip raised AssertionError on both; the sampled ids are now kept on both sides."""
-    _, tokenizer = common.load_model(tiny_qwen3, "cpu", quiet=True)
-    marker_ids = tokenizer(distill.generation_marker(tokenizer, True), add_special_tokens=False).input_ids
-    s_text = common.chat_text(tokenizer, MESSAGES, True)
-    t_text = common.chat_text(tokenizer, play.insert_knowledge(MESSAGES, "- look first"), True)
+    _, tokenizer = lm.load_model(tiny_qwen3, "cpu", quiet=True)
+    marker_ids = tokenizer(inputs.generation_marker(tokenizer, True), add_special_tokens=False).input_ids
+    s_text = lm.chat_text(tokenizer, MESSAGES, True)
+    t_text = lm.chat_text(tokenizer, play.insert_knowledge(MESSAGES, "- look first"), True)
     split = [tokenizer.convert_tokens_to_ids(c) for c in "\u010a[look]"]  # byte-level: \u010a is the newline
     response = split + [tokenizer.eos_token_id]
     round_trip = tokenizer(s_text + tokenizer.decode(response), add_special_tokens=False).input_ids
@@ -218,11 +217,11 @@ def test_sampled_ids_are_kept_as_they_are(tiny_qwen3):
 
 def test_a_teacher_prompt_without_the_knowledge_is_an_error(models, monkeypatch):
     _, _, tokenizer = models
-    s, t = distill.pair_texts(tokenizer, MESSAGES, "- open the door first", False, "g#0:0")
+    s, t = play.pair_prompts(tokenizer, MESSAGES, "- open the door first", False, "g#0:0")
     assert "- open the door first" in t and "- open the door first" not in s
     monkeypatch.setattr(play, "insert_knowledge", lambda messages, knowledge: messages)  # a renderer that drops it
-    with pytest.raises(common.InputError, match="g#0:0: the teacher's prompt does not carry the knowledge"):
-        distill.pair_texts(tokenizer, MESSAGES, "- open the door first", False, "g#0:0")
+    with pytest.raises(cli.InputError, match="g#0:0: the teacher's prompt does not carry the knowledge"):
+        play.pair_prompts(tokenizer, MESSAGES, "- open the door first", False, "g#0:0")
 
 
 # ----------------------------------------------------------------------------- inputs and arguments
@@ -231,9 +230,9 @@ def test_a_teacher_prompt_without_the_knowledge_is_an_error(models, monkeypatch)
 def write_inputs(tmp_path, turns=True):
     traj = tmp_path / "deploy.jsonl"
     turn = dict(turn=0, messages=MESSAGES, response="go north", command="go north")
-    common.write_jsonl(str(traj), [dict(game=f"g{i}", episode=0, turns=[turn] * 3 if turns else []) for i in range(2)])
+    jsonl.write_jsonl(str(traj), [dict(game=f"g{i}", episode=0, turns=[turn] * 3 if turns else []) for i in range(2)])
     know = tmp_path / "knowledge.jsonl"
-    common.write_jsonl(
+    jsonl.write_jsonl(
         str(know),
         [
             dict(knowledge_id="r1-c0-s1", knowledge="- the coin is north", in_pool=True),
@@ -276,37 +275,37 @@ def test_bad_input_is_an_error_before_the_model_loads(problem, expected, tiny_mo
     traj, know = write_inputs(tmp_path, turns=problem != "no_turns")
     extra = []
     if problem == "empty_pool":
-        common.write_jsonl(know, [dict(knowledge_id="x", knowledge="- a", in_pool=False)])
+        jsonl.write_jsonl(know, [dict(knowledge_id="x", knowledge="- a", in_pool=False)])
     if problem == "empty_entries":  # a thinking extractor cut inside <think> leaves no item
-        records = common.read_jsonl(know)
+        records = jsonl.read_jsonl(know)
         records[0]["knowledge"], records[2]["knowledge"] = "", "  \n"
-        common.write_jsonl(know, records)
+        jsonl.write_jsonl(know, records)
     if problem == "malformed":
         with open(traj, "a") as f:
             f.write("{oops\n")
     if problem == "eval_as_trajectories":
         eval_file = str(tmp_path / "eval_id.jsonl")  # evaluate.py: games, then a summary whose `turns` is a mean
-        game = dict(common.read_jsonl(traj)[0], kind="game", eval_set="id")
-        common.write_jsonl(eval_file, [game, dict(kind="summary", eval_set="id", turns=3.5, n=1)])
+        game = dict(jsonl.read_jsonl(traj)[0], kind="game", eval_set="id")
+        jsonl.write_jsonl(eval_file, [game, dict(kind="summary", eval_set="id", turns=3.5, n=1)])
         traj = eval_file
     if problem == "knowledge_as_trajectories":
         traj = know
     if problem == "trajectories_as_knowledge":
         know = traj
     if problem == "turn_without_messages":
-        records = common.read_jsonl(traj)
+        records = jsonl.read_jsonl(traj)
         records[0]["turns"][1] = dict(turn=1, response="x")
-        common.write_jsonl(traj, records)
+        jsonl.write_jsonl(traj, records)
     if problem == "beyond_the_window":  # the tiny model has 4096 positions
-        common.write_jsonl(know, [dict(knowledge_id="long", knowledge="- go north " * 3000, in_pool=True)])
+        jsonl.write_jsonl(know, [dict(knowledge_id="long", knowledge="- go north " * 3000, in_pool=True)])
     if problem == "max_seq_len_too_small":
         extra = ["--max-seq-len", "30"]
     out = tmp_path / "model"
     args = distill.parse_args(
         ["--model", tiny_model, "--trajectories", traj, "--knowledge", know, "--out", str(out), "--steps", "1"] + extra
     )
-    monkeypatch.setattr(common, "load_model", no_model)
-    with pytest.raises(common.InputError, match=expected):
+    monkeypatch.setattr(lm, "load_model", no_model)
+    with pytest.raises(cli.InputError, match=expected):
         distill.main(args)
     assert not out.exists()
 
@@ -363,7 +362,7 @@ def spy(monkeypatch):
     """Record what main samples from (model, prompts, responses), the pairs it trains on, and whether the
     teacher it scores with is the student itself."""
     seen = dict(sampled=[], pairs=[], live=set())
-    generate, build_pair, micro_batch_loss = common.generate_ids, distill.build_pair, distill.micro_batch_loss
+    generate, build_pair, micro_batch_loss = lm.generate_ids, distill.build_pair, distill.micro_batch_loss
 
     def generate_ids(model, tokenizer, prompts, *args, **kwargs):
         responses = generate(model, tokenizer, prompts, *args, **kwargs)
@@ -378,7 +377,7 @@ def spy(monkeypatch):
         seen["live"].add(student is teacher)
         return micro_batch_loss(student, teacher, *args, **kwargs)
 
-    monkeypatch.setattr(common, "generate_ids", generate_ids)
+    monkeypatch.setattr(lm, "generate_ids", generate_ids)
     monkeypatch.setattr(distill, "build_pair", pair)
     monkeypatch.setattr(distill, "micro_batch_loss", loss)
     return seen
@@ -402,10 +401,10 @@ def test_end_to_end_on_policy_frozen(tiny_model, tmp_path, capsys, monkeypatch):
     out = tmp_path / "round_1" / "model"
     seen = spy(monkeypatch)
     history = distill.main(run_args(tiny_model, traj, know, out, "--save-every", "2"))
-    _, tokenizer = common.load_model(tiny_model, "cpu", quiet=True)
+    _, tokenizer = lm.load_model(tiny_model, "cpu", quiet=True)
     check_sides(seen, tokenizer, sampler_sees_knowledge=False)  # the student samples, without the knowledge
     assert seen["live"] == {False}  # a frozen teacher is a model of its own
-    metrics = common.read_jsonl(str(tmp_path / "round_1" / "distill_metrics.jsonl"))
+    metrics = jsonl.read_jsonl(str(tmp_path / "round_1" / "distill_metrics.jsonl"))
     assert [m["step"] for m in metrics] == [1, 2, 3] and metrics == json.loads(json.dumps(history))
     for m in metrics:
         assert m["kl"] != 0 and 0 < m["student_topk_mass"] <= 1 + 1e-6 and 0 < m["teacher_topk_mass"] <= 1 + 1e-6
@@ -417,8 +416,8 @@ def test_end_to_end_on_policy_frozen(tiny_model, tmp_path, capsys, monkeypatch):
     assert settings["steps"] == 3 and settings["mode"] == "on-policy" and settings["teacher"] == "frozen"
     assert settings["resolved"]["max_seq_len"] == longest + 6  # derived: the longest teacher prompt + --max-new-tokens
     assert (tmp_path / "round_1" / "model_steps" / "step_2" / "args.json").exists()  # --save-every: OUT_steps
-    reloaded, tokenizer = common.load_model(str(out), "cpu", quiet=True)
-    original, _ = common.load_model(tiny_model, "cpu", quiet=True)
+    reloaded, tokenizer = lm.load_model(str(out), "cpu", quiet=True)
+    original, _ = lm.load_model(tiny_model, "cpu", quiet=True)
     assert not torch.equal(reloaded.lm_head.weight, original.lm_head.weight)  # it trained
     printed = capsys.readouterr().out
     assert "distill | on-policy, frozen teacher | steps 3" in printed and "[student]" in printed
@@ -432,8 +431,8 @@ def test_end_to_end_off_policy_live(tiny_model, tmp_path, capsys, monkeypatch):
     out = tmp_path / "round_1" / "model"
     seen = spy(monkeypatch)
     loads = []
-    load_model = common.load_model
-    monkeypatch.setattr(common, "load_model", lambda *a, **k: loads.append(a) or load_model(*a, **k))
+    load_model = lm.load_model
+    monkeypatch.setattr(lm, "load_model", lambda *a, **k: loads.append(a) or load_model(*a, **k))
     deepcopy = distill.copy.deepcopy
     copied = []
     monkeypatch.setattr(distill.copy, "deepcopy", lambda x, *a: copied.append(x) or deepcopy(x, *a))
@@ -454,7 +453,7 @@ def test_a_restarted_run_starts_its_metrics_afresh(tiny_model, tmp_path, monkeyp
     [1, 1, 2, 3]); no model folder is left by the killed run."""
     traj, know = write_inputs(tmp_path)
     out = tmp_path / "round_1" / "model"
-    generate, calls = common.generate_ids, []
+    generate, calls = lm.generate_ids, []
 
     def dies_at_step_2(*args, **kwargs):
         calls.append(1)
@@ -462,14 +461,14 @@ def test_a_restarted_run_starts_its_metrics_afresh(tiny_model, tmp_path, monkeyp
             raise KeyboardInterrupt  # what a kill looks like from inside
         return generate(*args, **kwargs)
 
-    monkeypatch.setattr(common, "generate_ids", dies_at_step_2)
+    monkeypatch.setattr(lm, "generate_ids", dies_at_step_2)
     with pytest.raises(KeyboardInterrupt):
         distill.main(run_args(tiny_model, traj, know, out))
     metrics_path = str(tmp_path / "round_1" / "distill_metrics.jsonl")
-    assert [m["step"] for m in common.read_jsonl(metrics_path)] == [1] and not out.exists()
-    monkeypatch.setattr(common, "generate_ids", generate)
+    assert [m["step"] for m in jsonl.read_jsonl(metrics_path)] == [1] and not out.exists()
+    monkeypatch.setattr(lm, "generate_ids", generate)
     distill.main(run_args(tiny_model, traj, know, out))
-    assert [m["step"] for m in common.read_jsonl(metrics_path)] == [1, 2, 3]
+    assert [m["step"] for m in jsonl.read_jsonl(metrics_path)] == [1, 2, 3]
 
 
 def test_qwen3_thinking_end_to_end(tiny_qwen3, tmp_path, monkeypatch):
@@ -478,12 +477,12 @@ def test_qwen3_thinking_end_to_end(tiny_qwen3, tmp_path, monkeypatch):
     import thinking_stub
 
     traj, know = write_inputs(tmp_path)
-    monkeypatch.setattr(common, "generate_ids", thinking_stub.generate_ids)
+    monkeypatch.setattr(lm, "generate_ids", thinking_stub.generate_ids)
     seen = spy(monkeypatch)
     out = tmp_path / "round_1" / "model"
     args = run_args(tiny_qwen3, traj, know, out, "--thinking", "--max-new-tokens", "64", "--batch-size", "3")
     history = distill.main(args)
-    _, tokenizer = common.load_model(tiny_qwen3, "cpu", quiet=True)
+    _, tokenizer = lm.load_model(tiny_qwen3, "cpu", quiet=True)
     check_sides(seen, tokenizer, sampler_sees_knowledge=False)
     responses = [tokenizer.decode(r) for _, r in seen["sampled"]]
     assert any(r.startswith("\n<think>") for r in responses) and all("<think>" in r for r in responses)
@@ -494,20 +493,18 @@ def test_qwen3_thinking_end_to_end(tiny_qwen3, tmp_path, monkeypatch):
 def test_the_derived_length_is_the_longest_of_every_prompt_with_every_entry(tiny_qwen3):
     """plan_lengths tokenizes only the longest prompts with the longest entries; on prompts and entries of
     many lengths it finds the same maximum as rendering every pair."""
-    _, tokenizer = common.load_model(tiny_qwen3, "cpu", quiet=True)
+    _, tokenizer = lm.load_model(tiny_qwen3, "cpu", quiet=True)
     words = "go north, take the coin, open the door; examine it. "
     prompts = [
         (f"g#{i}", [dict(MESSAGES[0]), dict(role="user", content=words * (i % 7) + "Your command:")]) for i in range(20)
     ]
     pool = [(f"k{j}", "- " + words * (3 * j + 1)) for j in range(5)]
-    marker_ids = tokenizer(distill.generation_marker(tokenizer, True), add_special_tokens=False).input_ids
-    longest, pid, kid, student = distill.plan_lengths(tokenizer, prompts, pool, True, marker_ids)
-    alone = [
-        len(tokenizer(common.chat_text(tokenizer, m, True), add_special_tokens=False).input_ids) for _, m in prompts
-    ]
+    marker_ids = tokenizer(inputs.generation_marker(tokenizer, True), add_special_tokens=False).input_ids
+    longest, pid, kid, student = inputs.plan_lengths(tokenizer, prompts, pool, True, marker_ids)
+    alone = [len(tokenizer(lm.chat_text(tokenizer, m, True), add_special_tokens=False).input_ids) for _, m in prompts]
     assert student == max(alone)
     every = {
-        (p, k): len(tokenizer(distill.pair_texts(tokenizer, m, text, True, p)[1], add_special_tokens=False).input_ids)
+        (p, k): len(tokenizer(play.pair_prompts(tokenizer, m, text, True, p)[1], add_special_tokens=False).input_ids)
         for p, m in prompts
         for k, text in pool
     }
@@ -518,8 +515,8 @@ def test_an_empty_pool_entry_is_dropped_and_said(tmp_path, capsys):
     """One chain that wrote nothing: its entry would give a teacher prompt equal to the student's, so it is
     dropped, loudly; the other entries are the pool."""
     _, know = write_inputs(tmp_path)
-    records = common.read_jsonl(know)
+    records = jsonl.read_jsonl(know)
     records[2]["knowledge"] = "  \n"
-    common.write_jsonl(know, records)
-    assert distill.load_pool(know) == [("r1-c0-s1", "- the coin is north")]
+    jsonl.write_jsonl(know, records)
+    assert inputs.load_pool(know) == [("r1-c0-s1", "- the coin is north")]
     assert "dropped 1 of 2 pool entries with no knowledge text: line 3 (r1-c1-s1)" in capsys.readouterr().out

@@ -1,6 +1,6 @@
-"""evaluate.py and ifeval.py: the summary metrics against hand-computed values, IFEval's checker on
+"""evaluate.py and oel/ifeval.py: the summary metrics against hand-computed values, IFEval's checker on
 passing and failing answers, end-to-end runs with a tiny model, bad input. The statistics behind the
-intervals and the report (`--report`) are report.py's: tests/test_report.py."""
+intervals and the report (`--report`) are oel/report.py's: tests/test_report.py."""
 
 import json
 import os
@@ -8,11 +8,8 @@ import os
 import pytest
 import thinking_stub
 
-import common
 import evaluate
-import ifeval
-import play
-import report
+from oel import cli, ifeval, jsonl, lm, play, report
 
 
 def game(won, score, max_score, tokens, name="g", episode=0):
@@ -158,7 +155,7 @@ def test_all_sets_in_one_call(tiny_model, tiny_games, tmp_path):
     summaries = evaluate.main(evaluate.parse_args(argv))
     assert [s["eval_set"] for s in summaries] == ["id", "ood", "ifeval"]
     for s in summaries:
-        records = common.read_jsonl(str(out_dir / f"eval_{s['eval_set']}.jsonl"))
+        records = jsonl.read_jsonl(str(out_dir / f"eval_{s['eval_set']}.jsonl"))
         assert (
             records[-1] == json.loads(json.dumps(s))
             and s["kind"] == "summary"
@@ -195,12 +192,12 @@ def test_ifeval_thinking_off_with_the_authors_sampling_whatever_thinking_says(ti
         calls.append((prompts, sampling))
         return thinking_stub.generate_ids(model, tokenizer, prompts, max_new_tokens, *sampling, **kwargs)
 
-    monkeypatch.setattr(common, "generate_ids", recorder)
+    monkeypatch.setattr(lm, "generate_ids", recorder)
     argv = ["--model", tiny_qwen3, "--sets", "ifeval", "--ifeval-n", "2", "--out-dir", str(tmp_path), "--quiet"]
     (s,) = evaluate.main(evaluate.parse_args(argv + ["--thinking", "--ifeval-max-new-tokens", "40"]))
     assert [sampling for _, sampling in calls] == [(0.7, 0.8, 20)]
     assert all(p.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n") for p in calls[0][0])
-    records = common.read_jsonl(str(tmp_path / "eval_ifeval.jsonl"))[:-1]
+    records = jsonl.read_jsonl(str(tmp_path / "eval_ifeval.jsonl"))[:-1]
     assert all(r["answer"] == "Here is my answer, in plain words, with no commas." for r in records)  # never cut
     settings = dict(ifeval_thinking=0, ifeval_temperature=0.7, ifeval_top_p=0.8, ifeval_top_k=20, seed=0)
     assert settings.items() <= s["settings"].items() and s["cut"] == 0
@@ -215,7 +212,7 @@ def test_ifeval_thinking_off_with_the_authors_sampling_whatever_thinking_says(ti
 
 def test_knowledge_in_context_and_the_curve(tiny_model, tiny_games, tmp_path):
     know = tmp_path / "knowledge.jsonl"
-    common.write_jsonl(
+    jsonl.write_jsonl(
         str(know),
         [dict(knowledge_id=f"r1-c0-s{s}", chain=0, step=s, knowledge=f"- TIP {s}", in_pool=s == 2) for s in (2, 1)]
         + [dict(knowledge_id="r1-c1-s2", chain=1, step=2, knowledge="- OTHER", in_pool=True)]
@@ -236,7 +233,7 @@ def test_knowledge_in_context_and_the_curve(tiny_model, tiny_games, tmp_path):
         "--quiet",
     ]
     (s,) = evaluate.main(evaluate.parse_args(base + ["--knowledge", str(know)]))
-    played = [r for r in common.read_jsonl(str(tmp_path / "eval_id_incontext.jsonl")) if r["kind"] == "game"]
+    played = [r for r in jsonl.read_jsonl(str(tmp_path / "eval_id_incontext.jsonl")) if r["kind"] == "game"]
     pool = [("r1-c0-s2", "- TIP 2"), ("r1-c1-s2", "- OTHER")]  # the in_pool entries; the teacher draws from them
     drawn = {r["game"]: evaluate.draw(pool, r["game"], 0) for r in played}
     assert s["knowledge_id"] == "pool" and {r["game"]: (r["knowledge_id"], r["knowledge"]) for r in played} == drawn
@@ -255,7 +252,7 @@ def test_knowledge_in_context_and_the_curve(tiny_model, tiny_games, tmp_path):
     (s,) = evaluate.main(
         evaluate.parse_args(base + ["--knowledge", str(know), "--knowledge-id", "r1-c1-s2", "--force"])
     )
-    played = [r for r in common.read_jsonl(str(tmp_path / "eval_id_incontext.jsonl")) if r["kind"] == "game"]
+    played = [r for r in jsonl.read_jsonl(str(tmp_path / "eval_id_incontext.jsonl")) if r["kind"] == "game"]
     assert (
         s["knowledge_id"] == "r1-c1-s2"
         and {r["knowledge"] for r in played} == {"- OTHER"}
@@ -264,7 +261,7 @@ def test_knowledge_in_context_and_the_curve(tiny_model, tiny_games, tmp_path):
     summaries = evaluate.main(evaluate.parse_args(base + ["--knowledge", str(know), "--knowledge-curve", "0"]))
     steps = [(x["knowledge_id"], x["step"]) for x in summaries]
     assert steps == [("r1-c0-s0", 0), ("r1-c0-s1", 1), ("r1-c0-s2", 2)]  # in step order, from the empty start
-    played = [r for r in common.read_jsonl(str(tmp_path / "eval_id_curve0.jsonl")) if r["kind"] == "game"]
+    played = [r for r in jsonl.read_jsonl(str(tmp_path / "eval_id_curve0.jsonl")) if r["kind"] == "game"]
     assert len(played) == 9
     for r in played:  # step 0 plays without knowledge, the later snapshots with theirs
         shown = r["turns"][0]["messages"][-1]["content"]
@@ -312,26 +309,26 @@ def test_numeric_flags_are_range_checked(flag, bad, edge, capsys):
 
 def test_bad_input(tiny_model, tiny_games, tmp_path):
     run_ = lambda *argv: evaluate.main(evaluate.parse_args(["--out-dir", str(tmp_path), "--quiet", *argv]))
-    with pytest.raises(common.InputError, match="no such model folder"):
+    with pytest.raises(cli.InputError, match="no such model folder"):
         run_("--model", str(tmp_path / "missing"), "--games", tiny_games)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(common.InputError, match="no finished games"):
+    with pytest.raises(cli.InputError, match="no finished games"):
         run_("--model", tiny_model, "--games", str(tmp_path / "empty"))
-    with pytest.raises(common.InputError, match="--out names one file"):
+    with pytest.raises(cli.InputError, match="--out names one file"):
         run_("--model", tiny_model, "--sets", "id,ood", "--out", str(tmp_path / "x.jsonl"))
-    with pytest.raises(common.InputError, match="not ifeval"):
+    with pytest.raises(cli.InputError, match="not ifeval"):
         run_("--model", tiny_model, "--sets", "ifeval", "--knowledge", str(tmp_path / "k.jsonl"))
-    with pytest.raises(common.InputError, match="needs --knowledge"):
+    with pytest.raises(cli.InputError, match="needs --knowledge"):
         run_("--model", tiny_model, "--games", tiny_games, "--knowledge-curve", "0")
     bad = tmp_path / "prompts.jsonl"
-    common.write_jsonl(
+    jsonl.write_jsonl(
         str(bad), [dict(key=7, prompt="Say hi.", instruction_id_list=["punctuation:no_semicolons"], kwargs=[{}])]
     )
     with pytest.raises(
-        common.InputError, match=r"prompts.jsonl: prompt 7: unknown instruction\(s\) \['punctuation:no_semicolons'\]"
+        cli.InputError, match=r"prompts.jsonl: prompt 7: unknown instruction\(s\) \['punctuation:no_semicolons'\]"
     ):
         run_("--model", tiny_model, "--sets", "ifeval", "--ifeval-file", str(bad))
-    with pytest.raises(common.InputError, match=r"--ifeval-n 600: the prompt file has 541 prompts"):
+    with pytest.raises(cli.InputError, match=r"--ifeval-n 600: the prompt file has 541 prompts"):
         run_("--model", str(tmp_path / "missing"), "--sets", "ifeval", "--ifeval-n", "600")  # before the model loads
     with pytest.raises(SystemExit):
         evaluate.parse_args(["--sets", "id,games"])

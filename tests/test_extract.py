@@ -7,8 +7,8 @@ import json
 import pytest
 import thinking_stub
 
-import common
 import extract
+from oel import cli, jsonl, lm
 
 count_words = lambda text: len(text.split())
 
@@ -167,7 +167,7 @@ def test_keep_tail_against_brute_force():
 
 def run(tiny_model, tmp_path, *extra):
     traj = tmp_path / "extract_in.jsonl"
-    common.write_jsonl(str(traj), [trajectory(f"g{i}", i % 2 == 0) for i in range(3)])
+    jsonl.write_jsonl(str(traj), [trajectory(f"g{i}", i % 2 == 0) for i in range(3)])
     out = tmp_path / "knowledge.jsonl"
     args = extract.parse_args(
         [
@@ -193,7 +193,7 @@ def run(tiny_model, tmp_path, *extra):
 def test_end_to_end_with_a_tiny_model(tiny_model, tmp_path, monkeypatch):
     # the tiny random model writes gibberish; make every third output carry marked items so the
     # bookkeeping is checked on real model calls
-    real = common.generate_ids
+    real = lm.generate_ids
     calls = []
 
     def generate_ids(model, tokenizer, prompts, *a, **k):
@@ -202,14 +202,14 @@ def test_end_to_end_with_a_tiny_model(tiny_model, tmp_path, monkeypatch):
         lesson = lambda c: tokenizer(f" lesson {len(calls)}.{c}", add_special_tokens=False).input_ids
         return [lesson(c) + [tokenizer.eos_token_id] if c != 1 else ids for c, ids in enumerate(outs)]
 
-    monkeypatch.setattr(common, "generate_ids", generate_ids)
+    monkeypatch.setattr(lm, "generate_ids", generate_ids)
     snapshots, out = run(tiny_model, tmp_path, "--use-steps", "2", "--chain-data", "shared")
     assert len(calls) == 3 and all(len(p) == 3 for p in calls)  # one batched call per step over all chains
     assert all(
         p.endswith("<|im_start|>assistant\n- EXPERIENCE ITEM:") for p in calls[0]
     )  # the answer starts with the marker
     assert "Lessons you already know:\n- lesson 1.0" in calls[1][0]  # chain 0 sees its own knowledge
-    records = common.read_jsonl(str(out))
+    records = jsonl.read_jsonl(str(out))
     assert records == snapshots and len(records) == 3 * 4  # chains x (steps + the empty start)
     by_id = {r["knowledge_id"]: r for r in records}
     assert by_id["r2-c0-s0"]["knowledge"] == "" and by_id["r2-c0-s3"]["items"] == [
@@ -234,14 +234,14 @@ def test_end_to_end_with_a_tiny_model(tiny_model, tmp_path, monkeypatch):
 def test_chains_differ_only_by_randomness(tiny_model, tmp_path, monkeypatch):
     # greedy, the tiny model writes only newlines (an empty answer): record the raw outputs, and start
     # each answer with a word so the knowledge is not empty
-    real, seen = common.generate_ids, []
+    real, seen = lm.generate_ids, []
 
     def generate_ids(model, tokenizer, prompts, *a, **k):
         outs = real(model, tokenizer, prompts, *a, **k)
         seen.append((prompts, outs))
         return [tokenizer("Open", add_special_tokens=False).input_ids + ids for ids in outs]
 
-    monkeypatch.setattr(common, "generate_ids", generate_ids)
+    monkeypatch.setattr(lm, "generate_ids", generate_ids)
     shared = ("--chain-data", "shared")
     greedy, _ = run(tiny_model, tmp_path, "--temperature", "0", "--prompt-version", "freetext-v1", *shared)
     assert all(len(set(prompts)) == 1 and all(o == outs[0] for o in outs) for prompts, outs in seen)
@@ -275,7 +275,7 @@ def test_raw_pool_keeps_the_most_recent_part_of_a_long_trajectory(tiny_model, tm
         r.update(game=f"g{i}", feedback=f"Result: LOST game {i}")
     assert count(extract.format_trajectory(records[0], 10**6, count)) > 2048  # one alone is over the budget
     traj, out = tmp_path / "long.jsonl", tmp_path / "knowledge.jsonl"
-    common.write_jsonl(str(traj), records)
+    jsonl.write_jsonl(str(traj), records)
     argv = ["--model", tiny_model, "--trajectories", str(traj), "--out", str(out), "--source", "raw"]
     snapshots = extract.main(extract.parse_args(argv + ["--max-knowledge-tokens", "2048", "--chains", "1"]))
     pool = [s for s in snapshots if s["in_pool"]]
@@ -287,16 +287,16 @@ def test_raw_pool_keeps_the_most_recent_part_of_a_long_trajectory(tiny_model, tm
 
 
 def test_slice_chains_read_disjoint_trajectories(tiny_model, tmp_path, monkeypatch):
-    real, seen = common.generate_ids, []
+    real, seen = lm.generate_ids, []
 
     def generate_ids(model, tokenizer, prompts, *a, **k):
         seen.append(prompts)
         marked = tokenizer(" EXPERIENCE ITEM: lesson", add_special_tokens=False).input_ids
         return [marked + ids for ids in real(model, tokenizer, prompts, *a, **k)]
 
-    monkeypatch.setattr(common, "generate_ids", generate_ids)
+    monkeypatch.setattr(lm, "generate_ids", generate_ids)
     traj, out = tmp_path / "seven.jsonl", tmp_path / "knowledge.jsonl"
-    common.write_jsonl(str(traj), [trajectory(f"g{i}", True) for i in range(7)])
+    jsonl.write_jsonl(str(traj), [trajectory(f"g{i}", True) for i in range(7)])
     argv = ["--model", tiny_model, "--trajectories", str(traj), "--out", str(out), "--chains", "3"]
     snapshots = extract.main(extract.parse_args(argv + ["--max-new-tokens", "4"]))  # slice: the default
     assert len(seen) == 2 and all(len(p) == 3 for p in seen)  # 7 // 3 = 2 steps, one batched call each
@@ -308,7 +308,7 @@ def test_slice_chains_read_disjoint_trajectories(tiny_model, tmp_path, monkeypat
     assert all(s["chain_data"] == "slice" for s in snapshots)
     assert extract.chain_plan(8, 4, "slice") == [[0, 4], [1, 5], [2, 6], [3, 7]]
     assert extract.chain_plan(3, 2, "shared", steps=2) == [[0, 1], [0, 1]]
-    with pytest.raises(common.InputError, match="each chain needs one of its own"):
+    with pytest.raises(cli.InputError, match="each chain needs one of its own"):
         extract.chain_plan(3, 4, "slice")
 
 
@@ -326,10 +326,10 @@ def test_bad_input_is_clear_and_keeps_earlier_output(content, expected, tiny_mod
     out = tmp_path / "knowledge.jsonl"
     out.write_text("earlier\n")
     args = extract.parse_args(["--model", tiny_model, "--trajectories", str(traj), "--out", str(out), "--force"])
-    with pytest.raises(common.InputError, match=expected):
+    with pytest.raises(cli.InputError, match=expected):
         extract.main(args)
     assert out.read_text() == "earlier\n"
-    with pytest.raises(common.InputError, match="file not found"):
+    with pytest.raises(cli.InputError, match="file not found"):
         extract.main(
             extract.parse_args(
                 ["--model", tiny_model, "--trajectories", str(tmp_path / "none.jsonl"), "--out", str(out), "--force"]
@@ -339,9 +339,9 @@ def test_bad_input_is_clear_and_keeps_earlier_output(content, expected, tiny_mod
 
 def thinking_run(tiny_qwen3, tmp_path, monkeypatch, *extra, n=4):
     """extract.py --thinking on the tiny Qwen3 (its real chat template), answers from the thinking stub."""
-    monkeypatch.setattr(common, "generate_ids", thinking_stub.generate_ids)
+    monkeypatch.setattr(lm, "generate_ids", thinking_stub.generate_ids)
     traj = tmp_path / "extract_in.jsonl"
-    common.write_jsonl(str(traj), [trajectory(f"g{i}", i % 2 == 0) for i in range(n)])
+    jsonl.write_jsonl(str(traj), [trajectory(f"g{i}", i % 2 == 0) for i in range(n)])
     out = tmp_path / "knowledge.jsonl"
     argv = ["--model", tiny_qwen3, "--trajectories", str(traj), "--out", str(out), "--chains", "2", "--thinking"]
     return extract.main(extract.parse_args(argv + list(extra))), out
@@ -360,12 +360,12 @@ def test_thinking_extraction_keeps_the_items_after_think(tiny_qwen3, tmp_path, m
     assert len(pool) == 2 and all(s["n_items"] >= 2 for s in pool)
     items = [i for s in pool for i in s["items"]]
     assert all(i.startswith("Lesson ") and "let me think" not in i and "think>" not in i for i in items)
-    assert common.read_jsonl(str(out)) == snapshots
+    assert jsonl.read_jsonl(str(out)) == snapshots
     assert "outputs cut at --max-new-tokens 2048: 0/4 (0 of them inside <think>)" in capsys.readouterr().out
 
 
 def test_a_cap_inside_the_reasoning_is_a_clear_error(tiny_qwen3, tmp_path, monkeypatch, capsys):
-    with pytest.raises(common.InputError, match=r"4 ended inside an unclosed <think>.*Raise --max-new-tokens"):
+    with pytest.raises(cli.InputError, match=r"4 ended inside an unclosed <think>.*Raise --max-new-tokens"):
         thinking_run(tiny_qwen3, tmp_path, monkeypatch, "--max-new-tokens", "40")
     assert "outputs cut at --max-new-tokens 40: 4/4 (4 of them inside <think>)" in capsys.readouterr().out
     assert not (tmp_path / "knowledge.jsonl").exists()  # an empty pool is never written
@@ -373,7 +373,7 @@ def test_a_cap_inside_the_reasoning_is_a_clear_error(tiny_qwen3, tmp_path, monke
 
 def test_no_item_at_all_is_a_clear_error(tiny_model, tmp_path):
     # the tiny random model never writes a marked item
-    with pytest.raises(common.InputError, match=r"every pool entry is empty \(3/3 extractor outputs had no item"):
+    with pytest.raises(cli.InputError, match=r"every pool entry is empty \(3/3 extractor outputs had no item"):
         run(tiny_model, tmp_path, "--answer-prefix", "0")
 
 
@@ -413,21 +413,21 @@ def test_input_of_the_wrong_kind_fails_before_the_model_loads(record, expected, 
     def no_model(*a, **k):
         raise AssertionError("the model must not load before the input is checked")
 
-    monkeypatch.setattr(common, "load_model", no_model)
-    monkeypatch.setattr(common, "resolve_model", no_model)
+    monkeypatch.setattr(lm, "load_model", no_model)
+    monkeypatch.setattr(lm, "resolve_model", no_model)
     traj = tmp_path / "t.jsonl"
     traj.write_text(json.dumps(trajectory("g", True)) + "\n\n" + json.dumps(record) + "\n")
     args = extract.parse_args(["--trajectories", str(traj), "--out", str(tmp_path / "k.jsonl")])
-    with pytest.raises(common.InputError, match=expected):
+    with pytest.raises(cli.InputError, match=expected):
         extract.main(args)
 
 
 def test_steps_and_use_steps_beyond_the_data_fail_before_the_model_loads(tmp_path, monkeypatch):
-    monkeypatch.setattr(common, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(lm, "load_model", lambda *a, **k: pytest.fail("model loaded"))
     traj = tmp_path / "t.jsonl"
-    common.write_jsonl(str(traj), [trajectory(f"g{i}", True) for i in range(4)])
+    jsonl.write_jsonl(str(traj), [trajectory(f"g{i}", True) for i in range(4)])
     base = ["--trajectories", str(traj), "--out", str(tmp_path / "k.jsonl"), "--chains", "2"]
-    with pytest.raises(common.InputError, match="--steps 3: each chain has only 2 trajectories"):
+    with pytest.raises(cli.InputError, match="--steps 3: each chain has only 2 trajectories"):
         extract.main(extract.parse_args(base + ["--steps", "3"]))
-    with pytest.raises(common.InputError, match="--use-steps 5: each chain reads only 4"):
+    with pytest.raises(cli.InputError, match="--use-steps 5: each chain reads only 4"):
         extract.main(extract.parse_args(base + ["--chain-data", "shared", "--use-steps", "5"]))

@@ -1,4 +1,4 @@
-"""games.py: seed ranges never collide, held-out sets never repeat a game, training sets never hold a game
+"""oel/games.py: seed ranges never collide, held-out sets never repeat a game, training sets never hold a game
 whose walkthrough wins a held-out one, the cache reuses finished games only, every game is won by its own
 walkthrough, game text is cleaned, damaged games are refused."""
 
@@ -8,9 +8,7 @@ import shutil
 
 import pytest
 
-import common
-import games
-import play
+from oel import cli, games, play
 
 
 def copy_game(src, folder, name=None):
@@ -141,7 +139,7 @@ def test_a_damaged_game_is_an_error_naming_it(tiny_games, tmp_path):
     victim = copy_game(games.list_games(tiny_games)[-1], str(tmp_path / "bad"))
     scramble_body(victim)
     games.check_story_file(victim)  # the header still passes
-    with pytest.raises(common.InputError, match=r"bad/treasure-l1-s0\.z8: the z-machine interpreter failed"):
+    with pytest.raises(cli.InputError, match=r"bad/treasure-l1-s0\.z8: the z-machine interpreter failed"):
         games.game_paths(str(tmp_path / "bad"), None, None, None)
     with pytest.raises(ValueError, match="interpreter failed"):
         play.play(lambda eps, msgs: [("look", 1)] * len(eps), [victim], max_turns=2, history=4, batch_size=4)

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-import runfolder
+from oel import runfolder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -12,10 +12,9 @@ import pytest
 import test_distill
 import torch
 
-import bench_collect
-import common
 import distill
-import memory
+from bench import generation
+from oel import cli, inputs, lm, memory
 
 MESSAGES = [
     {"role": "system", "content": "Play the game."},
@@ -26,8 +25,8 @@ RESPONSES = ["<think>\nthe coin is here\n</think>\n\n[take coin]<|im_end|>", "<t
 
 def same_context_pairs(tokenizer):
     """Student and teacher see the very same prompt (Qwen3 template, thinking on)."""
-    ids = tokenizer(common.chat_text(tokenizer, MESSAGES, thinking=True), add_special_tokens=False).input_ids
-    marker_ids = tokenizer(distill.generation_marker(tokenizer, thinking=True), add_special_tokens=False).input_ids
+    ids = tokenizer(lm.chat_text(tokenizer, MESSAGES, thinking=True), add_special_tokens=False).input_ids
+    marker_ids = tokenizer(inputs.generation_marker(tokenizer, thinking=True), add_special_tokens=False).input_ids
     responses = [tokenizer(r, add_special_tokens=False).input_ids for r in RESPONSES]
     return [distill.build_pair(ids, ids, r, marker_ids, 4096) for r in responses]
 
@@ -48,7 +47,7 @@ def kl_and_grad_norm(student, teacher, pairs):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_identical_contexts_give_kl_zero_and_gradient_zero_under_bf16_autocast(tiny_qwen3, dtype):
     """fp32 master weights (--optimizer adamw) and bf16 weights (--optimizer adamw8bit), both under autocast."""
-    student, tokenizer = common.load_model(tiny_qwen3, "cpu", dtype=dtype, quiet=True)
+    student, tokenizer = lm.load_model(tiny_qwen3, "cpu", dtype=dtype, quiet=True)
     pairs = same_context_pairs(tokenizer)
     kl, grad_norm = kl_and_grad_norm(student, distill.make_teacher(student), pairs)
     # full vocabulary: the gradient at equal distributions is p (1 - sum p), zero up to float rounding
@@ -60,7 +59,7 @@ def test_identical_contexts_give_kl_zero_and_gradient_zero_under_bf16_autocast(t
 
 
 def test_teacher_is_a_frozen_copy(tiny_qwen3):
-    student, _ = common.load_model(tiny_qwen3, "cpu", dtype=torch.float32, quiet=True)
+    student, _ = lm.load_model(tiny_qwen3, "cpu", dtype=torch.float32, quiet=True)
     teacher = distill.make_teacher(student)
     assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
     for (name, s), t in zip(student.named_parameters(), teacher.parameters()):
@@ -105,7 +104,7 @@ PAPER = dict(batch_size=32, prompt_tokens=1500, teacher_prompt_tokens=1500 + 204
 
 
 def qwen3_4b():
-    return bench_collect.shape_config("qwen3-4b")
+    return generation.shape_config("qwen3-4b")
 
 
 def plan_4b(**kw):
@@ -135,11 +134,11 @@ def test_plan_terms_by_hand_for_qwen3_4b():
 
 
 def test_plan_matches_the_measured_peak_at_a_small_shape():
-    """bench_distill.py runs two whole steps of the 42M-parameter Qwen3 shape "small" on this CPU and measures
+    """bench/distill_step.py runs two whole steps of the 42M-parameter Qwen3 shape "small" on this CPU and measures
     the peak RSS growth (with a fixed malloc mmap threshold, so that RSS follows live memory); the plan, made
     from the config and the settings alone, must be within 10%."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    cmd = [sys.executable, "bench_distill.py", "--shape", "small", "--batch", "4", "--prompt-tokens", "160"]
+    cmd = [sys.executable, "bench/distill_step.py", "--shape", "small", "--batch", "4", "--prompt-tokens", "160"]
     cmd += ["--knowledge-tokens", "100", "--new-tokens", "8", "--steps", "2"]
     out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -170,8 +169,8 @@ def test_the_kv_cache_of_sampling_takes_the_weights_dtype_as_planned(tiny_qwen3,
     """Under bf16 autocast (CPU here, CUDA in a GPU run): bf16 weights (adamw8bit) sample with a bf16 cache,
     fp32 master weights (adamw) with an fp32 one; plan_memory counts the cache in the weights' dtype."""
     weights_dtype = torch.bfloat16 if optimizer == "adamw8bit" else torch.float32  # training_dtypes on a GPU
-    student, tokenizer = common.load_model(tiny_qwen3, "cpu", dtype=weights_dtype, quiet=True)
-    batch = tokenizer([common.chat_text(tokenizer, MESSAGES, thinking=True)], return_tensors="pt")
+    student, tokenizer = lm.load_model(tiny_qwen3, "cpu", dtype=weights_dtype, quiet=True)
+    batch = tokenizer([lm.chat_text(tokenizer, MESSAGES, thinking=True)], return_tensors="pt")
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
         out = student.generate(**batch, max_new_tokens=3, do_sample=False, return_dict_in_generate=True)
     layer = out.past_key_values.layers[0]
@@ -182,9 +181,7 @@ def test_adamw8bit_without_torchao_is_refused_before_the_model_loads(tmp_path, m
     traj, know = test_distill.write_inputs(tmp_path)
     argv = ["--model", str(tmp_path / "no-such-model"), "--trajectories", traj, "--knowledge", know]
     args = distill.parse_args(argv + ["--out", str(tmp_path / "m"), "--optimizer", "adamw8bit"])
-    find_spec = distill.importlib.util.find_spec
-    monkeypatch.setattr(
-        distill.importlib.util, "find_spec", lambda name: None if name == "torchao" else find_spec(name)
-    )
-    with pytest.raises(common.InputError, match="adamw8bit needs torchao"):
+    find_spec = memory.importlib.util.find_spec
+    monkeypatch.setattr(memory.importlib.util, "find_spec", lambda name: None if name == "torchao" else find_spec(name))
+    with pytest.raises(cli.InputError, match="adamw8bit needs torchao"):
         distill.main(args)  # a missing model folder would be the error if the model loaded first

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-import play
+from oel import play
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KNOWLEDGE_HEADER = "What you learned from earlier games:"

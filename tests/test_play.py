@@ -1,13 +1,11 @@
-"""play.py: the turn prompt is rendered and the command read as documented, knowledge goes in one way
+"""oel/play.py: the turn prompt is rendered and the command read as documented, knowledge goes in one way
 everywhere, and the play loop plays games correctly (a walkthrough wins, batched play equals one-at-a-time
 play, strange answers never crash it)."""
 
 import pytest
 import torch
 
-import common
-import games
-import play
+from oel import cli, games, inputs, jsonl, lm, play
 
 # ----------------------------------------------------------------------------- the turn prompt and the command
 
@@ -33,8 +31,8 @@ def test_parse_command(answer, expected):
 
 
 def test_thinking_is_split_off_before_parsing():
-    assert common.split_thinking("<think>go north?</think>\ngo south") == ("<think>go north?</think>", "go south")
-    assert common.split_thinking("<think>still thinking, no answer") == ("<think>still thinking, no answer", "")
+    assert lm.split_thinking("<think>go north?</think>\ngo south") == ("<think>go north?</think>", "go south")
+    assert lm.split_thinking("<think>still thinking, no answer") == ("<think>still thinking, no answer", "")
     answer, command, status, valid = play.choose_command(
         "<think>maybe west</think> go east", ["go east", "look"], "exact"
     )
@@ -73,20 +71,20 @@ def test_knowledge_is_inserted_the_same_way_everywhere():
 
 def test_knowledge_file_checks(tmp_path):
     traj = tmp_path / "deploy.jsonl"
-    common.write_jsonl(str(traj), [{"game": "g", "turns": [], "won": False, "knowledge_id": None, "knowledge": None}])
-    with pytest.raises(common.InputError, match=r"deploy.jsonl: record 1 is not a knowledge record"):
-        play.load_knowledge(str(traj))
+    jsonl.write_jsonl(str(traj), [{"game": "g", "turns": [], "won": False, "knowledge_id": None, "knowledge": None}])
+    with pytest.raises(cli.InputError, match=r"deploy.jsonl: record 1 is not a knowledge record"):
+        inputs.load_knowledge(str(traj))
     empty = tmp_path / "k.jsonl"
-    common.write_jsonl(str(empty), [{"knowledge_id": "a", "knowledge": "  \n"}])
-    with pytest.raises(common.InputError, match=r"k.jsonl: knowledge 'a' is empty"):
-        play.load_knowledge(str(empty))
+    jsonl.write_jsonl(str(empty), [{"knowledge_id": "a", "knowledge": "  \n"}])
+    with pytest.raises(cli.InputError, match=r"k.jsonl: knowledge 'a' is empty"):
+        inputs.load_knowledge(str(empty))
     blank = tmp_path / "k.txt"
     blank.write_text("\n\n")
-    with pytest.raises(common.InputError, match=r"k.txt: the knowledge text is empty"):
-        play.load_knowledge(str(blank))
+    with pytest.raises(cli.InputError, match=r"k.txt: the knowledge text is empty"):
+        inputs.load_knowledge(str(blank))
     good = tmp_path / "good.txt"
     good.write_text("- open the chest first\n")
-    assert play.load_knowledge(str(good)) == ("good.txt", "- open the chest first\n")
+    assert inputs.load_knowledge(str(good)) == ("good.txt", "- open the chest first\n")
 
 
 # ----------------------------------------------------------------------------- the play loop
@@ -137,7 +135,7 @@ def test_strange_answers_never_crash(tiny_games):
 
 def test_lockstep_equals_one_game_at_a_time(tiny_model, tiny_games, tmp_path):
     """Greedy decoding: batched lock-step play (left padding) sends the same commands as solo play."""
-    model, tokenizer = common.load_model(tiny_model, "cpu", dtype=torch.float64, quiet=True)
+    model, tokenizer = lm.load_model(tiny_model, "cpu", dtype=torch.float64, quiet=True)
     paths = games.list_games(tiny_games)
     runs = []
     agent = play.model_agent(model, tokenizer, thinking=False, max_new_tokens=8, temperature=0, top_p=1.0, top_k=0)

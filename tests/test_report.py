@@ -1,4 +1,4 @@
-"""report.py: the statistics against hand-computed values, known values and brute force; the report of a
+"""oel/report.py: the statistics against hand-computed values, known values and brute force; the report of a
 fake run and of runs side by side (through `evaluate.py --report`, the command loop.sh runs), read back from
 the table and the figure; bad run folders."""
 
@@ -9,9 +9,8 @@ import shutil
 
 import pytest
 
-import common
 import evaluate
-import report
+from oel import cli, jsonl, report
 
 # ----------------------------------------------------------------------------- statistics
 
@@ -98,11 +97,11 @@ def fake_run(tmp_path, name="run", mode="on-policy"):
             score=pass_rate + 0.1,
             settings=dict(episodes=1, max_turns=12),
         )
-        common.write_jsonl(str(d / "eval_id.jsonl"), games_won(won) + [summary])
-        common.write_jsonl(
+        jsonl.write_jsonl(str(d / "eval_id.jsonl"), games_won(won) + [summary])
+        jsonl.write_jsonl(
             str(d / "eval_ood.jsonl"), [dict(summary, eval_set="ood", pass_rate=pass_rate / 2, pass_rate_ci=None)]
         )
-        common.write_jsonl(
+        jsonl.write_jsonl(
             str(d / "eval_ifeval.jsonl"),
             [dict(kind="prompt"), dict(kind="summary", round=r, prompt_accuracy=ifa, prompt_accuracy_ci=[0.3, 0.6])],
         )
@@ -110,12 +109,12 @@ def fake_run(tmp_path, name="run", mode="on-policy"):
             incontext = dict(
                 summary, pass_rate=0.5, pass_rate_ci=[0.4, 0.6], tokens_per_turn=11.0, tokens_per_turn_ci=[10.5, 11.5]
             )
-            common.write_jsonl(str(d / "eval_id_incontext.jsonl"), games_won(range(5, 15)) + [incontext])
+            jsonl.write_jsonl(str(d / "eval_id_incontext.jsonl"), games_won(range(5, 15)) + [incontext])
             (d / "model").mkdir()
             args = dict(mode=mode, teacher="frozen", lr=1e-5, out=f"{run}/round_{r}/model", quiet=True)
             (d / "model" / "args.json").write_text(json.dumps(args))
-            common.write_jsonl(str(d / "knowledge.jsonl"), [dict(knowledge_id="k", source="knowledge", model="m")])
-    common.write_jsonl(
+            jsonl.write_jsonl(str(d / "knowledge.jsonl"), [dict(knowledge_id="k", source="knowledge", model="m")])
+    jsonl.write_jsonl(
         str(run / "round_1" / "eval_id_curve0.jsonl"),
         [dict(summary, knowledge_id=f"r1-c0-s{s}", step=s, pass_rate=0.1 * s) for s in (1, 2)],
     )
@@ -198,29 +197,29 @@ def test_bad_run_folders(tmp_path):
     run = fake_run(tmp_path)
     with open(run / "round_1" / "eval_id.jsonl", "a") as f:
         f.write("{broken\n")
-    with pytest.raises(common.InputError, match=r"round_1/eval_id.jsonl:22: not valid JSON"):
+    with pytest.raises(cli.InputError, match=r"round_1/eval_id.jsonl:22: not valid JSON"):
         report.write_report([str(run)])
-    common.write_jsonl(str(run / "round_1" / "eval_id.jsonl"), [dict(kind="summary", round=1, pass_rate=0.5)])
-    with pytest.raises(common.InputError, match=r"round_1/eval_id.jsonl: expected a summary record .* pass_rate_ci"):
+    jsonl.write_jsonl(str(run / "round_1" / "eval_id.jsonl"), [dict(kind="summary", round=1, pass_rate=0.5)])
+    with pytest.raises(cli.InputError, match=r"round_1/eval_id.jsonl: expected a summary record .* pass_rate_ci"):
         report.write_report([str(run)])
-    common.write_jsonl(
+    jsonl.write_jsonl(
         str(run / "round_1" / "eval_id.jsonl"),
         [dict(kind="game", won=True), dict(kind="summary", pass_rate=0.5, pass_rate_ci=[0, 1])],
     )
-    with pytest.raises(common.InputError, match=r"round_1/eval_id.jsonl: a game record without game, episode and won"):
+    with pytest.raises(cli.InputError, match=r"round_1/eval_id.jsonl: a game record without game, episode and won"):
         report.write_report([str(run)])
-    common.write_jsonl(
+    jsonl.write_jsonl(
         str(run / "round_1" / "eval_id.jsonl"),
         games_won([1]) + [dict(kind="summary", pass_rate=0.5, pass_rate_ci=[0, 1])],
     )
     (run / "round_1" / "model" / "args.json").write_text("[1, 2]")
-    with pytest.raises(common.InputError, match=r"round_1/model/args.json: expected a JSON object, got list"):
+    with pytest.raises(cli.InputError, match=r"round_1/model/args.json: expected a JSON object, got list"):
         report.write_report([str(run)])
     (run / "round_1" / "model" / "args.json").write_text("{")
-    with pytest.raises(common.InputError, match=r"round_1/model/args.json: expected a JSON object \(Expecting"):
+    with pytest.raises(cli.InputError, match=r"round_1/model/args.json: expected a JSON object \(Expecting"):
         report.write_report([str(run)])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(common.InputError, match="no evaluations found"):
+    with pytest.raises(cli.InputError, match="no evaluations found"):
         report.write_report([str(tmp_path / "empty")])
 
 

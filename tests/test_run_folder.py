@@ -1,5 +1,5 @@
 """The run folder: one set of settings, one writer, and no stage outliving its driver. The real loop.sh runs
-stand-in stages (tests/fake_stage.py: the real lock and arguments check of runfolder.py, no model, no torch)
+stand-in stages (tests/fake_stage.py: the real lock and arguments check of oel/runfolder.py, no model, no torch)
 so that a stage can be slow on purpose and these tests take seconds; tests/test_loop.py runs the real stages."""
 
 import argparse
@@ -13,8 +13,7 @@ import time
 
 import pytest
 
-import common
-import runfolder
+from oel import cli, jsonl, runfolder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -90,7 +89,7 @@ def test_run_name_is_the_folder_holding_the_round():
 @pytest.mark.parametrize("setting", ["smoke", "default"])
 def test_each_setting_has_its_own_game_cache(tmp_path, setting):
     """The smoke run's 3 held-out games must not grow to the default's 20 beside training games that were
-    checked against 3 only (games.py refuses that): without GAMES, a setting plays from games/SETTING."""
+    checked against 3 only (oel/games.py refuses that): without GAMES, a setting plays from games/SETTING."""
     run = tmp_path / "run"
     env = env_for(run, SETTING=setting)
     env.pop("GAMES")
@@ -260,7 +259,7 @@ def test_a_driver_killed_with_sigkill_leaves_no_second_writer(tmp_path):
     assert "eval r0: " in resumed.stdout and "exists, skipped" in resumed.stdout  # the orphan's output is whole, kept
     assert [x.split()[2] for x in (run / "fake_stages.log").read_text().splitlines()] == ["start", "end"] * 2
     for name in ("eval_id", "eval_ood", "eval_ifeval"):
-        assert common.read_jsonl(str(run / "round_0" / f"{name}.jsonl"))[0]["pid"] == stage_pid
+        assert jsonl.read_jsonl(str(run / "round_0" / f"{name}.jsonl"))[0]["pid"] == stage_pid
 
 
 def test_hold_run_lock_in_process_names_the_holder(tmp_path):
@@ -271,7 +270,7 @@ def test_hold_run_lock_in_process_names_the_holder(tmp_path):
             assert time.time() < deadline
             time.sleep(0.1)
         (tmp_path / ".lock").write_text(f"pid {holder.pid} | started 2026-01-01T00:00:00Z | flock\n")
-        with pytest.raises(runfolder.InputError, match=f"in use by another writer \\(pid {holder.pid} \\| started"):
+        with pytest.raises(cli.InputError, match=f"in use by another writer \\(pid {holder.pid} \\| started"):
             runfolder.claim_outputs(str(tmp_path / "x.jsonl"), argparse.Namespace(a=1))
     finally:
         holder.kill()

@@ -2,7 +2,7 @@
 
 A tiny random model never writes `<think>...</think>` or a usable command, so the paths that a real
 Qwen3 takes (reasoning first, the command or the knowledge items after `</think>`, a response that
-starts with a newline) would never run. `generate_ids` replaces `common.generate_ids`: it answers every
+starts with a newline) would never run. `generate_ids` replaces `lm.generate_ids`: it answers every
 prompt the way Qwen3 does, in token ids of the real tokenizer, cut at `max_new_tokens` exactly as
 `generate` would cut it (so a cap too small for the reasoning leaves the answer inside `<think>`).
 
@@ -12,7 +12,7 @@ prompt the way Qwen3 does, in token ids of the real tokenizer, cut at `max_new_t
 With thinking off (the prompt already ends in `<think>\\n\\n</think>\\n\\n`) there is no reasoning.
 Every third response starts with a newline, as sampled ones sometimes do.
 
-In-process: `monkeypatch.setattr(common, "generate_ids", thinking_stub.generate_ids)`.
+In-process: `monkeypatch.setattr(lm, "generate_ids", thinking_stub.generate_ids)`.
 For loop.sh: `PY="python tests/thinking_stub.py" bash loop.sh` runs each stage with the stub in place.
 """
 
@@ -87,7 +87,7 @@ def generate_ids(model, tokenizer, prompts, max_new_tokens, *args, **kwargs):
 
 
 def logged(chat_text):
-    """common.chat_text that also logs every prompt it renders (the teacher's included)."""
+    """lm.chat_text that also logs every prompt it renders (the teacher's included)."""
 
     def wrapper(tokenizer, messages, *args, **kwargs):
         text = chat_text(tokenizer, messages, *args, **kwargs)
@@ -100,9 +100,9 @@ def logged(chat_text):
 if __name__ == "__main__":  # python tests/thinking_stub.py STAGE.py ARGS...: run a stage with the stub
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sys.path.insert(0, root)
-    import common
+    from oel import lm
 
-    common.generate_ids = generate_ids
-    common.chat_text = logged(common.chat_text)
+    lm.generate_ids = generate_ids
+    lm.chat_text = logged(lm.chat_text)
     sys.argv = sys.argv[1:]
     runpy.run_path(sys.argv[0], run_name="__main__")

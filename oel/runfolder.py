@@ -1,5 +1,5 @@
 """The run folder: which run an output belongs to, one writer per folder, and outputs that remember the
-arguments that made them. Every stage's main starts with `claim_outputs` and ends its file with `run_main`.
+arguments that made them. Every stage's main starts with `claim_outputs` and ends its file with `cli.run_main`.
 
 loop.sh holds the run folder's lock (flock on RUN/.lock, file descriptor 9) for the whole run and exports its
 path in OEL_RUN_LOCK; its stages inherit the descriptor, so a stage orphaned by a killed driver keeps the
@@ -7,7 +7,6 @@ folder locked until it exits. A stage run by hand takes the same lock itself. Th
 naming its holder (pid, start time, command) for the message a refused writer prints.
 
 No torch here: loop.sh's tests run stand-in stages (tests/fake_stage.py) on this module alone, in a blink.
-InputError lives here because the lock raises it; common.py imports it, and the stages use it from there.
 """
 
 import atexit
@@ -17,24 +16,14 @@ import re
 import sys
 import time
 
+from oel.cli import InputError
+
 LOCK_ENV = "OEL_RUN_LOCK"  # lock files held by an ancestor (loop.sh), os.pathsep separated
 IGNORED_ARGS = (  # how a stage runs or where it writes, not what its output holds
     *("force", "device", "quiet", "print_every", "save_every", "metrics", "pad_id", "games_dir"),
     *("micro_batch_tokens", "chunk", "gradient_checkpointing", "out", "out_dir", "sets", "report"),
 )
 _held_locks = {}  # lock path -> open descriptor, held until this process exits
-
-
-class InputError(Exception):
-    """Bad input from the user: the message says which file, which line, and what was expected."""
-
-
-def run_main(main, args):
-    """Run a stage's main; an InputError ends the program with its message, not a traceback."""
-    try:
-        main(args)
-    except InputError as e:
-        sys.exit(f"error: {e}")
 
 
 # ----------------------------------------------------------------------------- where a run is
@@ -97,7 +86,7 @@ def describe_holder(record, path):
 def hold_run_lock(folder, command=None):
     """Take `folder`'s lock for the life of this process; return at once if an ancestor (loop.sh) holds it.
     A busy lock is an InputError naming its holder; a lock left by a dead process is taken over, and said so."""
-    import fcntl  # POSIX only: imported here so that importing this module (and common.py) works anywhere
+    import fcntl  # POSIX only: imported here so that importing this module (and oel.cli) works anywhere
 
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(os.path.realpath(folder), ".lock")

@@ -1,12 +1,12 @@
-"""Benchmark: rollout generation speed of `common.generate_ids` at the real model shapes, with nothing downloaded.
+"""Benchmark: rollout generation speed of `lm.generate_ids` at the real model shapes, with nothing downloaded.
 
 A Qwen3 architecture (SHAPES below, from the public config numbers) with random weights generates a fixed
 number of tokens (EOS held back: random weights say nothing useful, and speed and memory do not depend on
 the weights) for the turn prompts of a recorded trajectories JSONL (no TextWorld needed) or synthetic
 prompts of a given length, at several batch sizes and KV-cache modes:
 
-    python bench_collect.py --shape tiny --batch-sizes 1,8 --prompt-tokens 128 --threads 1  # on a CPU
-    python bench_collect.py --shape qwen3-1.7b --batch-sizes 1,32,128 \\
+    python bench/generation.py --shape tiny --batch-sizes 1,8 --prompt-tokens 128 --threads 1  # on a CPU
+    python bench/generation.py --shape qwen3-1.7b --batch-sizes 1,32,128 \\
         --trajectories runs/demo/round_1/deployment_trajectories.jsonl
 
 Prints per (mode, batch): generated tokens/s, prefill time, decode step time, decode tokens/s, the ratio of
@@ -18,17 +18,19 @@ games costs, so batch 1 against batch B is the old lock-step against one-game-at
 import argparse
 import os
 import resource
+import sys
 import time
 
 import torch
 
-import common
-import runfolder
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 
-MODES = common.GENERATE_MODES
+from oel import cli, jsonl, lm  # noqa: E402
+
+MODES = lm.GENERATE_MODES
 BANDWIDTH_GBS = {"H200": 4800, "H100 PCIe": 2000, "H100": 3350, "A100": 2000}  # HBM, GB/s (vendor figures)
 
-# The Qwen3 architectures that both benchmarks (this one and bench_distill.py) build with random weights:
+# The Qwen3 architectures that both benchmarks (this one and bench/distill_step.py) build with random weights:
 # speed and memory do not depend on the weights. The real sizes are the public config.json numbers of
 # Qwen/Qwen3-0.6B, -1.7B and -4B.
 SHAPES = {  # layers, hidden, intermediate, query heads, key/value heads, head dim
@@ -70,16 +72,16 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shape", choices=sorted(SHAPES), default="tiny", help=SHAPE_HELP)
     p.add_argument("--model", default=None, help="benchmark this real model instead of --shape (hub name or folder)")
-    p.add_argument("--tokenizer", default=common.DEFAULT_MODEL, help="tokenizer for the prompts (with --shape)")
-    p.add_argument("--device", type=common.device_arg, default=None, help="cuda, cpu, ... (default: cuda if available)")
+    p.add_argument("--tokenizer", default=lm.DEFAULT_MODEL, help="tokenizer for the prompts (with --shape)")
+    p.add_argument("--device", type=cli.device_arg, default=None, help="cuda, cpu, ... (default: cuda if available)")
     p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto", help="auto: bf16 on a GPU, fp32 else")
     p.add_argument("--trajectories", default=None, help="recorded trajectories JSONL: its turn prompts are used")
     p.add_argument(
-        "--prompt-tokens", type=common.positive_int, default=256, help="synthetic prompt length (no --trajectories)"
+        "--prompt-tokens", type=cli.positive_int, default=256, help="synthetic prompt length (no --trajectories)"
     )
-    p.add_argument("--new-tokens", type=common.positive_int, default=32, help="tokens generated per prompt (fixed)")
+    p.add_argument("--new-tokens", type=cli.positive_int, default=32, help="tokens generated per prompt (fixed)")
     p.add_argument(
-        "--batch-sizes", type=csv_of(common.positive_int), default=[1, 32, 128], help="comma-separated batch sizes"
+        "--batch-sizes", type=csv_of(cli.positive_int), default=[1, 32, 128], help="comma-separated batch sizes"
     )
     p.add_argument(
         "--modes",
@@ -89,12 +91,12 @@ def parse_args(argv=None):
     )
     p.add_argument(
         "--bandwidth",
-        type=common.float_range(0, None, lo_open=True),
+        type=cli.float_range(0, None, lo_open=True),
         default=None,
         help="memory bandwidth in GB/s for the roofline (default: by GPU name, or measured on a CPU)",
     )
-    p.add_argument("--threads", type=common.positive_int, default=None, help="CPU threads (default: torch's)")
-    p.add_argument("--repeats", type=common.positive_int, default=1, help="timed runs per point (the best is kept)")
+    p.add_argument("--threads", type=cli.positive_int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--repeats", type=cli.positive_int, default=1, help="timed runs per point (the best is kept)")
     return p.parse_args(argv)
 
 
@@ -103,7 +105,7 @@ def shape_config(shape):
     from transformers import Qwen3Config
 
     if shape not in SHAPES:
-        raise common.InputError(f"unknown shape {shape!r}; expected one of {sorted(SHAPES)}")
+        raise cli.InputError(f"unknown shape {shape!r}; expected one of {sorted(SHAPES)}")
     layers, hidden, intermediate, heads, kv_heads, head_dim = SHAPES[shape]
     return Qwen3Config(
         num_hidden_layers=layers,
@@ -130,10 +132,10 @@ def build_model(shape, dtype=torch.float32, device="cpu", seed=0):
 
 def turn_messages(path):
     """The turn prompts (chat messages) of a trajectories JSONL from collect.py."""
-    records = common.read_jsonl(path, required=("turns",))
+    records = jsonl.read_jsonl(path, required=("turns",))
     prompts = [t["messages"] for r in records for t in r["turns"] if t.get("messages")]
     if not prompts:
-        raise common.InputError(f"{path}: no turn prompts (expected trajectories from collect.py with `turns`)")
+        raise cli.InputError(f"{path}: no turn prompts (expected trajectories from collect.py with `turns`)")
     return prompts
 
 
@@ -143,7 +145,7 @@ def synthetic_prompt(tokenizer, n):
         text = word * n
         if len(tokenizer(text, add_special_tokens=False).input_ids) == n:
             return text
-    raise common.InputError("cannot make a synthetic prompt of exact length with this tokenizer; pass --trajectories")
+    raise cli.InputError("cannot make a synthetic prompt of exact length with this tokenizer; pass --trajectories")
 
 
 def weight_bytes(model):
@@ -214,7 +216,7 @@ def measure(model, tokenizer, prompts, new_tokens, mode, repeats):
     device = model.device
 
     def run(n):
-        return common.generate_ids(
+        return lm.generate_ids(
             model, tokenizer, prompts, n, temperature=1.0, cache=cache, compile=compile, min_new_tokens=n
         )
 
@@ -230,25 +232,25 @@ def measure(model, tokenizer, prompts, new_tokens, mode, repeats):
 
 
 def main(args):
-    device, auto_dtype = common.pick_device(args.device)
+    device, auto_dtype = lm.pick_device(args.device)
     if args.threads:  # on a loaded CPU, fewer threads than cores can be much faster (no waiting on a descheduled one)
         torch.set_num_threads(args.threads)
     dtype = {"auto": auto_dtype, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     if args.new_tokens < 2:
-        raise common.InputError("--new-tokens must be >= 2 (a decode step is timed as the difference to 1 token)")
+        raise cli.InputError("--new-tokens must be >= 2 (a decode step is timed as the difference to 1 token)")
     messages = turn_messages(args.trajectories) if args.trajectories else None  # checked before anything loads
-    tokenizer = common.load_tokenizer(args.model or args.tokenizer)
+    tokenizer = lm.load_tokenizer(args.model or args.tokenizer)
     vocab = None if args.model else shape_config(args.shape).vocab_size
     if vocab and len(tokenizer) > vocab:  # its ids past the embedding's last row would fail mid-run
-        raise common.InputError(
+        raise cli.InputError(
             f"--shape {args.shape} has {vocab} token ids, the tokenizer {len(tokenizer)}: pick a Qwen3-sized shape"
         )
     if messages:
-        prompts, source = [common.chat_text(tokenizer, m) for m in messages], args.trajectories
+        prompts, source = [lm.chat_text(tokenizer, m) for m in messages], args.trajectories
     else:
         prompts, source = [synthetic_prompt(tokenizer, args.prompt_tokens)], "synthetic"
     if args.model:
-        model, name = common.load_model(args.model, device, dtype, quiet=True)[0], args.model
+        model, name = lm.load_model(args.model, device, dtype, quiet=True)[0], args.model
     else:
         model, name = build_model(args.shape, dtype, device), f"{args.shape} (random weights)"
     gbs, gbs_source = bandwidth(device, args.bandwidth)
@@ -287,4 +289,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    runfolder.run_main(main, parse_args())
+    cli.run_main(main, parse_args())

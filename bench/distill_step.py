@@ -4,17 +4,17 @@ vocabulary, and naively (full (B, T, V) logits for whole sequences). Prints time
 memory, and the ratios against the naive step. Each mode runs in a fresh process so that the peak
 memory (CUDA peak allocated, or process peak RSS on a CPU) is its own.
 
-    python bench_distill.py                        # default model, 8 prompts, on this machine
-    python bench_distill.py --model Qwen/Qwen3-1.7B --batch 32
+    python bench/distill_step.py                        # default model, 8 prompts, on this machine
+    python bench/distill_step.py --model Qwen/Qwen3-1.7B --batch 32
 
-With --shape it instead builds a Qwen3 of one of bench_collect.SHAPES with random weights (nothing is
+With --shape it instead builds a Qwen3 of one of generation.SHAPES with random weights (nothing is
 downloaded: speed and memory do not depend on the weights) and runs whole distill.main steps on
 synthetic token ids: sampling at a fixed length (random weights never emit EOS), the forward/backward,
 the optimizer step. It prints memory.plan_memory's plan next to the measured peak.
 
-    python bench_distill.py --shape small --batch 4 --prompt-tokens 300 --knowledge-tokens 200 --new-tokens 64
-    python bench_distill.py --shape qwen3-4b       # the paper setting: batch 32, 1024 new tokens, thinking on
-    python bench_distill.py --shape qwen3-4b --plan-only
+    python bench/distill_step.py --shape small --batch 4 --prompt-tokens 300 --knowledge-tokens 200 --new-tokens 64
+    python bench/distill_step.py --shape qwen3-4b       # the paper setting: batch 32, 1024 new tokens, thinking on
+    python bench/distill_step.py --shape qwen3-4b --plan-only
 """
 
 import argparse
@@ -27,12 +27,11 @@ import time
 
 import torch
 
-import bench_collect
-import common
-import distill
-import games
-import memory
-import play
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
+
+import distill  # noqa: E402
+from bench import generation  # noqa: E402
+from oel import cli, games, inputs, lm, memory, play  # noqa: E402
 
 KNOWLEDGE = "\n".join(
     f"- lesson {i}: go to rooms you have not seen yet before going back; take the goal object at once."
@@ -42,17 +41,17 @@ KNOWLEDGE = "\n".join(
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=common.DEFAULT_MODEL, help="model to distil")
-    p.add_argument("--device", type=common.device_arg, default=None, help="cuda, cpu, ... (default: cuda if available)")
-    p.add_argument("--batch", type=common.positive_int, default=None, help="prompts per step (default 8; --shape: 32)")
-    p.add_argument("--response-tokens", type=common.positive_int, default=24, help="response length per prompt")
-    p.add_argument("--repeats", type=common.positive_int, default=2, help="timed steps per mode (after one warm-up)")
+    p.add_argument("--model", default=lm.DEFAULT_MODEL, help="model to distil")
+    p.add_argument("--device", type=cli.device_arg, default=None, help="cuda, cpu, ... (default: cuda if available)")
+    p.add_argument("--batch", type=cli.positive_int, default=None, help="prompts per step (default 8; --shape: 32)")
+    p.add_argument("--response-tokens", type=cli.positive_int, default=24, help="response length per prompt")
+    p.add_argument("--repeats", type=cli.positive_int, default=2, help="timed steps per mode (after one warm-up)")
     p.add_argument("--games-dir", default="games", help="game cache (eval preset) for realistic prompts")
-    p.add_argument("--shape", choices=sorted(bench_collect.SHAPES), default=None, help=bench_collect.SHAPE_HELP)
-    p.add_argument("--prompt-tokens", type=common.positive_int, default=1500, help="(--shape) student prompt")
-    p.add_argument("--knowledge-tokens", type=common.positive_int, default=2048, help="(--shape) teacher's extra")
-    p.add_argument("--new-tokens", type=common.positive_int, default=1024, help="(--shape) sampled tokens, fixed")
-    p.add_argument("--steps", type=common.positive_int, default=2, help="(--shape) whole steps, the first one warms up")
+    p.add_argument("--shape", choices=sorted(generation.SHAPES), default=None, help=generation.SHAPE_HELP)
+    p.add_argument("--prompt-tokens", type=cli.positive_int, default=1500, help="(--shape) student prompt")
+    p.add_argument("--knowledge-tokens", type=cli.positive_int, default=2048, help="(--shape) teacher's extra")
+    p.add_argument("--new-tokens", type=cli.positive_int, default=1024, help="(--shape) sampled tokens, fixed")
+    p.add_argument("--steps", type=cli.positive_int, default=2, help="(--shape) whole steps, the first one warms up")
     p.add_argument("--optimizer", choices=["adamw", "adamw8bit"], default=None, help="(--shape) as distill.py's")
     p.add_argument(
         "--gradient-checkpointing",
@@ -60,12 +59,12 @@ def parse_args():
         default=None,
         help="(--shape) as distill.py's",
     )
-    p.add_argument("--micro-batch-tokens", type=common.positive_int, default=4096, help="(--shape) as distill.py's")
-    p.add_argument("--chunk", type=common.positive_int, default=128, help="(--shape) as distill.py's")
-    p.add_argument("--topk", type=common.nonneg_int, default=256, help="(--shape) as distill.py's")
+    p.add_argument("--micro-batch-tokens", type=cli.positive_int, default=4096, help="(--shape) as distill.py's")
+    p.add_argument("--chunk", type=cli.positive_int, default=128, help="(--shape) as distill.py's")
+    p.add_argument("--topk", type=cli.nonneg_int, default=256, help="(--shape) as distill.py's")
     p.add_argument(
         "--capacity-gib",
-        type=common.float_range(0, lo_open=True),
+        type=cli.float_range(0, lo_open=True),
         default=80 * 10**9 / 2**30,
         help="(--plan-only) GPU memory",
     )
@@ -82,15 +81,15 @@ def parse_args():
 def batch_pairs(tokenizer, args):
     """Student/teacher sequences from the first turn of real games, with a fixed knowledge text."""
     paths = games.make_set(args.games_dir, "eval", args.batch)
-    marker = distill.generation_marker(tokenizer)
+    marker = inputs.generation_marker(tokenizer)
     pairs = []
     for i, path in enumerate(paths):
         ep = games.Episode(path)
         messages = play.render_turn(ep.objective, ep.history, ep.admissible)
         response = [(7 * i + j) % 1000 + 100 for j in range(args.response_tokens - 1)] + [tokenizer.eos_token_id]
         s_text, t_text = (
-            common.chat_text(tokenizer, messages),
-            common.chat_text(tokenizer, play.insert_knowledge(messages, KNOWLEDGE)),
+            lm.chat_text(tokenizer, messages),
+            lm.chat_text(tokenizer, play.insert_knowledge(messages, KNOWLEDGE)),
         )
         s_ids, t_ids = (
             tokenizer(s_text, add_special_tokens=False).input_ids,
@@ -142,8 +141,8 @@ def naive_step(student, teacher, pairs, pad_id, temperature=0.7):
 
 
 def run_mode(args):
-    student, tokenizer = common.load_model(args.model, args.device, dtype=torch.float32, quiet=True)
-    device, _ = common.pick_device(args.device)
+    student, tokenizer = lm.load_model(args.model, args.device, dtype=torch.float32, quiet=True)
+    device, _ = lm.pick_device(args.device)
     teacher = distill.make_teacher(student)  # computes exactly as the student, as in distill.main
     _, pairs = batch_pairs(tokenizer, args)
     n_tokens = sum(len(p["student_ids"]) + len(p["teacher_ids"]) for p in pairs)
@@ -218,13 +217,13 @@ def rss_bytes():
 
 def run_shape(args):
     """distill.main's set-up and steps on a random-weight model; prints the plan and the measured figures."""
-    device, compute_dtype = common.pick_device(args.device)
+    device, compute_dtype = lm.pick_device(args.device)
     cuda = device.type == "cuda"
     args.optimizer = args.optimizer or ("adamw8bit" if cuda or args.plan_only else "adamw")
     if args.gradient_checkpointing is None:
         args.gradient_checkpointing = cuda or args.plan_only
     if args.plan_only:  # the plan for a bf16 GPU, from the config alone
-        config = bench_collect.shape_config(args.shape)
+        config = generation.shape_config(args.shape)
         weight_bytes = 4 if args.optimizer == "adamw" else 2
         plan = shape_plan(config, memory.count_params(config), args, weight_bytes, autocast=True)
         print(
@@ -235,7 +234,7 @@ def run_shape(args):
     torch.zeros(256, 256).softmax(-1).sum()  # load kernels before the baseline
     baseline = torch.cuda.memory_allocated(device) if cuda else rss_bytes()
     weights_dtype, _ = memory.training_dtypes(args.device, args.optimizer)
-    student = bench_collect.build_model(args.shape, weights_dtype, device)
+    student = generation.build_model(args.shape, weights_dtype, device)
     teacher = distill.make_teacher(student)
     autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32)
     if args.gradient_checkpointing:

@@ -1,5 +1,5 @@
 """What a player needs, shared by collect.py and evaluate.py: the turn prompt, reading the command out of
-the model's answer, and the play loop over a set of games (the games themselves are games.py's).
+the model's answer, and the play loop over a set of games (the games themselves are oel/games.py's).
 
 The turn prompt is a system message, one example exchange, then the goal, the running log of commands
 and replies (oldest turns dropped) and, optionally, the admissible commands. Knowledge goes in only
@@ -13,8 +13,7 @@ import time
 
 from tqdm import tqdm
 
-import common
-import games
+from oel import cli, games, lm
 
 # ----------------------------------------------------------------------------- the turn prompt
 
@@ -67,38 +66,14 @@ def insert_knowledge(messages, knowledge):
     return messages
 
 
-def load_knowledge(path, knowledge_id=None):
-    """(knowledge_id, text) from a knowledge JSONL (extract.py) or a plain text file; never empty.
-
-    From a JSONL: the record whose `knowledge_id` is asked for, else the first pool entry
-    (`in_pool` true), else the last record. A trajectories file (whose records carry
-    `knowledge: null`) is refused, not read as "no knowledge".
-    """
-    if path is None:
-        return None, None
-    if not path.endswith(".jsonl"):
-        text = common.read_text(path, "knowledge file")
-        if not text.strip():
-            raise common.InputError(f"{path}: the knowledge text is empty")
-        return os.path.basename(path), text
-    records = common.read_jsonl(path, required=("knowledge_id", "knowledge"))
-    if not records:
-        raise common.InputError(f"{path}: no knowledge records")
-    for i, r in enumerate(records, 1):
-        if "turns" in r or not isinstance(r["knowledge_id"], str) or not isinstance(r["knowledge"], str):
-            raise common.InputError(
-                f"{path}: record {i} is not a knowledge record (expected extract.py's records: a string "
-                "knowledge_id and a knowledge text); trajectories from collect.py are not knowledge"
-            )
-    if knowledge_id is not None:
-        chosen = [r for r in records if r["knowledge_id"] == knowledge_id]
-        if not chosen:
-            raise common.InputError(f"{path}: no record with knowledge_id {knowledge_id!r}")
-    else:
-        chosen = [r for r in records if r.get("in_pool")] or records[-1:]
-    if not chosen[0]["knowledge"].strip():
-        raise common.InputError(f"{path}: knowledge {chosen[0]['knowledge_id']!r} is empty")
-    return chosen[0]["knowledge_id"], chosen[0]["knowledge"]
+def pair_prompts(tokenizer, messages, knowledge, thinking, where):
+    """(student prompt, teacher prompt): the same turn without and with the knowledge. A teacher prompt
+    that lacks the knowledge text, or equals the student's, is an error: the KL would teach nothing."""
+    student = lm.chat_text(tokenizer, messages, thinking)
+    teacher = lm.chat_text(tokenizer, insert_knowledge(messages, knowledge), thinking)
+    if knowledge.strip() not in teacher or teacher == student:
+        raise cli.InputError(f"{where}: the teacher's prompt does not carry the knowledge (check the chat template)")
+    return student, teacher
 
 
 # ----------------------------------------------------------------------------- reading the command
@@ -139,7 +114,7 @@ def closest_command(command, admissible):
 
 def choose_command(response, admissible, match):
     """(answer, command sent, status, valid) for one response. Never raises."""
-    _, answer = common.split_thinking(response)
+    _, answer = lm.split_thinking(response)
     typed, status = parse_command(answer)
     valid = typed in admissible
     command = typed
@@ -156,8 +131,8 @@ def model_agent(model, tokenizer, *, thinking, max_new_tokens, temperature, top_
     """The policy: chat messages of many games -> one batched generate -> [(response, n_tokens)]."""
 
     def act(episodes, messages):
-        prompts = [common.chat_text(tokenizer, m, thinking) for m in messages]
-        return common.generate(model, tokenizer, prompts, max_new_tokens, temperature, top_p, top_k)
+        prompts = [lm.chat_text(tokenizer, m, thinking) for m in messages]
+        return lm.generate(model, tokenizer, prompts, max_new_tokens, temperature, top_p, top_k)
 
     return act
 

@@ -1,4 +1,4 @@
-"""Tests of the shared generation, model-loading and argument helpers in common.py."""
+"""Tests of the shared generation, model-loading and argument helpers in oel/lm.py."""
 
 import argparse
 import os
@@ -8,11 +8,11 @@ import sys
 import pytest
 import torch
 
-import common
+from oel import cli, lm
 
 
 def load(folder, dtype=torch.float64):
-    return common.load_model(folder, "cpu", dtype=dtype, quiet=True)
+    return lm.load_model(folder, "cpu", dtype=dtype, quiet=True)
 
 
 def force_tokens(model, schedule):
@@ -34,15 +34,15 @@ def force_tokens(model, schedule):
 def test_eos_ids_lists_the_generation_config_ones(tiny_qwen3, tiny_model):
     model, tokenizer = load(tiny_qwen3)
     im_end, endoftext = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
-    assert common.eos_ids(model, tokenizer) == [im_end, endoftext]
+    assert lm.eos_ids(model, tokenizer) == [im_end, endoftext]
     model, tokenizer = load(tiny_model)  # a model whose generation config names only the tokenizer's EOS
-    assert common.eos_ids(model, tokenizer) == [tokenizer.eos_token_id]
+    assert lm.eos_ids(model, tokenizer) == [tokenizer.eos_token_id]
 
 
 def test_cut_at_eos():
-    assert common.cut_at_eos([5, 6, 2, 7, 1], {1, 2}) == [5, 6, 2]
-    assert common.cut_at_eos([5, 6, 7], {1, 2}) == [5, 6, 7]
-    assert common.cut_at_eos([1, 2], {1, 2}) == [1]
+    assert lm.cut_at_eos([5, 6, 2, 7, 1], {1, 2}) == [5, 6, 2]
+    assert lm.cut_at_eos([5, 6, 7], {1, 2}) == [5, 6, 7]
+    assert lm.cut_at_eos([1, 2], {1, 2}) == [1]
 
 
 @pytest.mark.parametrize("cache", ["dynamic", "static"])
@@ -53,12 +53,12 @@ def test_generation_stops_at_the_second_eos(tiny_qwen3, cache):
     assert endoftext != tokenizer.eos_token_id
     word = tokenizer("go", add_special_tokens=False).input_ids[0]
     calls = force_tokens(model, [word, word, word, endoftext])
-    prompts = [common.chat_text(tokenizer, [{"role": "user", "content": p}]) for p in ("look", "go north now")]
-    responses = common.generate_ids(model, tokenizer, prompts, max_new_tokens=12, temperature=0, cache=cache)
+    prompts = [lm.chat_text(tokenizer, [{"role": "user", "content": p}]) for p in ("look", "go north now")]
+    responses = lm.generate_ids(model, tokenizer, prompts, max_new_tokens=12, temperature=0, cache=cache)
     assert responses == [[word, word, word, endoftext]] * 2
     assert len(calls) == 4  # generate stopped there: prefill + 3 decode steps, not 12
     calls.clear()
-    assert common.generate(model, tokenizer, prompts[:1], 12, temperature=0, cache=cache) == [("gogogo", 4)]
+    assert lm.generate(model, tokenizer, prompts[:1], 12, temperature=0, cache=cache) == [("gogogo", 4)]
 
 
 def test_sampling_stops_at_every_eos(tiny_qwen3):
@@ -66,12 +66,12 @@ def test_sampling_stops_at_every_eos(tiny_qwen3):
     im_end = tokenizer.eos_token_id
     word = tokenizer("go", add_special_tokens=False).input_ids[0]
     force_tokens(model, [word, im_end])
-    prompt = common.chat_text(tokenizer, [{"role": "user", "content": "look"}])
-    assert common.generate_ids(model, tokenizer, [prompt], 8, temperature=0.7, top_p=0.9, top_k=50) == [[word, im_end]]
+    prompt = lm.chat_text(tokenizer, [{"role": "user", "content": "look"}])
+    assert lm.generate_ids(model, tokenizer, [prompt], 8, temperature=0.7, top_p=0.9, top_k=50) == [[word, im_end]]
 
 
 def model_parser():
-    return common.add_model_args(argparse.ArgumentParser())
+    return cli.add_model_args(argparse.ArgumentParser())
 
 
 def test_model_args_take_their_ranges():
@@ -105,11 +105,11 @@ def test_model_args_refuse_out_of_range(argv, expected, capsys):
 
 
 def test_float_range_ends():
-    unit = common.float_range(0, 1, hi_open=True)
+    unit = cli.float_range(0, 1, hi_open=True)
     assert unit("0") == 0 and unit("0.999") == 0.999
     with pytest.raises(argparse.ArgumentTypeError, match=r"\[0, 1\)"):
         unit("1")
-    assert common.float_range()("-7.5") == -7.5
+    assert cli.float_range()("-7.5") == -7.5
 
 
 def test_a_stage_refuses_top_p_5_before_loading_a_model():
@@ -128,23 +128,23 @@ def test_a_stage_refuses_top_p_5_before_loading_a_model():
 def test_min_new_tokens_holds_eos_back(tiny_qwen3):
     model, tokenizer = load(tiny_qwen3)
     force_tokens(model, [tokenizer.eos_token_id])  # EOS wins at every step unless held back
-    prompt = common.chat_text(tokenizer, [{"role": "user", "content": "look"}])
-    (response,) = common.generate_ids(model, tokenizer, [prompt], 9, temperature=0, min_new_tokens=5)
+    prompt = lm.chat_text(tokenizer, [{"role": "user", "content": "look"}])
+    (response,) = lm.generate_ids(model, tokenizer, [prompt], 9, temperature=0, min_new_tokens=5)
     assert len(response) == 6 and response[-1] == tokenizer.eos_token_id
-    assert not set(response[:5]) & set(common.eos_ids(model, tokenizer))
+    assert not set(response[:5]) & set(lm.eos_ids(model, tokenizer))
 
 
 def test_generation_defaults_by_device(monkeypatch):
     monkeypatch.delenv("OEL_GENERATE", raising=False)
-    assert common.generation_defaults("cpu") == ("dynamic", False)
-    assert common.generation_defaults("cuda:0") == ("dynamic", False)  # until static+compile is measured on a GPU
+    assert lm.generation_defaults("cpu") == ("dynamic", False)
+    assert lm.generation_defaults("cuda:0") == ("dynamic", False)  # until static+compile is measured on a GPU
     monkeypatch.setenv("OEL_GENERATE", "dynamic")
-    assert common.generation_defaults("cuda:0") == ("dynamic", False)
+    assert lm.generation_defaults("cuda:0") == ("dynamic", False)
     monkeypatch.setenv("OEL_GENERATE", "static")
-    assert common.generation_defaults("cpu") == ("static", False)
+    assert lm.generation_defaults("cpu") == ("static", False)
     monkeypatch.setenv("OEL_GENERATE", "paged")
-    with pytest.raises(common.InputError, match="OEL_GENERATE"):
-        common.generation_defaults("cpu")
+    with pytest.raises(cli.InputError, match="OEL_GENERATE"):
+        lm.generation_defaults("cpu")
 
 
 @pytest.mark.parametrize("fixture", ["tiny_qwen3", "tiny_model"])
@@ -152,13 +152,13 @@ def test_static_cache_gives_the_dynamic_cache_tokens(fixture, request):
     """Greedy decoding with a static KV cache (prompts padded to STATIC_BUCKET) equals the dynamic cache's."""
     model, tokenizer = load(request.getfixturevalue(fixture))
     texts = ["look around the kitchen and take the coin from the floor, then go north", "go", "open door"]
-    prompts = [common.chat_text(tokenizer, [{"role": "user", "content": t}]) for t in texts]
-    dynamic = common.generate_ids(model, tokenizer, prompts, 24, temperature=0, cache="dynamic")
-    static = common.generate_ids(model, tokenizer, prompts, 24, temperature=0, cache="static")
+    prompts = [lm.chat_text(tokenizer, [{"role": "user", "content": t}]) for t in texts]
+    dynamic = lm.generate_ids(model, tokenizer, prompts, 24, temperature=0, cache="dynamic")
+    static = lm.generate_ids(model, tokenizer, prompts, 24, temperature=0, cache="static")
     assert static == dynamic
     assert max(len(r) for r in dynamic) > 5  # the random model does talk: the comparison is not of empty rows
     with pytest.raises(ValueError, match="static"):
-        common.generate_ids(model, tokenizer, prompts, 4, cache="paged")
+        lm.generate_ids(model, tokenizer, prompts, 4, cache="paged")
 
 
 @pytest.mark.parametrize("cache", ["dynamic", "static"])
@@ -166,16 +166,16 @@ def test_kv_cache_follows_autocast(tiny_qwen3, cache, monkeypatch):
     """fp32 weights under bf16 autocast: the KV cache is bf16 (a static cache used to refuse the fp32 keys
     that Qwen3's k_norm makes, and a dynamic one kept them in fp32), and sampling works with either cache."""
     model, tokenizer = load(tiny_qwen3, dtype=torch.float32)
-    prompts = [common.chat_text(tokenizer, [{"role": "user", "content": t}]) for t in ("look", "go north now")]
+    prompts = [lm.chat_text(tokenizer, [{"role": "user", "content": t}]) for t in ("look", "go north now")]
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    kv_cache = common.kv_cache
+    kv_cache = lm.kv_cache
     kv = kv_cache(model, cache, 64, torch.bfloat16)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         model(**batch, past_key_values=kv, use_cache=True)
     used = []  # the cache generate_ids builds
-    monkeypatch.setattr(common, "kv_cache", lambda *a: used.append(kv_cache(*a)) or used[-1])
+    monkeypatch.setattr(lm, "kv_cache", lambda *a: used.append(kv_cache(*a)) or used[-1])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        responses = common.generate_ids(model, tokenizer, prompts, 10, temperature=0.7, cache=cache)
+        responses = lm.generate_ids(model, tokenizer, prompts, 10, temperature=0.7, cache=cache)
     for kv in [kv] + used:
         assert (
             {layer.keys.dtype for layer in kv.layers} == {layer.values.dtype for layer in kv.layers} == {torch.bfloat16}
@@ -186,8 +186,8 @@ def test_kv_cache_follows_autocast(tiny_qwen3, cache, monkeypatch):
 def test_kv_dtype_other_than_the_models_needs_autocast(tiny_qwen3):
     model, tokenizer = load(tiny_qwen3, dtype=torch.float32)
     with pytest.raises(ValueError, match="autocast"):
-        common.generate_ids(model, tokenizer, ["look"], 4, kv_dtype=torch.bfloat16)
-    assert len(common.generate_ids(model, tokenizer, ["look"], 4, kv_dtype=torch.float32)[0]) <= 4
+        lm.generate_ids(model, tokenizer, ["look"], 4, kv_dtype=torch.bfloat16)
+    assert len(lm.generate_ids(model, tokenizer, ["look"], 4, kv_dtype=torch.float32)[0]) <= 4
 
 
 def test_oel_generate_reaches_generate(tiny_model, monkeypatch):
@@ -195,8 +195,8 @@ def test_oel_generate_reaches_generate(tiny_model, monkeypatch):
     seen = []
     generate = model.generate
     monkeypatch.setattr(model, "generate", lambda **kw: seen.append(kw) or generate(**kw))
-    common.generate_ids(model, tokenizer, ["look"], 3, temperature=0)
+    lm.generate_ids(model, tokenizer, ["look"], 3, temperature=0)
     monkeypatch.setenv("OEL_GENERATE", "static")
-    common.generate_ids(model, tokenizer, ["look"], 3, temperature=0)
+    lm.generate_ids(model, tokenizer, ["look"], 3, temperature=0)
     assert [kw.get("cache_implementation") for kw in seen] == [None, "static"]
-    assert seen[1]["input_ids"].shape[1] % common.STATIC_BUCKET == 0 and seen[1]["disable_compile"]
+    assert seen[1]["input_ids"].shape[1] % lm.STATIC_BUCKET == 0 and seen[1]["disable_compile"]

@@ -1,4 +1,4 @@
-"""TextWorld for the stages: game sets and one playable game (the turn prompt and the play loop are play.py's).
+"""TextWorld for the stages: game sets and one playable game (the turn prompt and the play loop are oel/play.py's).
 
 Game sets are made with TextWorld's `tw-make` from a family, a difficulty and a seed, in parallel, and
 cached under a folder (an existing game is reused; a half-written one never is). Each set draws its
@@ -13,7 +13,7 @@ made disjoint by content: a held-out set (eval, ood) is the first games of its r
 walkthroughs, and a training set skips every game whose walkthrough wins a held-out game already made
 in the same cache (replayed in TextWorld, see `make_set`).
 
-Make a set by hand:  python games.py --preset eval --n 20 --out games
+Make a set by hand:  python -m oel.games --preset eval --n 20 --out games
 """
 
 import argparse
@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
-import common
+from oel import cli, jsonl
 
 # ----------------------------------------------------------------------------- game sets
 
@@ -135,7 +135,7 @@ def make_set(games_dir, preset, n, round_=0, split="extract", jobs=None):
                 raise ValueError(
                     f"{family}-l{level}: only {len(chosen[k])} of {want[k]} games found in seeds {low}.."
                     f"{low + tried[k] - 1} (the rest were {why}): too few distinct games at this level; take it"
-                    f" out of PRESETS[{preset!r}] in games.py, or ask for fewer games"
+                    f" out of PRESETS[{preset!r}] in oel/games.py, or ask for fewer games"
                 )
             seeds = range(low + tried[k], low + tried[k] + need)
             batch += [(k, (f"{family}-l{level}-s{s}", family, level, s)) for s in seeds]
@@ -167,7 +167,7 @@ def check_against_training(games_dir, folder, paths):
     folder/.checked) are replayed here, against every training game in the cache that is not marked
     as solving a held-out game (those are never trained on)."""
     stamp = os.path.join(folder, ".checked")
-    done = set(common.read_text(stamp, "check list").split()) if os.path.isfile(stamp) else set()
+    done = set(jsonl.read_text(stamp, "check list").split()) if os.path.isfile(stamp) else set()
     new = [p for p in paths if os.path.basename(p) not in done]
     train = [p for p in list_games(f"{games_dir}/train", True) if not os.path.exists(p[:-3] + SOLVES_HELD_OUT)]
     trained = {walkthrough(p): p for p in train}
@@ -225,7 +225,7 @@ def list_games(folder, missing_ok=False):
     if missing_ok and not os.path.isdir(folder):
         return []
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{folder}: no such game folder; make one with `python games.py --out {folder}`")
+        raise FileNotFoundError(f"{folder}: no such game folder; make one with `python -m oel.games --out {folder}`")
     games = sorted(
         os.path.join(folder, f)
         for f in os.listdir(folder)
@@ -266,7 +266,8 @@ def check_story_file(path):
     declared = int.from_bytes(data[0x1A:0x1C], "big") * scale if scale and len(data) >= 64 else 0
     if not scale or len(data) < 64 or not 64 <= declared <= len(data):
         raise ValueError(
-            f"{path}: not a playable TextWorld game (not a complete z-machine story file; remake it with games.py)"
+            f"{path}: not a playable TextWorld game (not a complete z-machine story file); remake it with "
+            "`python -m oel.games`"
         )
 
 
@@ -281,7 +282,7 @@ def interpreter_check(path, text):
         printed = repr(text.strip()[:200]) if text.strip() else "nothing"
         raise ValueError(
             f"{path}: the z-machine interpreter failed on this game (it printed {printed}); "
-            "the file is damaged: delete it and remake it with games.py"
+            "the file is damaged: delete it and remake it with `python -m oel.games`"
         )
 
 
@@ -356,7 +357,7 @@ def game_paths(folder, games_dir, preset, n, round_=0, split="extract"):
         for path in paths:
             check_game(path)
     except (OSError, ValueError) as e:
-        raise common.InputError(str(e))
+        raise cli.InputError(str(e))
     return paths
 
 
@@ -366,14 +367,14 @@ def game_paths(folder, games_dir, preset, n, round_=0, split="extract"):
 def parse_args():
     p = argparse.ArgumentParser(description="Make (or reuse) a TextWorld game set.")
     p.add_argument("--preset", default="eval", choices=sorted(PRESETS), help="which game distribution and seed range")
-    p.add_argument("--n", type=common.positive_int, default=20, help="number of games")
-    p.add_argument("--round", type=common.nonneg_int, default=0, help="training round (train preset only)")
+    p.add_argument("--n", type=cli.positive_int, default=20, help="number of games")
+    p.add_argument("--round", type=cli.nonneg_int, default=0, help="training round (train preset only)")
     p.add_argument(
         "--split", default="extract", choices=sorted(SPLIT_OFFSET), help="training split (train preset only)"
     )
     p.add_argument("--out", default="games", help="cache folder; games go to OUT/PRESET/")
     p.add_argument(
-        "--jobs", type=common.positive_int, default=None, help="parallel tw-make processes (default: all cores)"
+        "--jobs", type=cli.positive_int, default=None, help="parallel tw-make processes (default: all cores)"
     )
     return p.parse_args()
 

@@ -23,7 +23,7 @@ import os
 import random
 import re
 
-import common
+from oel import cli, jsonl
 
 COLUMNS = [  # (header, evaluation, metric): the per-round table of one run
     ("held-out pass rate", "id", "pass_rate"),
@@ -112,21 +112,21 @@ def load_run(run):
         if not match:
             continue
         name = os.path.basename(path)[len("eval_") : -len(".jsonl")]
-        records = common.read_jsonl(path)
+        records = jsonl.read_jsonl(path)
         summaries = [r for r in records if r.get("kind") == "summary"]
         need = ("prompt_accuracy", "prompt_accuracy_ci") if name.startswith("ifeval") else ("pass_rate", "pass_rate_ci")
         if not summaries or any(k not in s for s in summaries for k in need):
-            raise common.InputError(
+            raise cli.InputError(
                 f"{path}: expected a summary record (kind 'summary') with {', '.join(need)}; "
                 "rerun the evaluation with --force"
             )
         played = [r for r in records if r.get("kind") == "game"]
         if any(k not in r for r in played for k in ("game", "episode", "won")):
-            raise common.InputError(f"{path}: a game record without game, episode and won; rerun with --force")
+            raise cli.InputError(f"{path}: a game record without game, episode and won; rerun with --force")
         played = [dict(game=r["game"], episode=r["episode"], won=r["won"]) for r in played]
         found[(int(match.group(1)), name)] = dict(summaries=summaries, games=played)
     if not found:
-        raise common.InputError(f"{run}: no evaluations found (expected {run}/round_R/eval_*.jsonl)")
+        raise cli.InputError(f"{run}: no evaluations found (expected {run}/round_R/eval_*.jsonl)")
     return found
 
 
@@ -135,9 +135,9 @@ def read_json(path):
         with open(path, encoding="utf-8") as f:
             record = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
-        raise common.InputError(f"{path}: expected a JSON object ({e})")
+        raise cli.InputError(f"{path}: expected a JSON object ({e})")
     if not isinstance(record, dict):
-        raise common.InputError(f"{path}: expected a JSON object, got {type(record).__name__}")
+        raise cli.InputError(f"{path}: expected a JSON object, got {type(record).__name__}")
     return record
 
 
@@ -165,7 +165,7 @@ def run_knobs(run, found):
     for record in models:
         add("distill.", record)
     for path in sorted(glob.glob(os.path.join(run, "round_*", "knowledge.jsonl"))):
-        add("extract.", {k: v for r in common.read_jsonl(path)[:1] for k, v in r.items() if k in ("source", "model")})
+        add("extract.", {k: v for r in jsonl.read_jsonl(path)[:1] for k, v in r.items() if k in ("source", "model")})
     for (_, name), found_ in found.items():
         add("eval.", found_["summaries"][-1].get("settings") or {})
     return {key: " | ".join(sorted(v)) for key, v in sorted(values.items())}

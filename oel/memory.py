@@ -3,15 +3,17 @@
 On CUDA distill.py keeps bf16 weights and trains them with torchao's 8-bit AdamW with stochastic rounding
 (`--optimizer adamw8bit`); on a CPU, fp32 weights and torch's AdamW. Before the first step it prints a plan
 of its peak memory, term by term, made from the model config and the settings alone; after the run, the
-measured peak. `python bench_distill.py --shape qwen3-4b --plan-only` prints the plan of a shape without
+measured peak. `python bench/distill_step.py --shape qwen3-4b --plan-only` prints the plan of a shape without
 downloading anything.
 """
 
+import importlib.util
 import resource
 
 import torch
 
-import common
+from oel import lm
+from oel.cli import InputError
 
 
 def peak_memory_mb(device):
@@ -23,8 +25,17 @@ def peak_memory_mb(device):
 def training_dtypes(device, optimizer):
     """(weights dtype, compute dtype). adamw keeps fp32 master weights and computes under bf16 autocast on a
     GPU; adamw8bit keeps the weights in the compute dtype, so the KV cache of sampling is bf16 too."""
-    device, compute_dtype = common.pick_device(device)
+    device, compute_dtype = lm.pick_device(device)
     return (torch.float32 if optimizer == "adamw" else compute_dtype), compute_dtype
+
+
+def training_choices(device, optimizer=None, checkpointing=None):
+    """(optimizer name, gradient checkpointing): what was asked, else the device's default (adamw8bit and
+    checkpointing on CUDA, adamw without checkpointing elsewhere); adamw8bit needs torchao."""
+    optimizer = optimizer or ("adamw8bit" if device.type == "cuda" else "adamw")
+    if optimizer == "adamw8bit" and importlib.util.find_spec("torchao") is None:
+        raise InputError("--optimizer adamw8bit needs torchao (pip install -r requirements.txt)")
+    return optimizer, device.type == "cuda" if checkpointing is None else checkpointing
 
 
 def make_optimizer(params, name, lr, weight_decay):
@@ -107,6 +118,38 @@ def plan_memory(
             "temporaries": 0 if optimizer == "adamw" else V * H * 4,
         },
     }
+
+
+def plan_run(
+    student,
+    lengths,
+    *,
+    device,
+    batch_size,
+    new_tokens,
+    optimizer,
+    checkpointing,
+    micro_batch_tokens,
+    chunk,
+    teacher_copy,
+):
+    """distill.py's memory plan, at its longest prompts: lengths = (student, teacher) prompt tokens."""
+    _, compute_dtype = lm.pick_device(device)
+    return plan_memory(
+        student.config,
+        sum(p.numel() for p in student.parameters()),
+        batch_size=batch_size,
+        prompt_tokens=lengths[0],
+        teacher_prompt_tokens=lengths[1],
+        new_tokens=new_tokens,
+        weight_bytes=next(student.parameters()).element_size(),
+        optimizer=optimizer,
+        checkpointing=checkpointing,
+        micro_batch_tokens=micro_batch_tokens,
+        chunk=chunk,
+        teacher_copy=teacher_copy,
+        autocast_bytes=compute_dtype.itemsize if student.dtype != compute_dtype else 0,
+    )
 
 
 def phase_bytes(plan):
