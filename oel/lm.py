@@ -153,11 +153,12 @@ GENERATE_MODES = {"dynamic": ("dynamic", False), "static": ("static", False), "s
 
 
 def generation_defaults(device):
-    """(cache, compile) that `generate_ids` uses: the dynamic cache, eager, on every device, until the static
-    cache with torch.compile (OEL_GENERATE=static+compile: fewer kernel launches, but a compile per new batch
-    size, and lock-step play shrinks its batch as games end) has been measured faster on a GPU
-    (bench/generation.py). The environment variable OEL_GENERATE (one of GENERATE_MODES) overrides it."""
-    chosen = os.environ.get("OEL_GENERATE") or "dynamic"
+    """(cache, compile) that `generate_ids` uses: on CUDA the static cache with torch.compile (measured on an
+    H200: 4.3x the eager dynamic cache's decode speed at batch 64, after a compile of ~35 s and one of ~12 s for
+    a second batch size; docs/performance.md), elsewhere the dynamic cache, eager (on a CPU the modes are within
+    noise and compiling costs minutes). The environment variable OEL_GENERATE (one of GENERATE_MODES) overrides it."""
+    cuda = torch.device(device).type == "cuda"
+    chosen = os.environ.get("OEL_GENERATE") or ("static+compile" if cuda else "dynamic")
     if chosen not in GENERATE_MODES:
         raise InputError(f"OEL_GENERATE={chosen}: expected one of {', '.join(GENERATE_MODES)}")
     return GENERATE_MODES[chosen]

@@ -137,7 +137,7 @@ def test_min_new_tokens_holds_eos_back(tiny_qwen3):
 def test_generation_defaults_by_device(monkeypatch):
     monkeypatch.delenv("OEL_GENERATE", raising=False)
     assert lm.generation_defaults("cpu") == ("dynamic", False)
-    assert lm.generation_defaults("cuda:0") == ("dynamic", False)  # until static+compile is measured on a GPU
+    assert lm.generation_defaults("cuda:0") == ("static", True)  # measured 4.3x faster on an H200
     monkeypatch.setenv("OEL_GENERATE", "dynamic")
     assert lm.generation_defaults("cuda:0") == ("dynamic", False)
     monkeypatch.setenv("OEL_GENERATE", "static")
