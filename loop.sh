@@ -5,8 +5,8 @@
 # then the report (table + plot).
 #
 #   bash loop.sh                     # default: SmolLM2-135M; about 70 min on 2 idle CPU cores, no GPU
-#   SETTING=smoke bash loop.sh       # the whole pipeline in minutes: 4 min on the same 2 cores (earlier sets)
-#   SETTING=paper bash loop.sh       # Qwen3-1.7B with thinking, the paper's sizes; one GPU; not measured yet
+#   SETTING=smoke bash loop.sh       # the whole pipeline in minutes: 3.5 min on the same 2 idle cores
+#   SETTING=paper bash loop.sh       # Qwen3-1.7B with thinking, the paper's sizes; one GPU (docs/performance.md)
 # Any knob below can be set in the environment, e.g. ROUNDS=3 RUN=runs/mine bash loop.sh
 #
 # The run folder RUN:
