@@ -70,6 +70,27 @@ GAMES=${GAMES:-games/$SETTING}    # game cache, shared by the runs of a setting:
 PY=${PY:-python}
 NEW_SETTINGS=${NEW_SETTINGS:-0}   # 1: go on in RUN with changed knobs, redoing what they affect
 
+# ---------------------------------------------------------------------------- every knob checked before anything runs
+# each stage's flags that come from the knobs; the stages' own parsers check them (oel/preflight.py), with the
+# model names and ROUNDS, before the lock is taken and settings.json written: a refused start leaves nothing
+think=(); [ "$THINKING" = 1 ] && think=(--thinking)
+extractor=(); [ "$EXTRACTOR" = policy ] || extractor=(--extractor-model "$EXTRACTOR")
+play=(--max-turns "$MAX_TURNS" --history "$HISTORY" --max-new-tokens "$MAX_NEW" --games-dir "$GAMES" "${think[@]}")
+extracting=(--chains "$CHAINS" --max-knowledge-tokens "$KNOW_TOKENS" --max-new-tokens "$EXTRACT_NEW" --source "$SOURCE"
+  --max-trajectory-tokens "$TRAJ_TOKENS" "${extractor[@]}" "${think[@]}")
+distilling=(--steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --mode "$MODE" --teacher "$TEACHER"
+  --max-new-tokens "$MAX_NEW" "${think[@]}")
+evaluating=(--n "$N_EVAL" --n-ood "$N_OOD" --ifeval-n "$IFEVAL_N" --ifeval-max-new-tokens "$IFEVAL_NEW" "${play[@]}")
+r1=$RUN/round_1
+$PY -m oel.preflight --run "$RUN" --rounds "$ROUNDS" --model "$MODEL" --extractor "$EXTRACTOR" \
+  --extraction-games "$N_EXTRACT" --switch "THINKING=$THINKING" --switch "CURVE=$CURVE" \
+  --switch "NEW_SETTINGS=$NEW_SETTINGS" \
+  -- collect.py "${play[@]}" --n "$N_EXTRACT" -- collect.py "${play[@]}" --n "$N_DEPLOY" \
+  -- extract.py "${extracting[@]}" --trajectories "$r1/extraction_trajectories.jsonl" --out "$r1/knowledge.jsonl" \
+  -- distill.py "${distilling[@]}" --trajectories "$r1/deployment_trajectories.jsonl" --knowledge "$r1/knowledge.jsonl" \
+    --out "$r1/model" \
+  -- evaluate.py "${evaluating[@]}"
+
 # ---------------------------------------------------------------------------- one writer: the run folder's lock
 mkdir -p "$RUN"
 lock=$(cd "$RUN" && pwd -P)/.lock
@@ -180,9 +201,6 @@ if [ ${#changed[@]} -gt 0 ]; then printf -- '-- changed: %s\n' "${changed[@]}"; 
 settings_json > "$RUN/settings.json.tmp" && mv "$RUN/settings.json.tmp" "$RUN/settings.json"
 
 # ---------------------------------------------------------------------------- the stages
-think=(); [ "$THINKING" = 1 ] && think=(--thinking)
-extractor=(); [ "$EXTRACTOR" = policy ] || extractor=(--extractor-model "$EXTRACTOR")
-play=(--max-turns "$MAX_TURNS" --history "$HISTORY" --max-new-tokens "$MAX_NEW" --games-dir "$GAMES" "${think[@]}")
 
 # stage NAME OUTPUT COMMAND...: run unless OUTPUT exists; log the command and its wall time. The command runs
 # in its own process group, in the background, so that a signal to the driver reaches the trap above at once.
@@ -201,8 +219,7 @@ stage() {
 evaluate() {  # evaluate ROUND MODEL: held-out games, OOD games and IFEval, one model load
   local dir=$RUN/round_$1
   stage "eval r$1" "$dir/eval_ifeval.jsonl" $PY evaluate.py --model "$2" --round "$1" --sets id,ood,ifeval \
-    --n "$N_EVAL" --n-ood "$N_OOD" --ifeval-n "$IFEVAL_N" --ifeval-max-new-tokens "$IFEVAL_NEW" --out-dir "$dir" \
-    "${play[@]}"
+    --out-dir "$dir" "${evaluating[@]}"
 }
 
 evaluate 0 "$MODEL"   # the base model: round 0
@@ -218,13 +235,10 @@ for r in $(seq 1 "$ROUNDS"); do
     --round "$r" --n "$N_DEPLOY" --seed "$r" --out "$deployment" "${play[@]}"
   # 2. extract: the same policy (or EXTRACTOR) turns its extraction trajectories into a knowledge pool
   stage "extract r$r" "$dir/knowledge.jsonl" $PY extract.py --model "$policy" --trajectories "$extraction" \
-    --chains "$CHAINS" --max-knowledge-tokens "$KNOW_TOKENS" --max-new-tokens "$EXTRACT_NEW" --source "$SOURCE" \
-    --max-trajectory-tokens "$TRAJ_TOKENS" "${extractor[@]}" --round "$r" --seed "$r" --out "$dir/knowledge.jsonl" \
-    "${think[@]}"
+    --round "$r" --seed "$r" --out "$dir/knowledge.jsonl" "${extracting[@]}"
   # 3. distill: student = policy without knowledge, teacher = policy with knowledge
   stage "distill r$r" "$dir/model" $PY distill.py --model "$policy" --trajectories "$deployment" \
-    --knowledge "$dir/knowledge.jsonl" --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --mode "$MODE" \
-    --teacher "$TEACHER" --max-new-tokens "$MAX_NEW" --round "$r" --seed "$r" --out "$dir/model" "${think[@]}"
+    --knowledge "$dir/knowledge.jsonl" --round "$r" --seed "$r" --out "$dir/model" "${distilling[@]}"
   # 4. evaluate theta_r without knowledge, and the start-of-round policy with the knowledge in context
   evaluate "$r" "$dir/model"
   stage "eval in-context r$r" "$dir/eval_id_incontext.jsonl" $PY evaluate.py --model "$policy" --round "$r" --sets id \

@@ -97,12 +97,16 @@ def logged(chat_text):
     return wrapper
 
 
-if __name__ == "__main__":  # python tests/thinking_stub.py STAGE.py ARGS...: run a stage with the stub
+if __name__ == "__main__":  # python tests/thinking_stub.py STAGE.py ARGS... (or -m MODULE ARGS...): with the stub
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sys.path.insert(0, root)
     from oel import lm
 
     lm.generate_ids = generate_ids
     lm.chat_text = logged(lm.chat_text)
-    sys.argv = sys.argv[1:]
-    runpy.run_path(sys.argv[0], run_name="__main__")
+    if sys.argv[1] == "-m":  # loop.sh's knob check, python -m oel.preflight
+        sys.argv = sys.argv[2:]
+        runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = sys.argv[1:]
+        runpy.run_path(sys.argv[0], run_name="__main__")
