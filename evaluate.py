@@ -187,7 +187,11 @@ def knowledge_plans(args):
             raise cli.InputError("--knowledge-curve needs --knowledge KNOWLEDGE.jsonl (extract.py's snapshots)")
         return [(None, None, [(None, None)])]
     if not args.knowledge.endswith(".jsonl"):
-        return [(os.path.basename(args.knowledge), None, [inputs.load_knowledge(args.knowledge)])]
+        if args.knowledge_curve is not None:
+            raise cli.InputError(
+                f"{args.knowledge}: --knowledge-curve needs a knowledge JSONL (extract.py's snapshots)"
+            )
+        return [(os.path.basename(args.knowledge), None, [inputs.load_knowledge(args.knowledge, args.knowledge_id)])]
     records = jsonl.read_jsonl(args.knowledge, required=("knowledge_id", "knowledge"))
     if args.knowledge_curve is not None:
         chain = [r for r in records if r.get("chain") == args.knowledge_curve and isinstance(r.get("step"), int)]
@@ -249,6 +253,8 @@ def play_set(model, tokenizer, paths, args, plans, name):
         played.sort(key=lambda r: (order[r["game_file"]], r["episode"]))
         records += played
         summaries.append(dict(knowledge_id=knowledge_id, step=step, **game_metrics(played)))
+        turns = [t for r in played for t in r["turns"]]  # replies that used every token allowed: cut, or just fit
+        summaries[-1]["cut"] = sum(t["response_tokens"] >= args.max_new_tokens for t in turns) / max(len(turns), 1)
         if len(entries) > 1:  # the spread over the pool: [won, episodes] per entry
             won = {e: [r["won"] for r in played if r["knowledge_id"] == e] for e, _ in groups}
             summaries[-1]["won_by_knowledge"] = {e: [sum(w), len(w)] for e, w in won.items()}

@@ -49,7 +49,7 @@ def load_turn_prompts(path):
     return prompts
 
 
-def load_pool(path):
+def load_pool(path, thinking=False):
     """The knowledge pool: [(knowledge_id, text)] of records with in_pool true; an empty entry is an error
     (its teacher would see no knowledge, and the KL of that prompt would be 0 by construction)."""
     records = jsonl.read_records(path, "knowledge")
@@ -57,15 +57,18 @@ def load_pool(path):
     if not pool:
         raise cli.InputError(f"{path}: the knowledge pool is empty (no record with in_pool true)")
     empty = [f"line {n} ({kid})" for n, kid, text in pool if not (isinstance(text, str) and text.strip())]
-    hint = "the extractor wrote no item (a thinking model's answer usually stayed inside <think>: rerun extract.py"
+    if thinking:  # a reasoning model cut at the cap inside <think> writes no answer, so no item
+        hint = "the extractor wrote no item (with thinking on, usually an answer cut inside <think>): rerun extract.py"
+        hint += " with a larger --max-new-tokens"
+    else:
+        hint = "the extractor wrote no '- EXPERIENCE ITEM:' line (extract.py's sample output shows what it wrote): "
+        hint += "rerun extract.py with --answer-prefix 1, a larger --max-new-tokens or another --extractor-model"
     if len(empty) == len(pool):  # the teacher would see exactly what the student sees: nothing to learn
-        raise cli.InputError(
-            f"{path}: every pool entry is empty ({', '.join(empty[:5])}); {hint} with a larger --max-new-tokens)"
-        )
+        raise cli.InputError(f"{path}: every pool entry is empty ({', '.join(empty[:5])}); {hint}")
     if empty:  # a chain that wrote nothing: its entry would make the teacher's prompt the student's; dropped
         print(
             f"distill | {path}: dropped {len(empty)} of {len(pool)} pool entries with no knowledge text: "
-            f"{', '.join(empty[:5])}; {hint})",
+            f"{', '.join(empty[:5])}; {hint}",
             flush=True,
         )
     return [(kid, text) for _, kid, text in pool if isinstance(text, str) and text.strip()]
@@ -81,6 +84,11 @@ def load_knowledge(path, knowledge_id=None):
     if path is None:
         return None, None
     if not path.endswith(".jsonl"):
+        if knowledge_id is not None:
+            raise cli.InputError(
+                f"{path}: --knowledge-id {knowledge_id!r} picks a record of a knowledge JSONL (extract.py's); "
+                "this is a plain text file, used whole: leave --knowledge-id out"
+            )
         text = jsonl.read_text(path, "knowledge file")
         if not text.strip():
             raise cli.InputError(f"{path}: the knowledge text is empty")

@@ -16,11 +16,20 @@ def read_jsonl(path, required=()):
 
 def read_jsonl_lines(path, required=()):
     """[(line number, record)] of a JSONL file, for errors that name the line."""
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a folder; expected a JSON Lines file")
     if not os.path.isfile(path):
         raise InputError(f"{path}: file not found")
     records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        if b"\0" in f.read(8192):  # a binary file (weights, an archive) has NUL bytes early: never read it whole
+            raise InputError(f"{path}: a binary file, not text; expected JSON Lines")
+        f.seek(0)
+        for lineno, raw in enumerate(f, 1):
+            try:  # a binary file (a model's weights, an archive) is named as such, not a UnicodeDecodeError
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(f"{path}:{lineno}: not UTF-8 text (a binary file?); expected JSON Lines")
             if not line.strip():
                 continue
             try:

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 
 from oel.cli import InputError
@@ -141,10 +142,42 @@ def changed_args(recorded, args):
     ]
 
 
-def claim_outputs(outputs, args):
-    """The first line of a stage's main: take the run folder's lock, and refuse to reuse (skip) an existing
-    output that other arguments made. Each output's arguments are recorded beside it once it is written."""
+def writable(folder):
+    """Whether a file can be created in `folder` (tried, not read off the permission bits: root ignores those,
+    a read-only filesystem does not)."""
+    try:
+        fd, path = tempfile.mkstemp(dir=folder, prefix=".oel-write-check-")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(path)
+    return True
+
+
+def check_output(out, folder=False):
+    """Refuse an output that could not be written, before anything is: a file where the output folder (a model)
+    should go or a folder where the output file should, a file where a folder on its path should be, a folder
+    this process cannot write in (the run folder's too: its lock goes there)."""
+    kind = "a model folder" if folder else "a file"
+    if os.path.isdir(out) != folder and os.path.exists(out):
+        raise InputError(f"{out}: exists and is {'a file' if folder else 'a folder'}; expected {kind} to write")
+    for place in dict.fromkeys([os.path.dirname(os.path.abspath(out)), run_folder(out)]):
+        existing = place
+        while not os.path.exists(existing):  # the nearest part of the path that exists: what a makedirs starts from
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise InputError(f"{out}: {existing} is a file, not a folder; expected a folder to write {kind} in")
+        if not writable(existing):
+            raise InputError(f"{out}: cannot write in {existing} (permission denied or a read-only filesystem)")
+
+
+def claim_outputs(outputs, args, folders=False):
+    """The first line of a stage's main: check that every output can be written (`folders`: they are model
+    folders), take the run folder's lock, and refuse to reuse (skip) an existing output that other arguments
+    made. Each output's arguments are recorded beside it once it is written."""
     outputs = [outputs] if isinstance(outputs, str) else list(outputs)
+    for out in outputs:
+        check_output(out, folders)
     hold_run_lock(run_folder(outputs[0]))
     now = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, list, type(None)))}
     force = getattr(args, "force", False)

@@ -101,12 +101,17 @@ def test_collect_end_to_end(tiny_model, tiny_games, tmp_path):
         "knowledge_malformed",
         "knowledge_is_trajectories",
         "knowledge_empty",
+        "knowledge_binary",
+        "knowledge_id_with_text",
+        "out_under_a_file",
+        "out_is_a_folder",
+        "out_unwritable",
     ],
 )
-def test_bad_input_is_a_clear_error_and_keeps_earlier_output(problem, tiny_model, tiny_games, tmp_path):
+def test_bad_input_is_a_clear_error_and_keeps_earlier_output(problem, tiny_model, tiny_games, tmp_path, monkeypatch):
     out = tmp_path / "trajectories.jsonl"
     out.write_text('{"earlier": "output"}\n')
-    games_dir, extra = tiny_games, []
+    games_dir, extra, target = tiny_games, [], out
     if problem == "missing_folder":
         games_dir = str(tmp_path / "nowhere")
     elif problem == "empty_folder":
@@ -147,8 +152,21 @@ def test_bad_input_is_a_clear_error_and_keeps_earlier_output(problem, tiny_model
     elif problem == "knowledge_empty":
         (tmp_path / "k.txt").write_text(" \n")
         extra = ["--knowledge", str(tmp_path / "k.txt")]
+    elif problem == "knowledge_binary":  # a model's weights given as knowledge
+        (tmp_path / "k.jsonl").write_bytes(bytes(range(256)) * 64)
+        extra = ["--knowledge", str(tmp_path / "k.jsonl")]
+    elif problem == "knowledge_id_with_text":  # used to be ignored without a word
+        (tmp_path / "k.txt").write_text("- open the chest first\n")
+        extra = ["--knowledge", str(tmp_path / "k.txt"), "--knowledge-id", "r1-c0-s2"]
+    elif problem == "out_under_a_file":  # FileExistsError from makedirs, once
+        target = out / "t.jsonl"
+    elif problem == "out_is_a_folder":
+        target = tmp_path
+    elif problem == "out_unwritable":  # /sys refuses new files even to root (permission bits do not stop root)
+        target = "/sys/oel-run/round_1/t.jsonl"
+    monkeypatch.setattr(lm, "load_model", lambda *a, **k: pytest.fail("the model loaded before the check"))
     args = collect.parse_args(
-        ["--model", tiny_model, "--games", games_dir, "--out", str(out), "--max-turns", "2", "--quiet", *extra]
+        ["--model", tiny_model, "--games", games_dir, "--out", str(target), "--max-turns", "2", "--quiet", *extra]
     )
     expected = {
         "missing_folder": "no such game folder",
@@ -160,6 +178,11 @@ def test_bad_input_is_a_clear_error_and_keeps_earlier_output(problem, tiny_model
         "scrambled_body": r"scrambled/coin-l2-s1\.z8: the z-machine interpreter failed",
         "knowledge_is_trajectories": r"deployment_trajectories.jsonl: record 1 is not a knowledge record",
         "knowledge_empty": r"k.txt: the knowledge text is empty",
+        "knowledge_binary": r"k.jsonl: a binary file, not text; expected JSON Lines",
+        "knowledge_id_with_text": r"k.txt: --knowledge-id 'r1-c0-s2' picks a record of a knowledge JSONL",
+        "out_under_a_file": r"trajectories.jsonl/t.jsonl: .*trajectories.jsonl is a file, not a folder",
+        "out_is_a_folder": r"exists and is a folder; expected a file to write",
+        "out_unwritable": r"/sys/oel-run/round_1/t.jsonl: cannot write in /sys",
     }[problem]
     with pytest.raises(cli.InputError, match=expected):
         collect.main(args)

@@ -330,6 +330,34 @@ def test_bad_input(tiny_model, tiny_games, tmp_path):
         run_("--model", tiny_model, "--sets", "ifeval", "--ifeval-file", str(bad))
     with pytest.raises(cli.InputError, match=r"--ifeval-n 600: the prompt file has 541 prompts"):
         run_("--model", str(tmp_path / "missing"), "--sets", "ifeval", "--ifeval-n", "600")  # before the model loads
+    (tmp_path / "a_file").write_text("x\n")
+    with pytest.raises(cli.InputError, match=r"a_file/eval_id.jsonl: .*a_file is a file, not a folder"):
+        evaluate.main(evaluate.parse_args(["--out-dir", str(tmp_path / "a_file"), "--games", tiny_games]))
+    with pytest.raises(cli.InputError, match=r"cannot write in /sys"):
+        evaluate.main(evaluate.parse_args(["--out-dir", "/sys/oel-run/round_1", "--games", tiny_games]))
+    (tmp_path / "k.txt").write_text("- open the chest first\n")
+    with pytest.raises(cli.InputError, match=r"k.txt: --knowledge-id 'r1-c0-s2' picks a record of a knowledge JSONL"):
+        run_(
+            "--model",
+            tiny_model,
+            "--games",
+            tiny_games,
+            "--knowledge",
+            str(tmp_path / "k.txt"),
+            "--knowledge-id",
+            "r1-c0-s2",
+        )
+    with pytest.raises(cli.InputError, match=r"k.txt: --knowledge-curve needs a knowledge JSONL"):
+        run_(
+            "--model",
+            tiny_model,
+            "--games",
+            tiny_games,
+            "--knowledge",
+            str(tmp_path / "k.txt"),
+            "--knowledge-curve",
+            "0",
+        )
     with pytest.raises(SystemExit):
         evaluate.parse_args(["--sets", "id,games"])
     assert not [f for f in os.listdir(tmp_path) if f.startswith("eval_")]  # nothing half-written

@@ -318,17 +318,23 @@ def test_slice_chains_read_disjoint_trajectories(tiny_model, tmp_path, monkeypat
         ("", "no trajectories"),
         ('{"turns": [], "feedback": "x"}\n{"turns": [\n', r"t.jsonl:2: not valid JSON"),
         ('{"turns": []}\n', r"t.jsonl:1: record lacks key\(s\) \['feedback'\]"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", r"t.jsonl: a binary file, not text"),  # UnicodeDecodeError, once
+        (b'{"turns": []}\n\xff\xfe\n', r"t.jsonl:2: not UTF-8 text"),
     ],
 )
 def test_bad_input_is_clear_and_keeps_earlier_output(content, expected, tiny_model, tmp_path):
     traj = tmp_path / "t.jsonl"
-    traj.write_text(content)
+    traj.write_bytes(content if isinstance(content, bytes) else content.encode())
     out = tmp_path / "knowledge.jsonl"
     out.write_text("earlier\n")
     args = extract.parse_args(["--model", tiny_model, "--trajectories", str(traj), "--out", str(out), "--force"])
     with pytest.raises(cli.InputError, match=expected):
         extract.main(args)
     assert out.read_text() == "earlier\n"
+    with pytest.raises(cli.InputError, match=r"knowledge.jsonl/k.jsonl: .*knowledge.jsonl is a file, not a folder"):
+        extract.main(
+            extract.parse_args(["--model", tiny_model, "--trajectories", str(traj), "--out", f"{out}/k.jsonl"])
+        )
     with pytest.raises(cli.InputError, match="file not found"):
         extract.main(
             extract.parse_args(
