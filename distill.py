@@ -23,6 +23,7 @@ the deployment turn prompts, the states the student visited, so only the sampler
 
 import argparse
 import copy
+import math
 import os
 import random
 import time
@@ -33,6 +34,9 @@ from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 
 from oel import cli, inputs, jsonl, lm, memory, play, runfolder
+
+MAX_LR = 1e-3  # above every full fine-tuning recipe of an LLM; Adam moves each weight by ~lr a step
+MAX_WEIGHT_GROWTH = 2.0  # the weights' norm may grow this much before the run is stopped as diverged
 
 
 def parse_args(argv=None):
@@ -68,9 +72,9 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=cli.positive_int, default=8, help="prompts per step")
     p.add_argument(
         "--lr",
-        type=number(0, lo_open=True),
+        type=number(0, MAX_LR, lo_open=True),
         default=1e-5,
-        help="constant learning rate (> 0) [paper: 1e-6 for 4B/8B, 5e-6 for 1.7B; small models need more]",
+        help=f"constant learning rate in (0, {MAX_LR}] [paper: 1e-6 for 4B/8B, 5e-6 for 1.7B; small models need more]",
     )
     p.add_argument("--weight-decay", type=number(0), default=0.01, help="AdamW weight decay (>= 0)")
     p.add_argument("--clip", type=number(0, lo_open=True), default=1.0, help="gradient-norm clip (> 0)")
@@ -251,7 +255,7 @@ def make_teacher(student):
 def main(args):
     # plumbing: one writer per run folder; an existing output is kept; the optimizer and checkpointing this
     # device gets (adamw8bit keeps bf16 weights on a GPU, adamw fp32 master weights under bf16 autocast)
-    runfolder.claim_outputs(args.out, args)
+    runfolder.claim_outputs(args.out, args, folders=True)
     if os.path.exists(args.out) and not args.force:
         print(f"distill | {args.out} exists, skipped (use --force to retrain)")
         return None
@@ -260,7 +264,7 @@ def main(args):
 
     # 1. the inputs: every turn prompt of the deployment trajectories (the student's x) and the knowledge pool
     # (the teacher's e), every pair and sequence length checked with the tokenizer alone, before the model loads
-    prompts, pool = inputs.load_turn_prompts(args.trajectories), inputs.load_pool(args.knowledge)
+    prompts, pool = inputs.load_turn_prompts(args.trajectories), inputs.load_pool(args.knowledge, args.thinking)
     model_path = lm.resolve_model(args.model)
     tokenizer = lm.load_tokenizer(model_path)
     marker_ids = tokenizer(inputs.generation_marker(tokenizer, args.thinking), add_special_tokens=False).input_ids
@@ -309,7 +313,7 @@ def main(args):
     jsonl.write_jsonl(metrics_path, [])  # a (re)started run starts its metrics afresh: one attempt per file
     run = args.run or runfolder.run_name(args.out)
 
-    order, history = [], []
+    order, history, start_norm = [], [], weight_norm(student)
     for step in tqdm(range(1, args.steps + 1), desc="distill"):
         t0 = time.time()
         # 3. a batch of turn prompts, walked in a fresh random order epoch after epoch, each with one pool entry
@@ -351,9 +355,15 @@ def main(args):
         if not skipped:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        norm = weight_norm(student)  # a diverged run stops here, before anything broken is saved
+        if not math.isfinite(norm) or norm > MAX_WEIGHT_GROWTH * start_norm:
+            raise cli.InputError(
+                f"training diverged at step {step}: the weights' norm went from {start_norm:.4g} to {norm:.4g} "
+                f"(--lr {args.lr}); nothing was saved, {metrics_path} holds the steps so far. Lower --lr"
+            )
         record = dict(run=run, round=args.round, step=step, mode=args.mode, teacher=args.teacher)
         record.update(step_metrics(sums, responses, pairs, eos, grad_norm, time.time() - t0))
-        record.update(lr=args.lr, peak_memory_mb=memory.peak_memory_mb(device))
+        record.update(lr=args.lr, weight_norm=norm, peak_memory_mb=memory.peak_memory_mb(device))
         jsonl.append_jsonl(metrics_path, record)
         history.append(record)
         if args.print_every and (step == 1 or step % args.print_every == 0):
@@ -361,11 +371,20 @@ def main(args):
         if args.save_every and step % args.save_every == 0 and step < args.steps:
             lm.save_model(student, tokenizer, os.path.join(args.out + "_steps", f"step_{step}"), settings)
 
-    # 8. the checkpoint: θ_r
+    # 8. the checkpoint: θ_r (a run whose every step had a non-finite gradient learned nothing: no model)
+    if all(h["skipped"] for h in history):
+        raise cli.InputError(f"every step's gradient was non-finite (skipped): nothing was saved; see {metrics_path}")
     lm.save_model(student, tokenizer, args.out, settings)
     print(memory.format_peak(plan, device), flush=True)
     print(summary_line(history, args))
     return history
+
+
+@torch.no_grad()
+def weight_norm(model):
+    """The L2 norm of all the weights together (fp32): Adam moves every weight by about the lr a step, so a run
+    with a learning rate no recipe uses shows here at once."""
+    return torch.stack([p.norm().float() for p in model.parameters()]).norm().item()  # no fp32 copy, one sync
 
 
 def step_metrics(sums, responses, pairs, eos, grad_norm, seconds):
@@ -376,6 +395,7 @@ def step_metrics(sums, responses, pairs, eos, grad_norm, seconds):
         kl=sums["kl"] / n_total,
         student_topk_mass=sums["student_mass"] / n_total,
         teacher_topk_mass=sums["teacher_mass"] / n_total,
+        responses=len(responses),
         response_len_mean=n_total / len(responses),
         response_len_max=max(len(r) for r in responses),
         capped=sum(r[-1] not in eos for r in responses),

@@ -5,6 +5,7 @@ the runs end to end (on-/off-policy, frozen/live, Qwen3 with thinking on)."""
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -269,6 +270,9 @@ def no_model(*args, **kwargs):
         ("turn_without_messages", r"deploy.jsonl:1: a turn without `messages`"),
         ("beyond_the_window", r"the model's window is 4096: the longest teacher prompt .* = \d+"),
         ("max_seq_len_too_small", r"--max-seq-len 30 is too small: the longest teacher prompt \(g\d#0:0 with .* = \d+"),
+        ("binary_trajectories", r"deploy.jsonl: a binary file, not text; expected JSON Lines"),
+        ("out_is_a_file", r"model: exists and is a file; expected a model folder"),  # was "exists, skipped", exit 0
+        ("out_unwritable", r"cannot write in /sys"),
     ],
 )
 def test_bad_input_is_an_error_before_the_model_loads(problem, expected, tiny_model, tmp_path, monkeypatch):
@@ -301,13 +305,35 @@ def test_bad_input_is_an_error_before_the_model_loads(problem, expected, tiny_mo
     if problem == "max_seq_len_too_small":
         extra = ["--max-seq-len", "30"]
     out = tmp_path / "model"
+    if problem == "binary_trajectories":
+        with open(traj, "wb") as f:
+            f.write(b"PK\x03\x04\x00\x00" + bytes(range(256)) * 8)  # an archive given as trajectories
+    if problem == "out_is_a_file":
+        out.write_text("not a model\n")
+    if problem == "out_unwritable":
+        out = "/sys/oel-run/round_1/model"
     args = distill.parse_args(
         ["--model", tiny_model, "--trajectories", traj, "--knowledge", know, "--out", str(out), "--steps", "1"] + extra
     )
     monkeypatch.setattr(lm, "load_model", no_model)
     with pytest.raises(cli.InputError, match=expected):
         distill.main(args)
-    assert not out.exists()
+    assert not os.path.isdir(out)
+
+
+def test_a_diverging_run_stops_and_saves_nothing(tiny_model, tmp_path, monkeypatch):
+    """Past the learning-rate range (raised here to reach it), Adam moves every weight by ~lr: the run stops at
+    the first step whose weights' norm more than doubled, with an error, and no model is saved as if it were fine."""
+    traj, know = write_inputs(tmp_path)
+    monkeypatch.setattr(distill, "MAX_LR", 1e6)
+    out = tmp_path / "model"
+    argv = ["--model", tiny_model, "--trajectories", traj, "--knowledge", know, "--out", str(out), "--lr", "1e3"]
+    args = distill.parse_args(
+        argv + ["--steps", "3", "--batch-size", "2", "--max-new-tokens", "4", "--print-every", "0"]
+    )
+    with pytest.raises(cli.InputError, match=r"training diverged at step 1: the weights' norm went from [\d.]+ to"):
+        distill.main(args)
+    assert not out.exists() and not [f for f in os.listdir(tmp_path) if f.startswith(".model")]
 
 
 @pytest.mark.parametrize(
@@ -320,6 +346,7 @@ def test_bad_input_is_an_error_before_the_model_loads(problem, expected, tiny_mo
         ("--lr", "-1"),
         ("--lr", "0"),
         ("--lr", "inf"),
+        ("--lr", "1e6"),  # trained, saved weights near 1e6 and exited 0; no recipe comes near it (MAX_LR)
         ("--weight-decay", "-0.1"),
         ("--clip", "0"),
         ("--top-p", "0.9"),
@@ -519,4 +546,7 @@ def test_an_empty_pool_entry_is_dropped_and_said(tmp_path, capsys):
     records[2]["knowledge"] = "  \n"
     jsonl.write_jsonl(know, records)
     assert inputs.load_pool(know) == [("r1-c0-s1", "- the coin is north")]
-    assert "dropped 1 of 2 pool entries with no knowledge text: line 3 (r1-c1-s1)" in capsys.readouterr().out
+    said = capsys.readouterr().out  # with thinking off, the hint does not blame a cut inside <think>
+    assert "dropped 1 of 2 pool entries with no knowledge text: line 3 (r1-c1-s1)" in said
+    assert "<think>" not in said and "- EXPERIENCE ITEM:" in said
+    assert inputs.load_pool(know, thinking=True) and "inside <think>" in capsys.readouterr().out
