@@ -324,7 +324,7 @@ def main(args):
     n_cut = n_cut_thinking = 0  # outputs cut at the cap; those cut inside <think> (no answer at all)
     run = args.run or runfolder.run_name(args.out)
 
-    def snapshot(step):
+    def snapshot(step, cut=None):  # cut: whether each chain's output of this step hit --max-new-tokens
         for c, items in enumerate(chains):
             text = render_knowledge(items)
             snapshots.append(
@@ -345,6 +345,7 @@ def main(args):
                     prompt_version=args.prompt_version,
                     seed=args.seed,
                     source=args.source,
+                    output_cut=None if cut is None else cut[c],
                 )
             )
 
@@ -352,6 +353,7 @@ def main(args):
     snapshot(0)
     for step in tqdm(range(1, n_steps + 1), desc="extract"):
         shown = [texts[plan[c][step - 1]] for c in range(args.chains)]  # each chain's trajectory at this step
+        cut_now = None
         if args.source == "raw":  # the ablation: the trajectory itself is the item
             chains = [add_items(items, [t], 1, args.max_knowledge_tokens, count) for items, t in zip(chains, shown)]
         else:
@@ -365,9 +367,9 @@ def main(args):
                 model, tokenizer, prompts, args.max_new_tokens, args.temperature, args.top_p, args.top_k
             )
             gen_seconds += time.time() - t0
-            for c, response_ids in enumerate(responses):
+            cut_now = [len(ids) >= args.max_new_tokens and ids[-1] not in eos_ids for ids in responses]
+            for c, (response_ids, cut) in enumerate(zip(responses, cut_now)):
                 output = prefix + tokenizer.decode(response_ids, skip_special_tokens=True)
-                cut = len(response_ids) >= args.max_new_tokens and response_ids[-1] not in eos_ids
                 n_cut += cut
                 n_cut_thinking += cut and inside_thinking(output)
                 new = parse_items(output, args.prompt_version)
@@ -375,7 +377,7 @@ def main(args):
                 new_tokens += len(response_ids)
                 chains[c] = add_items(chains[c], new, args.max_new_items, args.max_knowledge_tokens, count)
                 sample_output = sample_output or (prompts[c], output)
-        snapshot(step)
+        snapshot(step, cut_now)
     # 5. the pool: the snapshot of each chain after --use-steps; an all-empty pool is an error, never an output
     pool = [s for s in snapshots if s["in_pool"]]
     if sample_output:

@@ -162,8 +162,8 @@ def run_knobs(run, found):
 
     if os.path.isfile(os.path.join(run, "settings.json")):
         add("", read_json(os.path.join(run, "settings.json")))
-    for record in models:
-        add("distill.", record)
+    for record in models:  # what the defaults became on that machine (max_seq_len, optimizer...), not None
+        add("distill.", {**record, **(record.get("resolved") or {})})
     for path in sorted(glob.glob(os.path.join(run, "round_*", "knowledge.jsonl"))):
         add("extract.", {k: v for r in jsonl.read_jsonl(path)[:1] for k, v in r.items() if k in ("source", "model")})
     for (_, name), found_ in found.items():
@@ -218,6 +218,53 @@ def round_table(found):
     return "\n".join(lines)
 
 
+def fraction(k, n):
+    return "-" if not n else f"{k}/{n} ({k / n:.0%})"
+
+
+def records_of(path):
+    return jsonl.read_jsonl(path) if os.path.isfile(path) else []
+
+
+def cut_table(run, found):
+    """Per round, what hit a token cap and what was dropped: the held-out replies (the play cap), IFEval's
+    answers, the extractor's outputs, the distillation samples, and the knowledge-pool entries dropped as
+    empty (a chain that wrote nothing). A reply that hit its cap was cut, or used every token it was allowed."""
+    header = ["round", "held-out replies", "IFEval answers", "extractor outputs", "distillation samples"]
+    header += ["pool entries dropped as empty"]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for r in sorted({r for r, _ in found}):
+        folder = os.path.join(run, f"round_{r}")
+        cells = []
+        for name in ("id", "ifeval"):
+            s = last(found, r, name)
+            cells.append("-" if s is None or s.get("cut") is None else f"{s['cut']:.0%}")
+        knowledge = records_of(os.path.join(folder, "knowledge.jsonl"))
+        outputs = [k["output_cut"] for k in knowledge if k.get("output_cut") is not None]
+        metrics = [m for m in records_of(os.path.join(folder, "distill_metrics.jsonl")) if "responses" in m]
+        pool = [k for k in knowledge if k.get("in_pool")]
+        empty = [k for k in pool if not (isinstance(k.get("knowledge"), str) and k["knowledge"].strip())]
+        cells += [fraction(sum(outputs), len(outputs))]
+        cells += [fraction(sum(m["capped"] for m in metrics), sum(m["responses"] for m in metrics))]
+        cells += [fraction(len(empty), len(pool))]
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def too_few_games(found):
+    """A line for a held-out set too small to show any difference, or '' (the exact sign-flip test needs at
+    least 6 games that change, all the same way, to reach p < 0.05: 2 / 2^6 = 0.031)."""
+    held_out = [found[k]["games"] for k in sorted(found) if k[1] == "id"]
+    n = len({g["game"] for g in held_out[0]}) if held_out else 0
+    if not held_out or n >= 6:
+        return ""
+    return (
+        f"\n\n**{n} held-out games are too few to measure anything**: no paired difference can reach p < 0.05 "
+        "(that takes 6 games changing the same way), and a pass rate's interval spans most of [0, 1]. This run "
+        "checks that the loop works end to end; raise N_EVAL to measure."
+    )
+
+
 def runs_table(runs, founds, knobs):
     """The paper's Table 2 shape: one row per run, the knobs that differ between runs as columns, then the
     last round's held-out pass rate, in context and consolidated, with its paired differences."""
@@ -254,10 +301,16 @@ def write_report(runs, out_dir=None):
         "p is the exact sign-flip test over games (McNemar's exact test with one episode a game).\n\n"
     )
     if len(runs) == 1:
-        table = round_table(founds[0])
+        table = round_table(founds[0]) + too_few_games(founds[0])
+        cuts = cut_table(runs[0], founds[0])
         settings = "\n".join(f"- {k}: {v}" for k, v in knobs[0].items())
         title, base = os.path.basename(os.path.abspath(runs[0])), os.path.join(runs[0], "report")
-        write_text(base + ".md", f"# {title}\n\n{intro}{table}\n\nSettings:\n\n{settings}\n")
+        write_text(
+            base + ".md",
+            f"# {title}\n\n{intro}{table}\n\nWhat hit a token cap (held-out replies: MAX_NEW; IFEval answers: "
+            f"IFEVAL_NEW; extractor outputs: EXTRACT_NEW; distillation samples: MAX_NEW) and what was dropped:\n\n"
+            f"{cuts}\n\nSettings (as recorded; the distillation's defaults as they resolved):\n\n{settings}\n",
+        )
         fig = plot_run(founds[0])
     else:
         table = runs_table(runs, founds, knobs)
@@ -270,32 +323,49 @@ def write_report(runs, out_dir=None):
     return fig
 
 
-def errorbars(ax, points, label, style):
-    """points [(x, summary-like dict with the value and its interval)] as one line with error bars."""
+MARKERS, LINES = "osD^v<>p", ["-", "--", ":", "-."]
+
+
+def offsets(n, width=0.24):
+    """x offsets that spread n series around each round so that equal values stay visible side by side."""
+    return [0.0] if n == 1 else [width * (k / (n - 1) - 0.5) for k in range(n)]
+
+
+def errorbars(ax, points, label, k):
+    """points [(x, value, 95% interval or None)] as one series with error bars: marker, line and colour k."""
     if points:
         xs, ys = [x for x, _, _ in points], [y for _, y, _ in points]
         low = [max(y - (ci or (y, y))[0], 0) for _, y, ci in points]
         high = [max((ci or (y, y))[1] - y, 0) for _, y, ci in points]
-        ax.errorbar(xs, ys, yerr=[low, high], fmt=style, capsize=3, label=label)
+        ax.errorbar(
+            xs, ys, yerr=[low, high], marker=MARKERS[k % len(MARKERS)], ls=LINES[k % len(LINES)], color=f"C{k}",
+            capsize=3, markersize=6, markeredgecolor="white", label=label,
+        )  # fmt: skip
 
 
-def panel(ax, title, xlabel, rate=True):
+def panel(ax, title, ylabel, rounds, rate=True):
+    """Title, axis labels, whole-number round ticks, and the legend under the axes, off the data."""
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel(xlabel)
-    if ax.containers or ax.lines:
-        ax.legend(fontsize=8)
+    ax.set_xlabel("round")
+    ax.set_ylabel(ylabel)
+    if rounds:
+        ax.set_xticks(rounds)
+        ax.set_xlim(min(rounds) - 0.5, max(rounds) + 0.5)
     if rate:
-        ax.set_ylim(-0.03, 1.03)  # rates on the whole scale, so small changes look small
+        ax.set_ylim(-0.04, 1.04)  # rates on the whole scale, so small changes look small
+    ax.grid(axis="y", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
 
 
-def figure(n):
+def figure(rows, cols, width=4.8, height=4.0):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.figure
 
-    fig = matplotlib.figure.Figure(figsize=(4.4 * n, 3.6), layout="tight")
-    return fig, fig.subplots(1, n, squeeze=False)[0]
+    fig = matplotlib.figure.Figure(figsize=(width * cols, height * rows), layout="constrained")
+    return fig, list(fig.subplots(rows, cols, squeeze=False).flat)
 
 
 def plot_run(found):
@@ -303,48 +373,69 @@ def plot_run(found):
     per round, with 95% intervals; the in-context curve when there is one."""
     rounds = sorted({r for r, _ in found})
     curves = sorted(k for k in found if "_curve" in k[1])
-    fig, axes = figure(4 + bool(curves))
-    series = lambda name, key, shift: [
-        (r + shift, s[key], s.get(key + "_ci"))
+    fig, axes = figure(2, 3 if curves else 2)
+    series = lambda name, key, dx: [
+        (r + dx, s[key], s.get(key + "_ci"))
         for r in rounds
         for s in [last(found, r, name)]
         if s and s.get(key) is not None
     ]
-    for k, (name, label) in enumerate([("id", "held-out"), ("id_incontext", "knowledge in context"), ("ood", "OOD")]):
-        errorbars(axes[0], series(name, "pass_rate", 0.06 * k), label, "os^"[k] + "-")
-    for k, (name, label) in enumerate([("id", "held-out"), ("id_incontext", "knowledge in context")]):
-        errorbars(axes[1], series(name, "tokens_per_turn", 0.06 * k), label, "os"[k] + "-")
-    errorbars(axes[2], series("ifeval", "prompt_accuracy", 0), "IFEval", "o-")
-    for k, (label, _, _) in enumerate(PAIRED):
-        diffs = [(r + 0.06 * k, d["diff"], d["diff_ci"]) for r in rounds for d in [paired(found, r)[label]] if d]
-        errorbars(axes[3], diffs, label, "os"[k] + "-")
+    played = [
+        ("id", r"$\theta_r$, no knowledge (held-out games)"),
+        ("id_incontext", r"$\theta_{r-1}$ + knowledge in context (the teacher)"),
+        ("ood", r"$\theta_r$ on OOD games"),
+    ]
+    for k, ((name, label), dx) in enumerate(zip(played, offsets(3))):
+        errorbars(axes[0], series(name, "pass_rate", dx), label, k)
+    panel(axes[0], "Pass rate", "share of games won", rounds)
+    for k, ((name, label), dx) in enumerate(zip(played[:2], offsets(2))):
+        errorbars(axes[1], series(name, "tokens_per_turn", dx), label, k)
+    panel(axes[1], "Response length (reasoning included)", "tokens per turn", rounds, rate=False)
+    errorbars(axes[2], series("ifeval", "prompt_accuracy", 0), r"$\theta_r$ on IFEval", 3)
+    panel(axes[2], "Instruction following (OOD)", "IFEval prompt-level strict accuracy", rounds)
+    labels = {
+        "vs round 0": r"minus $\theta_0$ (the base)",
+        "vs in context": r"minus $\theta_{r-1}$ + knowledge (the teacher)",
+    }
+    paired_rounds = [r for r in rounds if any(paired(found, r).values())]
+    for k, ((label, _, _), dx) in enumerate(zip(PAIRED, offsets(len(PAIRED)))):
+        diffs = [(r + dx, d["diff"], d["diff_ci"]) for r in paired_rounds for d in [paired(found, r)[label]] if d]
+        errorbars(axes[3], diffs, labels[label], k + 4)
     axes[3].axhline(0, color="grey", lw=0.8)
-    for ax, title in zip(axes, ["pass rate", "response tokens per turn", "IFEval prompt-level strict accuracy"]):
-        panel(ax, title, "round", rate="tokens" not in title)
-        ax.set_xticks(rounds)
-    panel(axes[3], "held-out pass rate, paired difference", "round", rate=False)
-    axes[3].set_xticks(rounds)
-    for r, name in curves:
-        steps = [(s.get("step") or 0, s["pass_rate"], s.get("pass_rate_ci")) for s in found[(r, name)]["summaries"]]
-        errorbars(axes[-1], steps, f"round {r}", "o-")
+    title = (
+        "Held-out pass rate, paired on the same games:\n"
+        + r"$\theta_r$ minus $\theta_0$, and minus $\theta_{r-1}$ + knowledge"
+    )
+    panel(axes[3], title, "Δ share of games won", paired_rounds, rate=False)
     if curves:
-        panel(axes[-1], "in-context curve", "trajectories read")
+        for k, (r, name) in enumerate(curves):
+            steps = [(s.get("step") or 0, s["pass_rate"], s.get("pass_rate_ci")) for s in found[(r, name)]["summaries"]]
+            errorbars(axes[4], steps, f"round {r}: " + r"$\theta_{r-1}$ + the chain's knowledge so far", k)
+        panel(axes[4], "In-context curve", "share of games won", None)
+        axes[4].set_xlabel("trajectories the chain has read")
+        axes[5].set_visible(False)
     return fig
 
 
 def plot_runs(runs, founds):
-    """Several runs side by side: held-out pass rate (consolidated and in context) and IFEval per round."""
-    fig, axes = figure(3)
-    for k, (run, found) in enumerate(zip(runs, founds)):
-        name, rounds = os.path.basename(os.path.normpath(run)), sorted({r for r, _ in found})
-        for ax, (set_, key) in zip(
-            axes, [("id", "pass_rate"), ("id_incontext", "pass_rate"), ("ifeval", "prompt_accuracy")]
-        ):
-            points = [(r + 0.05 * k, s[key], s.get(key + "_ci")) for r in rounds for s in [last(found, r, set_)] if s]
-            errorbars(ax, points, name, "os^dv"[k % 5] + "-")
-    for ax, title in zip(
-        axes,
-        ["held-out pass rate (consolidated)", "held-out pass rate, knowledge in context", "IFEval prompt-level strict"],
-    ):
-        panel(ax, title, "round")
+    """Several runs side by side: held-out pass rate (consolidated and in context) and IFEval per round; one
+    legend for the runs, below the panels."""
+    fig, axes = figure(1, 3, height=4.2)
+    names = [os.path.basename(os.path.normpath(run)) for run in runs]
+    rounds = sorted({r for found in founds for r, _ in found})
+    panels = [
+        ("id", "pass_rate", r"Held-out pass rate, $\theta_r$ (no knowledge)", "share of games won"),
+        ("id_incontext", "pass_rate", r"Held-out pass rate, $\theta_{r-1}$ + knowledge", "share of games won"),
+        ("ifeval", "prompt_accuracy", "IFEval (OOD)", "prompt-level strict accuracy"),
+    ]
+    for k, (name, found, dx) in enumerate(zip(names, founds, offsets(len(runs), 0.3))):
+        for ax, (set_, key, _, _) in zip(axes, panels):
+            points = [(r + dx, s[key], s.get(key + "_ci")) for r in rounds for s in [last(found, r, set_)] if s]
+            errorbars(ax, points, name, k)
+    for ax, (_, _, title, ylabel) in zip(axes, panels):
+        panel(ax, title, ylabel, rounds)
+        if ax.get_legend():
+            ax.get_legend().remove()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(runs), 4), fontsize=9, frameon=False)
     return fig

@@ -153,22 +153,27 @@ def test_report_on_a_fake_run(tmp_path):
     assert "- distill.mode: on-policy" in table and "- distill.out: RUN/round_R/model" in table
     assert "distill.quiet" not in table and "- eval.episodes: 1" in table
     assert (run / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # what was drawn: the table's numbers, each at its round, with its interval
-    rates, tokens, ifeval, diffs, curve = (plotted(ax) for ax in fig.axes)
-    assert rates["held-out"] == [(0, 0.3, 0.2, 0.4), (1, 0.4, 0.3, 0.5), (2, 0.55, 0.45, 0.65)]
-    assert rates["knowledge in context"] == [(1.06, 0.5, 0.4, 0.6), (2.06, 0.5, 0.4, 0.6)]
-    assert [(x, y) for x, y, _, _ in rates["OOD"]] == [(0.12, 0.15), (1.12, 0.2), (2.12, 0.275)]
-    assert [y for _, y, _, _ in tokens["held-out"]] == [12, 10, 8] and [y for _, y, _, _ in ifeval["IFEval"]] == [
-        0.5,
-        0.5,
-        0.45,
-    ]
+    # what was drawn: the table's numbers, each at its round, with its interval, series spread around the round
+    rates, tokens, ifeval, diffs, curve, spare = fig.axes
+    assert not spare.get_visible()
+    rates, tokens, ifeval, diffs, curve = map(plotted, (rates, tokens, ifeval, diffs, curve))
+    held_out, in_context, ood = (
+        next(v for k, v in rates.items() if word in k) for word in ("held-out", "in context", "OOD")
+    )
+    assert held_out == [(-0.12, 0.3, 0.2, 0.4), (0.88, 0.4, 0.3, 0.5), (1.88, 0.55, 0.45, 0.65)]
+    assert in_context == [(1.0, 0.5, 0.4, 0.6), (2.0, 0.5, 0.4, 0.6)]
+    assert [(x, y) for x, y, _, _ in ood] == [(0.12, 0.15), (1.12, 0.2), (2.12, 0.275)]
+    assert [y for _, y, _, _ in next(iter(tokens.values()))] == [12, 10, 8]
+    assert [y for _, y, _, _ in next(iter(ifeval.values()))] == [0.5, 0.5, 0.45]
     d = report.paired_difference(games_won(range(6)), games_won(range(11)))
-    assert diffs["vs round 0"][-1] == pytest.approx((2, 0.25, *d["diff_ci"])) and [
-        x for x, *_ in diffs["vs round 0"]
-    ] == [1, 2]
-    assert [(x, round(y, 2)) for x, y, _, _ in diffs["vs in context"]] == [(1.06, -0.1), (2.06, 0.05)]
-    assert [(x, y) for x, y, _, _ in curve["round 1"]] == [(1, 0.1), (2, 0.2)]
+    minus_base, minus_teacher = (next(v for k, v in diffs.items() if word in k) for word in ("theta_0", "theta_{r-1}"))
+    assert minus_base[-1] == pytest.approx((1.88, 0.25, *d["diff_ci"])) and [x for x, *_ in minus_base] == [0.88, 1.88]
+    assert [(x, round(y, 2)) for x, y, _, _ in minus_teacher] == [(1.12, -0.1), (2.12, 0.05)]
+    assert [(x, y) for x, y, _, _ in next(iter(curve.values()))] == [(1, 0.1), (2, 0.2)]
+    for ax in fig.axes[:5]:  # a reader's figure: y labels, whole rounds, legends off the data
+        assert ax.get_ylabel() and ax.get_legend() and ax.get_legend().get_bbox_to_anchor().y0 < ax.bbox.y0
+    assert [t.get_text() for t in fig.axes[3].get_xticklabels()] == ["1", "2"]  # no round without a difference
+    assert "minus" in fig.axes[3].get_title() and list(fig.axes[0].get_xticks()) == [0, 1, 2]
 
 
 def test_report_puts_runs_side_by_side(tmp_path):
@@ -189,7 +194,14 @@ def test_report_puts_runs_side_by_side(tmp_path):
         "onpolicy",
         "offpolicy",
     }
-    assert [x for x, *_ in in_context["offpolicy"]] == [1.05, 2.05] and len(ifeval["onpolicy"]) == 3
+    assert [x for x, *_ in in_context["offpolicy"]] == [1.15, 2.15] and len(ifeval["onpolicy"]) == 3
+    assert [x for x, *_ in in_context["onpolicy"]] == [0.85, 1.85]  # identical runs side by side, never on top
+    assert all(list(ax.get_xticks()) == [0, 1, 2] for ax in fig.axes) and [
+        t.get_text() for t in fig.legends[0].texts
+    ] == [
+        "onpolicy",
+        "offpolicy",
+    ]
     assert (tmp_path / "compare.png").exists() and not (runs[0] / "report.md").exists()
 
 
@@ -233,3 +245,37 @@ def test_a_moved_run_folder_compares_equal_to_where_it_was(tmp_path):
     header = next(line for line in (tmp_path / "compare.md").read_text().splitlines() if line.startswith("| run |"))
     assert header.startswith("| run | rounds | held-out round 0 |")  # no knob differs
     assert report.run_knobs(str(copy), {})["distill.out"] == "RUN/round_R/model"
+
+
+def test_the_report_says_what_was_cut_and_dropped(tmp_path):
+    """Per round: replies and answers at their token cap, extractor outputs and distillation samples at theirs,
+    pool entries dropped as empty; the distillation's defaults as they resolved, not None; and a held-out set too
+    small to measure anything is said under the table."""
+    run = fake_run(tmp_path)
+    r1 = run / "round_1"
+    for name, cut in (("eval_id.jsonl", 0.25), ("eval_ifeval.jsonl", 0.5)):
+        records = jsonl.read_jsonl(str(r1 / name))
+        records[-1]["cut"] = cut
+        jsonl.write_jsonl(str(r1 / name), records)
+    snapshot = dict(knowledge_id="k", source="knowledge", model="m", knowledge="- a")
+    jsonl.write_jsonl(
+        str(r1 / "knowledge.jsonl"),
+        [dict(snapshot, output_cut=None, in_pool=False)]  # step 0: no output yet
+        + [dict(snapshot, output_cut=c, in_pool=True) for c in (True, True, False)]
+        + [dict(snapshot, knowledge=" ", output_cut=True, in_pool=True)],  # a chain that wrote nothing
+    )
+    jsonl.write_jsonl(str(r1 / "distill_metrics.jsonl"), [dict(step=s, responses=4, capped=s) for s in (1, 2)])
+    args = json.loads((r1 / "model" / "args.json").read_text())
+    (r1 / "model" / "args.json").write_text(json.dumps(dict(args, optimizer=None, resolved=dict(optimizer="adamw"))))
+    evaluate.main(evaluate.parse_args(["--report", str(run)]))
+    text = (run / "report.md").read_text()
+    assert "| 1 | 25% | 50% | 3/4 (75%) | 3/8 (38%) | 1/4 (25%) |" in text
+    assert "| 0 | - | - | - | - | - |" in text  # round 0 recorded no cut: said as unknown, not as 0
+    assert "- distill.optimizer: adamw" in text and "None" not in text
+    assert "too few to measure anything" not in text  # 15 held-out games
+    small = fake_run(tmp_path / "small")
+    for path in small.glob("round_*/eval_id*.jsonl"):
+        records = jsonl.read_jsonl(str(path))
+        jsonl.write_jsonl(str(path), [r for r in records if r.get("kind") != "game" or r["game"] in ("g0", "g1")])
+    evaluate.main(evaluate.parse_args(["--report", str(small)]))
+    assert "**2 held-out games are too few to measure anything**" in (small / "report.md").read_text()
