@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 from oel import cli, jsonl
@@ -84,6 +85,16 @@ def walkthrough(path):
     return tuple(commands)
 
 
+def start(path, infos):
+    """textworld.start, without jericho's notice that it cannot track the score of a game it does not know:
+    TextWorld tracks it itself (the infos asked for), so the notice is noise in every stage's output."""
+    import textworld
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Game .* is not fully supported")
+        return textworld.start(path, request_infos=infos)
+
+
 def solved_by(walkthroughs, paths):
     """[(walkthrough, path)] for every walkthrough that wins the game at `path` when typed from the start:
     exactly what "a held-out game is solvable by a training game's walkthrough" means (one game can be
@@ -92,7 +103,7 @@ def solved_by(walkthroughs, paths):
 
     found, walkthroughs = [], sorted(set(walkthroughs))
     for path in paths:
-        env = textworld.start(path, request_infos=textworld.EnvInfos(won=True))
+        env = start(path, textworld.EnvInfos(won=True))
         try:
             for commands in walkthroughs:
                 state = env.reset()
@@ -306,7 +317,7 @@ class Episode:
             feedback=True,
         )
         try:
-            self.env = textworld.start(path, request_infos=infos)
+            self.env = start(path, infos)
             state = self.env.reset()
         except Exception as e:  # a corrupt file fails inside TextWorld with a message naming nothing
             raise ValueError(f"{path}: not a playable TextWorld game ({type(e).__name__}: {e})") from e

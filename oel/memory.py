@@ -9,6 +9,7 @@ downloading anything.
 
 import importlib.util
 import resource
+import warnings
 
 import torch
 
@@ -47,6 +48,9 @@ def make_optimizer(params, name, lr, weight_decay):
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay, fused=True)
     from torchao.optim import AdamW8bit  # imported here: only this choice needs torchao (it compiles its step)
+
+    # torchao's note to itself that its 8-bit state cannot key torch.compile's on-disk cache: not ours to act on
+    warnings.filterwarnings("ignore", message="OptimState8bit does not implement _stable_hash_for_caching")
 
     bf16 = any(p.dtype == torch.bfloat16 for p in params)
     return AdamW8bit(params, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay, bf16_stochastic_round=bf16)

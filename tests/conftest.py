@@ -7,6 +7,14 @@ import sys
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never touch the network
+
+
+def pytest_configure(config):
+    # torch warns about its own mkldnn module when torch.compile (torchao's 8-bit AdamW step) imports it on a
+    # CPU; pytest shows DeprecationWarnings that a stage never prints. Anything else still shows.
+    config.addinivalue_line("filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 CHATML = (

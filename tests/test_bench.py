@@ -72,7 +72,16 @@ def test_bench_distill_refuses_a_device_this_machine_lacks(monkeypatch, capsys):
         assert why in capsys.readouterr().err
 
 
-def test_bench_collect_runs_on_recorded_prompts(tiny_qwen3, tmp_path, capsys):
+def test_bench_collect_runs_on_recorded_prompts(tiny_qwen3, tmp_path, capsys, monkeypatch):
+    """Every (mode, batch) is generated and reported; the figures are the benchmark's arithmetic on the clock's
+    readings. The clock is a stand-in (0.1 s a call + 0.01 s a token): on a busy machine a real 1-token call can
+    outlast a 3-token one, which made this test fail under load."""
+
+    def clock(device, fn):
+        out = fn()
+        return 0.1 + 0.01 * len(out[0]), out
+
+    monkeypatch.setattr(generation, "timed", clock)
     turn = {"messages": [{"role": "user", "content": "You are in a kitchen. Your command:"}]}
     jsonl.write_jsonl(tmp_path / "t.jsonl", [{"game": "g", "turns": [turn, turn]}, {"game": "h", "turns": []}])
     argv = ["--shape", "tiny", "--tokenizer", tiny_qwen3, "--trajectories", str(tmp_path / "t.jsonl")]
@@ -82,7 +91,18 @@ def test_bench_collect_runs_on_recorded_prompts(tiny_qwen3, tmp_path, capsys):
         line.split() for line in capsys.readouterr().out.splitlines() if line.split()[:1] in (["dynamic"], ["static"])
     ]
     assert [(r[0], r[1]) for r in rows] == [("dynamic", "1"), ("dynamic", "3"), ("static", "1"), ("static", "3")]
-    assert all(float(r[4]) > 0 and r[9] != "n/a" and r[10] != "n/a" for r in rows)  # tokens/s, roofline ratios
+    for r in rows:  # gen tokens/s = b x 3 / 0.13 s; prefill 0.11 s; a decode step (0.13 - 0.11) / 2 = 10 ms
+        b = int(r[1])
+        assert float(r[4]) == pytest.approx(b * 3 / 0.13, abs=0.1) and r[5:8] == ["0.110", "10.0", f"{b / 0.01:.1f}"]
+        assert float(r[9]) > 0 and float(r[10]) >= float(r[9])  # roofline ratios: weights, weights + KV cache
+
+
+def test_bench_collect_says_when_a_step_is_below_the_noise(tiny_qwen3, capsys, monkeypatch):
+    monkeypatch.setattr(generation, "timed", lambda device, fn: (0.5, fn()))  # 3 tokens no slower than 1
+    generation.main(
+        generation.parse_args(["--shape", "tiny", "--tokenizer", tiny_qwen3, "--batch-sizes", "2", "--new-tokens", "3"])
+    )
+    assert "dynamic     2 | decode time below the timing noise" in capsys.readouterr().out
 
 
 def test_bench_collect_checks_its_arguments(tiny_qwen3, tmp_path, monkeypatch):
