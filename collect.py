@@ -1,17 +1,19 @@
-"""Stage 1 of the OEL loop: the current policy plays TextWorld games and its trajectories are recorded.
+"""Stage 1 of the OEL loop: the current policy plays games and its trajectories are recorded.
 
 All unfinished games advance in lock-step: each turn is one batched `generate` over every game still
-running (left padding). The turn prompt (play.render_turn) holds short instructions, the goal, the
-running log of commands and replies (oldest turns dropped) and, optionally, the admissible commands.
+running (left padding). The game family (`--family`: TextWorld by default, or the paper's FrozenLake and
+Sokoban) renders the turn prompt and reads the command: for TextWorld short instructions, the goal, the
+running log of commands and replies (oldest turns dropped) and, optionally, the admissible commands; for the
+paper's games the instruction that hides the rules and every message since the reset.
 Played without knowledge these trajectories feed extraction (extraction games) and distillation
 (deployment games: their turn prompts are the student's inputs); with `--knowledge` the knowledge text
 goes in exactly where the distillation teacher sees it.
 
     python collect.py --preset train --n 16 --split extract --out runs/demo/round_1/extraction_trajectories.jsonl
 
-Simplified relative to the paper: TextWorld instead of TextArena; HF `generate` instead of vLLM; the
-answer may be mapped to the closest listed command (`--match closest`) because small models rarely
-type one exactly (both the typed and the sent command are recorded).
+Simplified relative to the paper: HF `generate` instead of vLLM; on TextWorld the answer may be mapped to
+the closest listed command (`--match closest`) because small models rarely type one exactly (both the typed
+and the sent command are recorded).
 """
 
 import argparse
@@ -30,10 +32,10 @@ def parse_args(argv=None):
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     cli.add_model_args(p)
-    p.add_argument("--games", default=None, help="play every finished game in this folder (instead of --preset)")
-    p.add_argument(
-        "--preset", default="train", choices=sorted(games.PRESETS), help="game set to make (or reuse) and play"
-    )
+    p.add_argument("--family", type=games.family_arg, default="textworld", help=games.FAMILY_HELP)
+    p.add_argument("--game-split", default="disjoint", choices=games.SPLITS, help=games.SPLIT_HELP)
+    p.add_argument("--games", default=None, help="TextWorld: every finished game in this folder (not --preset)")
+    p.add_argument("--preset", default="train", choices=games.PRESETS, help="game set to make (or reuse) and play")
     p.add_argument("--n", type=cli.positive_int, default=16, help="number of games in the set (with --preset)")
     p.add_argument(
         "--round",
@@ -41,9 +43,7 @@ def parse_args(argv=None):
         default=0,
         help="round number: picks fresh training seeds and is recorded",
     )
-    p.add_argument(
-        "--split", default="extract", choices=sorted(games.SPLIT_OFFSET), help="training split (train preset only)"
-    )
+    p.add_argument("--split", default="extract", choices=games.TRAINING_SPLITS, help="training split (train preset)")
     p.add_argument("--games-dir", default="games", help="cache folder for generated games")
     p.add_argument("--episodes", type=cli.positive_int, default=1, help="episodes per game")
     p.add_argument("--max-turns", type=cli.positive_int, default=15, help="turn limit per episode")
@@ -87,8 +87,18 @@ def parse_args(argv=None):
 
 def main(args):
     runfolder.claim_outputs(args.out, args)  # one writer per run folder; an output made otherwise is refused
-    paths = games.game_paths(args.games, args.games_dir, args.preset, args.n, args.round, args.split)
-    knowledge_id, knowledge = inputs.load_knowledge(args.knowledge, args.knowledge_id)
+    games.check_family(args.family, args.max_turns)
+    paths = games.game_set(
+        args.family,
+        args.preset,
+        args.n,
+        round_=args.round,
+        split=args.split,
+        games_dir=args.games_dir,
+        folder=args.games,
+        game_split=args.game_split,
+    )
+    knowledge_id, knowledge = inputs.load_knowledge(args.knowledge, args.knowledge_id, family=args.family)
     random.seed(args.seed)
     torch.manual_seed(args.seed)
     model, tokenizer = lm.load_model(args.model, args.device, quiet=args.quiet)

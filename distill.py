@@ -264,7 +264,8 @@ def main(args):
 
     # 1. the inputs: every turn prompt of the deployment trajectories (the student's x) and the knowledge pool
     # (the teacher's e), every pair and sequence length checked with the tokenizer alone, before the model loads
-    prompts, pool = inputs.load_turn_prompts(args.trajectories), inputs.load_pool(args.knowledge, args.thinking)
+    prompts, family = inputs.load_turn_prompts(args.trajectories)
+    pool = inputs.load_pool(args.knowledge, args.thinking, family=family, family_from=args.trajectories)
     model_path = lm.resolve_model(args.model)
     tokenizer = lm.load_tokenizer(model_path)
     marker_ids = tokenizer(inputs.generation_marker(tokenizer, args.thinking), add_special_tokens=False).input_ids

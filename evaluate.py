@@ -51,7 +51,7 @@ from tqdm import tqdm
 
 from oel import cli, games, ifeval, inputs, jsonl, lm, play, report, runfolder
 
-PRESETS = {"id": "eval", "ood": "ood", "ifeval": None}  # set -> game preset (games.PRESETS)
+PRESETS = {"id": "eval", "ood": "ood", "ifeval": None}  # set -> the family's game set (games.PRESETS)
 EPISODES = 1  # episodes per held-out game: more games beat more episodes at the same cost (docstring)
 # the IFEval setting, recorded in its summary: the same every round
 IFEVAL_FLAGS = (
@@ -84,9 +84,11 @@ def parse_args(argv=None):
     p.add_argument("--quiet", action="store_true", help="no sample, no progress bars")
     p.add_argument("--report", nargs="+", metavar="RUN", help="write the report of RUN (several: compare them), exit")
     g = p.add_argument_group("games (id, ood)")
+    g.add_argument("--family", type=games.family_arg, default="textworld", help=games.FAMILY_HELP)
+    g.add_argument("--game-split", default="disjoint", choices=games.SPLITS, help=games.SPLIT_HELP)
     g.add_argument("--n", type=positive, default=20, help="games in the held-out set (and OOD set unless --n-ood)")
     g.add_argument("--n-ood", type=positive, default=None, help="games in the OOD set (default: --n)")
-    g.add_argument("--games", default=None, help="play every finished game in this folder instead of the presets")
+    g.add_argument("--games", default=None, help="TextWorld: every finished game in this folder, not the presets")
     g.add_argument("--games-dir", default="games", help="cache of generated games (GAMES_DIR/eval, GAMES_DIR/ood)")
     g.add_argument("--episodes", type=positive, default=EPISODES, help="episodes per game (see the docstring)")
     g.add_argument("--max-turns", type=positive, default=12, help="turn limit per game")
@@ -193,6 +195,8 @@ def knowledge_plans(args):
             )
         return [(os.path.basename(args.knowledge), None, [inputs.load_knowledge(args.knowledge, args.knowledge_id)])]
     records = jsonl.read_jsonl(args.knowledge, required=("knowledge_id", "knowledge"))
+    family = inputs.family_of([(0, r) for r in records], args.knowledge, "knowledge")
+    inputs.check_family(args.knowledge, family, args.family, f"--family {args.family}")
     if args.knowledge_curve is not None:
         chain = [r for r in records if r.get("chain") == args.knowledge_curve and isinstance(r.get("step"), int)]
         if not chain:
@@ -221,25 +225,21 @@ def is_text(record):
     return isinstance(record.get("knowledge"), str) and bool(record["knowledge"].strip())
 
 
-def game_name(path):
-    return os.path.splitext(os.path.basename(path))[0]  # the `game` of a play record
-
-
 def draw(entries, game, seed):
     """The pool entry a game plays with: drawn from the game's name and the seed, so a game gets the
     same entry every round and the draw does not depend on which other games are played."""
     return entries[random.Random(f"{seed}:{game}").randrange(len(entries))]
 
 
-def play_set(model, tokenizer, paths, args, plans, name):
+def play_set(model, tokenizer, game_ids, args, plans, name):
     """Play the games once per plan; per-episode records and one summary each."""
     agent = play.model_agent(model, tokenizer, **{k: getattr(args, k) for k in SAMPLING})
     options = {k: getattr(args, k) for k in PLAY_FLAGS}
     records, summaries = [], []
     for knowledge_id, step, entries in plans:
         groups = collections.defaultdict(list)  # entry -> its games: one lock-step play per entry
-        for path in paths:
-            groups[draw(entries, game_name(path), args.seed)].append(path)
+        for game in game_ids:
+            groups[draw(entries, games.name(game), args.seed)].append(game)
         random.seed(args.seed)
         torch.manual_seed(args.seed)  # the same sampling noise for every plan
         played = []
@@ -249,8 +249,8 @@ def play_set(model, tokenizer, paths, args, plans, name):
             except ValueError as e:
                 raise cli.InputError(str(e))
             played += [dict(r, kind="game", eval_set=name, knowledge_id=entry_id, knowledge=text) for r in part]
-        order = {path: i for i, path in enumerate(paths)}
-        played.sort(key=lambda r: (order[r["game_file"]], r["episode"]))
+        order = {game: i for i, game in enumerate(game_ids)}
+        played.sort(key=lambda r: (order[r["game_id"]], r["episode"]))
         records += played
         summaries.append(dict(knowledge_id=knowledge_id, step=step, **game_metrics(played)))
         turns = [t for r in played for t in r["turns"]]  # replies that used every token allowed: cut, or just fit
@@ -304,8 +304,13 @@ def main(args):
     # round), the OOD games, the knowledge each game plays with (none, the pool, one entry or a chain's
     # snapshots), IFEval's prompts
     n = lambda name: (args.n_ood or args.n) if name == "ood" else args.n
+    games.check_family(args.family, args.max_turns)
     paths = {
-        name: games.game_paths(args.games, args.games_dir, PRESETS[name], n(name)) for name in todo if PRESETS[name]
+        name: games.game_set(
+            args.family, PRESETS[name], n(name), games_dir=args.games_dir, folder=args.games, game_split=args.game_split
+        )
+        for name in todo
+        if PRESETS[name]
     }
     plans = knowledge_plans(args) if paths else None
     prompts = ifeval.load_prompts(args.ifeval_n, args.ifeval_file) if "ifeval" in todo else None
@@ -322,7 +327,9 @@ def main(args):
             settings = {k: getattr(args, k) for k in IFEVAL_FLAGS}
         else:
             records, summaries = play_set(model, tokenizer, paths[name], args, plans, name)
-            settings = {k: getattr(args, k) for k in SAMPLING + PLAY_FLAGS + ["seed"] if k != "quiet"}
+            settings = {
+                k: getattr(args, k) for k in SAMPLING + PLAY_FLAGS + ["seed", "family", "game_split"] if k != "quiet"
+            }
         run = args.run or runfolder.run_name(out)
         for r in records:
             r.update(run=run, round=args.round, model=args.model)

@@ -27,11 +27,12 @@ import time
 import torch
 from tqdm import tqdm
 
-from oel import cli, inputs, jsonl, lm, runfolder
+from oel import cli, games, inputs, jsonl, lm, runfolder
 
-SYSTEM_PROMPT = "You review records of text adventure games and write down short lessons for playing better."
+# {game}: what the family's games are (oel/games.py description): "text adventure game", "grid game"
+SYSTEM_PROMPT = "You review records of {game}s and write down short lessons for playing better."
 STRUCTURED_PROMPT = (
-    "Here is the record of a text adventure game you just played.\n\n{trajectory}\n\n{known}"
+    "Here is the record of a {game} you just played.\n\n{trajectory}\n\n{known}"
     "What does this game teach about its rules (how commands must be phrased, what must happen before "
     "what) and about winning quickly? Write one or two new, general lessons that would help in other "
     "games of this kind. Do not repeat a lesson you already know. Write each lesson on its own line "
@@ -41,7 +42,7 @@ STRUCTURED_PROMPT = (
 # example that is a strategy for these games would be our hint, not the model's experience. The
 # answer is started with the marker instead (ANSWER_PREFIX).
 FREE_TEXT_PROMPT = (
-    "Here is the record of a text adventure game you just played.\n\n{trajectory}\n\n{known}"
+    "Here is the record of a {game} you just played.\n\n{trajectory}\n\n{known}"
     "In two or three sentences, say what this game teaches about its rules and about winning quickly, "
     "as general advice for other games of this kind."
 )
@@ -220,10 +221,10 @@ def add_items(items, new, max_new, max_tokens, count_tokens):
     return fit_budget(items + fresh, max_tokens, count_tokens)
 
 
-def extraction_messages(trajectory_text, items, args):
+def extraction_messages(trajectory_text, items, args, game="text adventure game"):
     known = KNOWN_BLOCK.format(knowledge=render_knowledge(items)) if items and args.show_knowledge else ""
-    user = PROMPTS[args.prompt_version].format(trajectory=trajectory_text, known=known)
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    user = PROMPTS[args.prompt_version].format(trajectory=trajectory_text, known=known, game=game)
+    return [{"role": "system", "content": SYSTEM_PROMPT.format(game=game)}, {"role": "user", "content": user}]
 
 
 def inside_thinking(output):
@@ -296,6 +297,7 @@ def main(args):
         return None
     # 1. the extraction trajectories, and which of them each of the K chains reads, in order
     trajectories = inputs.load_trajectories(args.trajectories)
+    family = trajectories[0].get("family") or "textworld"  # one family a file (load_trajectories checks)
     plan = chain_plan(len(trajectories), args.chains, args.chain_data, args.steps)
     n_steps, unread = len(plan[0]), len(trajectories) - len({i for p in plan for i in p})
     if unread:  # said, not silent: slices of equal length leave the remainder out
@@ -345,6 +347,7 @@ def main(args):
                     prompt_version=args.prompt_version,
                     seed=args.seed,
                     source=args.source,
+                    family=family,
                     output_cut=None if cut is None else cut[c],
                 )
             )
@@ -359,7 +362,8 @@ def main(args):
         else:
             prefix = ANSWER_PREFIX[args.prompt_version] if args.answer_prefix and not args.thinking else ""
             prompts = [
-                lm.chat_text(tokenizer, extraction_messages(t, items, args), args.thinking) + prefix
+                lm.chat_text(tokenizer, extraction_messages(t, items, args, games.description(family)), args.thinking)
+                + prefix
                 for items, t in zip(chains, shown)
             ]
             t0 = time.time()

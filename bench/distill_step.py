@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import distill  # noqa: E402
 from bench import generation  # noqa: E402
-from oel import cli, games, inputs, lm, memory, play  # noqa: E402
+from oel import cli, inputs, lm, memory, play, textworld_games  # noqa: E402
 
 KNOWLEDGE = "\n".join(
     f"- lesson {i}: go to rooms you have not seen yet before going back; take the goal object at once."
@@ -80,12 +80,12 @@ def parse_args():
 
 def batch_pairs(tokenizer, args):
     """Student/teacher sequences from the first turn of real games, with a fixed knowledge text."""
-    paths = games.make_set(args.games_dir, "eval", args.batch)
+    paths = textworld_games.make_set(args.games_dir, "eval", args.batch)
     marker = inputs.generation_marker(tokenizer)
     pairs = []
     for i, path in enumerate(paths):
-        ep = games.Episode(path)
-        messages = play.render_turn(ep.objective, ep.history, ep.admissible)
+        ep = textworld_games.Episode(path)
+        messages = ep.turn_messages()
         response = [(7 * i + j) % 1000 + 100 for j in range(args.response_tokens - 1)] + [tokenizer.eos_token_id]
         s_text, t_text = (
             lm.chat_text(tokenizer, messages),

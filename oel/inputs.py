@@ -10,6 +10,22 @@ from oel import cli, jsonl, lm, play
 TURN_KEYS = ("turn", "response", "command", "reply")  # what the extractor reads of each turn
 
 
+def family_of(records, path, kind):
+    """The one game family of a file's records (`family`; files from before it was recorded: TextWorld)."""
+    families = {r.get("family") or "textworld" for _, r in records}
+    if len(families) > 1:
+        raise cli.InputError(f"{path}: {kind} of several game families {sorted(families)}; expected one")
+    return families.pop() if families else "textworld"
+
+
+def check_family(path, family, expected, expected_from):
+    if family != expected:
+        raise cli.InputError(
+            f"{path}: knowledge of {family} games; {expected_from} is of {expected} games (knowledge and play must be "
+            "of one game family)"
+        )
+
+
 def load_trajectories(path):
     """collect.py's trajectories, each checked for its kind (a knowledge file or an evaluate.py output is
     not one) and its shape, before any model loads."""
@@ -28,13 +44,14 @@ def load_trajectories(path):
             )
     if not numbered:
         raise cli.InputError(f"{path}: no trajectories ({expected})")
+    family_of(numbered, path, "trajectories")
     return [r for _, r in numbered]
 
 
 def load_turn_prompts(path):
-    """Every turn prompt (chat messages) of every trajectory: [(where it came from, messages)]."""
-    prompts = []
-    for n, r in jsonl.read_records(path, "trajectories"):
+    """Every turn prompt (chat messages) of every trajectory: ([(where it came from, messages)], game family)."""
+    prompts, records = [], jsonl.read_records(path, "trajectories")
+    for n, r in records:
         if not isinstance(r["turns"], list):
             raise cli.InputError(f"{path}:{n}: `turns` is not a list of turns")
         for t in r["turns"]:
@@ -46,13 +63,16 @@ def load_turn_prompts(path):
             prompts.append((f"{r.get('game')}#{r.get('episode')}:{t.get('turn')}", messages))
     if not prompts:
         raise cli.InputError(f"{path}: no turn prompts (expected trajectories from collect.py with turns)")
-    return prompts
+    return prompts, family_of(records, path, "trajectories")
 
 
-def load_pool(path, thinking=False):
+def load_pool(path, thinking=False, family=None, family_from=None):
     """The knowledge pool: [(knowledge_id, text)] of records with in_pool true; an empty entry is an error
-    (its teacher would see no knowledge, and the KL of that prompt would be 0 by construction)."""
+    (its teacher would see no knowledge, and the KL of that prompt would be 0 by construction). With `family`,
+    a pool written about another game family is an error too."""
     records = jsonl.read_records(path, "knowledge")
+    if family:
+        check_family(path, family_of(records, path, "knowledge"), family, family_from)
     pool = [(n, r["knowledge_id"], r["knowledge"]) for n, r in records if r["in_pool"]]
     if not pool:
         raise cli.InputError(f"{path}: the knowledge pool is empty (no record with in_pool true)")
@@ -74,7 +94,7 @@ def load_pool(path, thinking=False):
     return [(kid, text) for _, kid, text in pool if isinstance(text, str) and text.strip()]
 
 
-def load_knowledge(path, knowledge_id=None):
+def load_knowledge(path, knowledge_id=None, family=None):
     """(knowledge_id, text) from a knowledge JSONL (extract.py) or a plain text file; never empty.
 
     From a JSONL: the record whose `knowledge_id` is asked for, else the first pool entry
@@ -96,6 +116,8 @@ def load_knowledge(path, knowledge_id=None):
     records = jsonl.read_jsonl(path, required=("knowledge_id", "knowledge"))
     if not records:
         raise cli.InputError(f"{path}: no knowledge records")
+    if family:
+        check_family(path, family_of([(0, r) for r in records], path, "knowledge"), family, f"--family {family}")
     for i, r in enumerate(records, 1):
         if "turns" in r or not isinstance(r["knowledge_id"], str) or not isinstance(r["knowledge"], str):
             raise cli.InputError(

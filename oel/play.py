@@ -1,60 +1,18 @@
-"""What a player needs, shared by collect.py and evaluate.py: the turn prompt, reading the command out of
-the model's answer, and the play loop over a set of games (the games themselves are oel/games.py's).
+"""What a player needs, shared by collect.py and evaluate.py: knowledge in the prompt, the policy, and the play
+loop over a set of games of any family (each game's turn prompt and how its answer is read are its episode's:
+oel/games.py, oel/textworld_games.py, oel/arena_games.py).
 
-The turn prompt is a system message, one example exchange, then the goal, the running log of commands
-and replies (oldest turns dropped) and, optionally, the admissible commands. Knowledge goes in only
-through `insert_knowledge`, which distill.py also uses to build the teacher's prompt, so the policy and
-the teacher see it in exactly the same place.
+Knowledge goes into a turn prompt only through `insert_knowledge`, which distill.py also uses to build the
+teacher's prompt from a stored student prompt, so the policy and the teacher see it in exactly the same place.
 """
 
-import os
-import re
 import time
 
 from tqdm import tqdm
 
 from oel import cli, games, lm
 
-# ----------------------------------------------------------------------------- the turn prompt
-
-SYSTEM_PROMPT = (
-    "You are playing a text adventure game. Each turn you read what happened and type the next "
-    "command, a short verb phrase such as: go north, take key, open door, unlock door with key. "
-    "Reply with one command and nothing else."
-)
-# One example exchange before the real turn: the small default model copies its form (a bare command).
-EXAMPLE_TURN = (
-    "Goal: Find the lamp in the attic.\n\n"
-    "Game:\n-= Hallway =-\nYou are in a hallway. A ladder leads up.\n\n"
-    "Commands you can use: examine ladder, go up, inventory, look\n\n"
-    "Your command:"
-)
-EXAMPLE_ANSWER = "go up"
-TURN_PROMPT = "Goal: {objective}\n\nGame:\n{log}\n\n{commands}Your command:"
 KNOWLEDGE_BLOCK = "What you learned from earlier games:\n{knowledge}\n\n"
-
-
-def render_log(history, max_turns):
-    """The running log: the last `max_turns` (command, reply) pairs, oldest dropped first."""
-    shown = history[-max_turns:] if max_turns else history
-    lines = ["(earlier turns not shown)"] if len(shown) < len(history) else []
-    for command, reply in shown:
-        lines.append(reply if command is None else f"> {command}\n{reply}")
-    return "\n\n".join(lines)
-
-
-def render_turn(objective, history, admissible=None, knowledge=None, max_turns=8, example=True):
-    """The chat messages of one turn. Knowledge, if any, goes in through `insert_knowledge`, the
-    same function distillation uses to build the teacher's prompt from a stored student prompt."""
-    commands = f"Commands you can use: {', '.join(admissible)}\n\n" if admissible else ""
-    user = TURN_PROMPT.format(
-        objective=objective or "(not stated)", log=render_log(history, max_turns), commands=commands
-    )
-    messages = [{"role": "system", "content": SYSTEM_PROMPT}]
-    if example:
-        messages += [{"role": "user", "content": EXAMPLE_TURN}, {"role": "assistant", "content": EXAMPLE_ANSWER}]
-    messages.append({"role": "user", "content": user})
-    return insert_knowledge(messages, knowledge)
 
 
 def insert_knowledge(messages, knowledge):
@@ -74,54 +32,6 @@ def pair_prompts(tokenizer, messages, knowledge, thinking, where):
     if knowledge.strip() not in teacher or teacher == student:
         raise cli.InputError(f"{where}: the teacher's prompt does not carry the knowledge (check the chat template)")
     return student, teacher
-
-
-# ----------------------------------------------------------------------------- reading the command
-
-SEPARATORS = re.compile(r"\s*(?:;|\n|,|\. | and then | then )\s*")
-
-
-def parse_command(answer):
-    """(command, status) from the model's final answer (after any </think>).
-
-    The last `[...]` wins if there is one, else the first non-empty line. Only one command is ever
-    sent: "open door then go east" (or "open door, go east") sends "open door" with status 'multi'
-    (TextWorld would run both).
-    status: 'ok', 'multi', or 'empty' (nothing usable; command is '').
-    """
-    brackets = re.findall(r"\[([^\[\]]+)\]", answer)
-    text = brackets[-1] if brackets else answer.strip()
-    text = re.sub(r"^(?:your )?(?:next )?command\s*:\s*", "", text.strip(), flags=re.I)
-    parts = [p for p in (re.sub(r"[^a-z0-9' -]", " ", p.lower()) for p in SEPARATORS.split(text)) if p.strip()]
-    if not parts:
-        return "", "empty"
-    command = " ".join(parts[0].split())
-    return command, ("multi" if len(parts) > 1 else "ok")
-
-
-def closest_command(command, admissible):
-    """The admissible command sharing the most words with `command` (ties: shorter, then first);
-    None if no word is shared. Used only when the commands are listed in the prompt."""
-    words = set(command.split())
-    best, best_key = None, (0, 0)
-    for candidate in admissible:
-        shared = len(words & set(candidate.split()))
-        key = (shared, -len(candidate.split()))
-        if shared and key > best_key:
-            best, best_key = candidate, key
-    return best
-
-
-def choose_command(response, admissible, match):
-    """(answer, command sent, status, valid) for one response. Never raises."""
-    _, answer = lm.split_thinking(response)
-    typed, status = parse_command(answer)
-    valid = typed in admissible
-    command = typed
-    if status != "empty" and not valid and match == "closest":
-        command = closest_command(typed, admissible) or typed
-        status = "closest" if command != typed else status
-    return answer, command, status, valid
 
 
 # ----------------------------------------------------------------------------- playing a game set
@@ -153,7 +63,7 @@ def feedback_line(episode, max_turns):
 
 def play(
     agent,
-    paths,
+    game_ids,
     *,
     max_turns,
     history,
@@ -168,9 +78,10 @@ def play(
     desc="play",
 ):
     """Play every (game, episode) in lock-step: each turn, one `agent` call per `batch_size` running
-    games (one game per call if not `lockstep`). Returns one record per episode (see README) and
-    stats (generated tokens, seconds spent in the agent)."""
-    running = [(path, e, games.Episode(path)) for path in paths for e in range(episodes)]
+    games (one game per call if not `lockstep`). A game is any family's id (oel/games.py): its episode
+    renders the turn prompt and reads the answer; knowledge goes in here, through `insert_knowledge`.
+    Returns one record per episode (docs/method.md) and stats (generated tokens, seconds in the agent)."""
+    running = [(game, e, games.open_episode(game)) for game in game_ids for e in range(episodes)]
     turns = [[] for _ in running]
     stats = dict(tokens=0, gen_seconds=0.0)
     bar = tqdm(total=len(running), desc=desc, disable=quiet, leave=False)
@@ -180,8 +91,8 @@ def play(
         for start in range(0, len(active), step):
             chunk = [running[i][2] for i in active[start : start + step]]
             messages = [
-                render_turn(
-                    ep.objective, ep.history, ep.admissible if list_commands else None, knowledge, history, example
+                insert_knowledge(
+                    ep.turn_messages(history=history, list_commands=list_commands, example=example), knowledge
                 )
                 for ep in chunk
             ]
@@ -189,7 +100,7 @@ def play(
             outs = agent(chunk, messages)
             stats["gen_seconds"] += time.time() - t0
             for i, ep, m, (response, n_tokens) in zip(active[start : start + step], chunk, messages, outs):
-                answer, command, status, valid = choose_command(response, ep.admissible, match)
+                answer, command, status, valid = ep.choose(response, match)
                 if command:
                     reply = ep.step(command)
                 else:  # nothing to send: the turn is spent, the game is untouched
@@ -213,11 +124,14 @@ def play(
                 bar.update(int(ep.done))
     bar.close()
     records = []
-    for (path, e, ep), ts in zip(running, turns):
+    for (game, e, ep), ts in zip(running, turns):
+        arena = {"seed": ep.seed, "board": ep.board} if hasattr(ep, "board") else {}  # replayable, comparable
         records.append(
             dict(
-                game=os.path.basename(path)[:-3],
-                game_file=path,
+                game=games.name(game),
+                game_id=game,
+                family=games.family_of(game),
+                **arena,
                 episode=e,
                 objective=ep.objective,
                 intro=ep.intro,

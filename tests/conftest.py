@@ -98,9 +98,9 @@ def tiny_qwen3(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_games(tmp_path_factory):
     """Three small games (treasure hunter, coin collector, cooking), made in parallel once."""
-    from oel import games
+    from oel import textworld_games
 
     folder = tmp_path_factory.mktemp("games")
     specs = [("treasure-l1-s0", "treasure", 1, 0), ("coin-l2-s1", "coin", 2, 1), ("cooking-l1-s2", "cooking", 1, 2)]
-    games.make_games(str(folder), specs)
+    textworld_games.make_games(str(folder), specs)
     return str(folder)

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 import collect
-from oel import cli, games, jsonl, lm
+from oel import cli, jsonl, lm, textworld_games
 
 
 def args_for(tiny_model, tiny_games, out, *extra):
@@ -120,19 +120,19 @@ def test_bad_input_is_a_clear_error_and_keeps_earlier_output(problem, tiny_model
     elif problem == "corrupt_game":
         games_dir = str(tmp_path / "corrupt")
         shutil.copytree(tiny_games, games_dir)
-        victim = games.list_games(games_dir)[0]
+        victim = textworld_games.list_games(games_dir)[0]
         with open(victim, "wb") as f:
             f.write(b"not a z-machine file")
     elif problem == "truncated_game":
         games_dir = str(tmp_path / "truncated")
         shutil.copytree(tiny_games, games_dir)
-        victim = games.list_games(games_dir)[-1]
+        victim = textworld_games.list_games(games_dir)[-1]
         with open(victim, "r+b") as f:
             f.truncate(4000)
     elif problem == "scrambled_body":  # a valid header, noise after it: the interpreter halts on every command
         games_dir = str(tmp_path / "scrambled")
         shutil.copytree(tiny_games, games_dir)
-        victim = games.list_games(games_dir)[0]
+        victim = textworld_games.list_games(games_dir)[0]
         with open(victim, "rb") as f:
             data = f.read()
         rng = random.Random(0)

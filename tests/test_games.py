@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from oel import cli, games, play
+from oel import cli, play, textworld_games
 
 
 def copy_game(src, folder, name=None):
@@ -30,85 +30,89 @@ def scramble_body(path, seed=0):
 
 
 def test_seed_ranges_never_collide():
-    ranges = [games.seed_range("eval"), games.seed_range("ood")]
-    ranges += [games.seed_range("train", r, s) for r in range(20) for s in ("extract", "deploy")]
+    ranges = [textworld_games.seed_range("eval"), textworld_games.seed_range("ood")]
+    ranges += [textworld_games.seed_range("train", r, s) for r in range(20) for s in ("extract", "deploy")]
     seeds = [set(range(low, high)) for low, high in ranges]
     for i, s in enumerate(seeds):
         assert all(not s & t for t in seeds[i + 1 :])  # held-out apart, fresh games every round and split
     with pytest.raises(ValueError, match="at most 5000 training games"):
-        games.make_set("unused", "train", 5001)
+        textworld_games.make_set("unused", "train", 5001)
 
 
 def test_every_game_is_won_by_its_own_walkthrough(tiny_games):
     """TextWorld's walkthrough, typed through Episode, wins each game: a free check of the harness."""
-    for path in games.list_games(tiny_games):
-        games.check_game(path)  # the game's own policy_commands win it through Episode.step
+    for path in textworld_games.list_games(tiny_games):
+        textworld_games.check_game(path)  # the game's own policy_commands win it through Episode.step
         # the .json's walkthrough (cooking's adds `inventory`, `examine cookbook`...) wins it as well
-        assert games.solved_by([games.walkthrough(path)], [path]) == [(games.walkthrough(path), path)]
+        assert textworld_games.solved_by([textworld_games.walkthrough(path)], [path]) == [
+            (textworld_games.walkthrough(path), path)
+        ]
 
 
 def test_solved_by_replays_rather_than_compares(tiny_games):
     """A different command list can win a game too: the check replays, it does not compare lists."""
-    path = [p for p in games.list_games(tiny_games) if "treasure" in p][0]
-    solution = games.walkthrough(path)
+    path = [p for p in textworld_games.list_games(tiny_games) if "treasure" in p][0]
+    solution = textworld_games.walkthrough(path)
     longer = ("look", "inventory") + solution
-    assert games.solved_by([longer], [path]) == [(longer, path)]
-    assert games.solved_by([("look",), solution[:-1] + ("take nothing-here",)], [path]) == []
+    assert textworld_games.solved_by([longer], [path]) == [(longer, path)]
+    assert textworld_games.solved_by([("look",), solution[:-1] + ("take nothing-here",)], [path]) == []
 
 
 def test_held_out_and_training_sets_are_disjoint_by_content(tiny_games, tmp_path, monkeypatch):
     """Treasure hunter level 1, seeds from 0: seeds 0 and 1 make the same game. Training seeds are made to
     start at 0 as well, so every held-out game is offered to the training set and must be refused."""
-    monkeypatch.setitem(games.PRESETS, "eval", [("treasure", 1)])
-    monkeypatch.setitem(games.PRESETS, "train", [("treasure", 1)])
-    monkeypatch.setitem(games.SEED_RANGES, "train", (0, 10**9))
+    monkeypatch.setitem(textworld_games.PRESETS, "eval", [("treasure", 1)])
+    monkeypatch.setitem(textworld_games.PRESETS, "train", [("treasure", 1)])
+    monkeypatch.setitem(textworld_games.SEED_RANGES, "train", (0, 10**9))
     root = str(tmp_path / "games")
     copy_game(os.path.join(tiny_games, "treasure-l1-s0.z8"), f"{root}/eval")  # seed 0, already made
 
-    held_out = games.make_set(root, "eval", 2)
-    walkthroughs = [games.walkthrough(p) for p in held_out]
+    held_out = textworld_games.make_set(root, "eval", 2)
+    walkthroughs = [textworld_games.walkthrough(p) for p in held_out]
     assert len(set(walkthroughs)) == 2  # never repeats a game
-    made = sorted(games.list_games(f"{root}/eval"), key=lambda p: int(p.split("-s")[-1][:-3]))
+    made = sorted(textworld_games.list_games(f"{root}/eval"), key=lambda p: int(p.split("-s")[-1][:-3]))
     first_distinct = []  # brute force: the first distinct games of the seed range, in seed order
     for p in made:
-        if games.walkthrough(p) not in [games.walkthrough(q) for q in first_distinct]:
+        if textworld_games.walkthrough(p) not in [textworld_games.walkthrough(q) for q in first_distinct]:
             first_distinct.append(p)
     assert held_out == first_distinct[:2]
-    assert games.make_set(root, "eval", 1) == held_out[:1]  # a smaller set is a prefix of a bigger one
+    assert textworld_games.make_set(root, "eval", 1) == held_out[:1]  # a smaller set is a prefix of a bigger one
     assert open(f"{root}/eval/.checked").read().split() == [os.path.basename(p) for p in held_out]
 
     for p in made:  # the training range starts with the same seeds: reuse the files instead of remaking
         copy_game(p, f"{root}/train")
-    train = games.make_set(root, "train", 2)
-    assert not {games.walkthrough(p) for p in train} & set(walkthroughs)
-    assert games.solved_by([games.walkthrough(p) for p in train], held_out) == []  # the exact property
-    skipped = [p for p in games.list_games(f"{root}/train") if p not in train]
-    assert skipped and all(games.solved_by([games.walkthrough(p)], held_out) for p in skipped)
-    assert all(os.path.exists(p[:-3] + games.SOLVES_HELD_OUT) for p in skipped)  # marked: never trained on
-    assert not any(os.path.exists(p[:-3] + games.SOLVES_HELD_OUT) for p in train)
+    train = textworld_games.make_set(root, "train", 2)
+    assert not {textworld_games.walkthrough(p) for p in train} & set(walkthroughs)
+    assert (
+        textworld_games.solved_by([textworld_games.walkthrough(p) for p in train], held_out) == []
+    )  # the exact property
+    skipped = [p for p in textworld_games.list_games(f"{root}/train") if p not in train]
+    assert skipped and all(textworld_games.solved_by([textworld_games.walkthrough(p)], held_out) for p in skipped)
+    assert all(os.path.exists(p[:-3] + textworld_games.SOLVES_HELD_OUT) for p in skipped)  # marked: never trained on
+    assert not any(os.path.exists(p[:-3] + textworld_games.SOLVES_HELD_OUT) for p in train)
     os.remove(f"{root}/eval/.checked")  # a full check of the held-out set: the marked games are not training games
-    assert games.make_set(root, "eval", 2) == held_out
+    assert textworld_games.make_set(root, "eval", 2) == held_out
 
     replayed = []  # a held-out set already checked is not replayed again
-    real = games.solved_by
-    monkeypatch.setattr(games, "solved_by", lambda ws, paths: replayed.extend(paths) or real(ws, paths))
-    assert games.make_set(root, "eval", 2) == held_out and replayed == []
+    real = textworld_games.solved_by
+    monkeypatch.setattr(textworld_games, "solved_by", lambda ws, paths: replayed.extend(paths) or real(ws, paths))
+    assert textworld_games.make_set(root, "eval", 2) == held_out and replayed == []
     # the held-out set grows onto a game the training set already holds: refused, naming both files
     for p in train:
         copy_game(p, f"{root}/eval")
     with pytest.raises(ValueError, match=r"won by a training game's walkthrough .*train/treasure-l1-s\d+\.z8"):
-        games.make_set(root, "eval", 2 + len(train))
+        textworld_games.make_set(root, "eval", 2 + len(train))
 
 
 def test_a_level_with_too_few_distinct_games_is_an_error(tiny_games, tmp_path, monkeypatch):
-    monkeypatch.setitem(games.PRESETS, "eval", [("treasure", 1)])
-    monkeypatch.setitem(games.SEED_RANGES, "eval", (0, 2))  # seeds 0 and 1: one distinct game
+    monkeypatch.setitem(textworld_games.PRESETS, "eval", [("treasure", 1)])
+    monkeypatch.setitem(textworld_games.SEED_RANGES, "eval", (0, 2))  # seeds 0 and 1: one distinct game
     root = str(tmp_path / "games")
     copy_game(os.path.join(tiny_games, "treasure-l1-s0.z8"), f"{root}/eval")
     copy_game(os.path.join(tiny_games, "treasure-l1-s0.z8"), f"{root}/eval", "treasure-l1-s1")  # a repeat
-    assert len(games.make_set(root, "eval", 1)) == 1
+    assert len(textworld_games.make_set(root, "eval", 1)) == 1
     with pytest.raises(ValueError, match=r"treasure-l1: only 1 of 2 games .*too few distinct games"):
-        games.make_set(root, "eval", 2)
+        textworld_games.make_set(root, "eval", 2)
 
 
 def test_game_cache_reuses_finished_games_and_ignores_half_written_ones(tiny_games, tmp_path):
@@ -118,11 +122,13 @@ def test_game_cache_reuses_finished_games_and_ignores_half_written_ones(tiny_gam
         if f.startswith("treasure-l1-s0"):
             shutil.copy(os.path.join(tiny_games, f), folder / f)
     (folder / "coin-l2-s1.z8").write_bytes(b"half written")  # no .json beside it: not a finished game
-    assert [os.path.basename(p) for p in games.list_games(str(folder))] == ["treasure-l1-s0.z8"]
+    assert [os.path.basename(p) for p in textworld_games.list_games(str(folder))] == ["treasure-l1-s0.z8"]
     stamp = os.path.getmtime(folder / "treasure-l1-s0.z8")
-    paths = games.make_games(str(folder), [("treasure-l1-s0", "treasure", 1, 0), ("coin-l2-s1", "coin", 2, 1)])
+    paths = textworld_games.make_games(
+        str(folder), [("treasure-l1-s0", "treasure", 1, 0), ("coin-l2-s1", "coin", 2, 1)]
+    )
     assert os.path.getmtime(folder / "treasure-l1-s0.z8") == stamp  # reused, not remade
-    assert games.Episode(paths[1]).walkthrough  # the half-written game was made again, playable
+    assert textworld_games.Episode(paths[1]).walkthrough  # the half-written game was made again, playable
     assert not [f for f in os.listdir(folder) if f.startswith(".make-")]
 
 
@@ -131,15 +137,15 @@ def test_clean_removes_banner_prompt_and_status_bar():
         "\n   ________  __\n  |  \\  |  \\\n \\$$$$$$$$| $$\n"
         "Welcome!\n\n-= Kitchen =-\nA kitchen.\n\n\n\n>    -= Kitchen =-0/1"
     )
-    assert games.clean(raw) == "Welcome!\n\n-= Kitchen =-\nA kitchen."
+    assert textworld_games.clean(raw) == "Welcome!\n\n-= Kitchen =-\nA kitchen."
 
 
 def test_a_damaged_game_is_an_error_naming_it(tiny_games, tmp_path):
     """Header intact, body scrambled: the interpreter halts; that is an error naming the file, never a reply."""
-    victim = copy_game(games.list_games(tiny_games)[-1], str(tmp_path / "bad"))
+    victim = copy_game(textworld_games.list_games(tiny_games)[-1], str(tmp_path / "bad"))
     scramble_body(victim)
-    games.check_story_file(victim)  # the header still passes
+    textworld_games.check_story_file(victim)  # the header still passes
     with pytest.raises(cli.InputError, match=r"bad/treasure-l1-s0\.z8: the z-machine interpreter failed"):
-        games.game_paths(str(tmp_path / "bad"), None, None, None)
+        textworld_games.game_paths(str(tmp_path / "bad"), None, None, None)
     with pytest.raises(ValueError, match="interpreter failed"):
         play.play(lambda eps, msgs: [("look", 1)] * len(eps), [victim], max_turns=2, history=4, batch_size=4)

@@ -5,7 +5,7 @@ play, strange answers never crash it)."""
 import pytest
 import torch
 
-from oel import cli, games, inputs, jsonl, lm, play
+from oel import cli, inputs, jsonl, lm, play, textworld_games
 
 # ----------------------------------------------------------------------------- the turn prompt and the command
 
@@ -27,13 +27,13 @@ from oel import cli, games, inputs, jsonl, lm, play
     ],
 )
 def test_parse_command(answer, expected):
-    assert play.parse_command(answer) == expected
+    assert textworld_games.parse_command(answer) == expected
 
 
 def test_thinking_is_split_off_before_parsing():
     assert lm.split_thinking("<think>go north?</think>\ngo south") == ("<think>go north?</think>", "go south")
     assert lm.split_thinking("<think>still thinking, no answer") == ("<think>still thinking, no answer", "")
-    answer, command, status, valid = play.choose_command(
+    answer, command, status, valid = textworld_games.choose_command(
         "<think>maybe west</think> go east", ["go east", "look"], "exact"
     )
     assert (answer, command, status, valid) == ("go east", "go east", "ok", True)
@@ -41,32 +41,31 @@ def test_thinking_is_split_off_before_parsing():
 
 def test_closest_command():
     admissible = ["go east", "go west", "take red key from table", "take key", "look"]
-    assert play.closest_command("take the key", admissible) == "take key"  # ties go to the shorter one
-    assert play.closest_command("walk west", admissible) == "go west"
-    assert play.closest_command("dance", admissible) is None
-    _, command, status, valid = play.choose_command("walk west", admissible, "closest")
+    assert textworld_games.closest_command("take the key", admissible) == "take key"  # ties go to the shorter one
+    assert textworld_games.closest_command("walk west", admissible) == "go west"
+    assert textworld_games.closest_command("dance", admissible) is None
+    _, command, status, valid = textworld_games.choose_command("walk west", admissible, "closest")
     assert (command, status, valid) == ("go west", "closest", False)
-    _, command, status, valid = play.choose_command("walk west", admissible, "exact")
+    _, command, status, valid = textworld_games.choose_command("walk west", admissible, "exact")
     assert (command, status, valid) == ("walk west", "ok", False)
 
 
 def test_render_log_drops_oldest_turns():
     history = [(None, "intro")] + [(f"cmd{i}", f"reply{i}") for i in range(5)]
-    log = play.render_log(history, max_turns=2)
+    log = textworld_games.render_log(history, max_turns=2)
     assert log == "(earlier turns not shown)\n\n> cmd3\nreply3\n\n> cmd4\nreply4"
-    assert play.render_log(history, max_turns=0).startswith("intro\n\n> cmd0")
+    assert textworld_games.render_log(history, max_turns=0).startswith("intro\n\n> cmd0")
 
 
 def test_knowledge_is_inserted_the_same_way_everywhere():
     history = [(None, "You are in a room."), ("go north", "You can't go that way.")]
-    plain = play.render_turn("Take the coin.", history, ["go south", "look"])
-    with_k = play.render_turn("Take the coin.", history, ["go south", "look"], knowledge="- open doors first")
-    assert with_k == play.insert_knowledge(plain, "- open doors first")
+    plain = textworld_games.render_turn("Take the coin.", history, ["go south", "look"])
+    with_k = play.insert_knowledge(plain, "- open doors first")  # what play.play and distill's teacher both do
     assert plain[:-1] == with_k[:-1] and with_k[-1]["content"].endswith(plain[-1]["content"])
     assert "- open doors first" in with_k[-1]["content"] and "- open doors first" not in plain[-1]["content"]
     assert play.insert_knowledge(plain, None) == plain and play.insert_knowledge(plain, "") == plain
     assert "Commands you can use: go south, look" in plain[-1]["content"]
-    assert "Commands you can use" not in play.render_turn("x", history, None)[-1]["content"]
+    assert "Commands you can use" not in textworld_games.render_turn("x", history, None)[-1]["content"]
 
 
 def test_knowledge_file_checks(tmp_path):
@@ -96,7 +95,7 @@ def test_walkthrough_agent_wins_every_game(tiny_games, tmp_path):
     def walkthrough(episodes, messages):
         return [(f"[{ep.walkthrough[len(ep.history) - 1]}]", 1) for ep in episodes]
 
-    paths = games.list_games(tiny_games)
+    paths = textworld_games.list_games(tiny_games)
     records, stats = play.play(
         walkthrough, paths, max_turns=30, history=8, batch_size=64, list_commands=False, match="exact", quiet=True
     )
@@ -111,7 +110,7 @@ def test_walkthrough_agent_wins_every_game(tiny_games, tmp_path):
 
 def test_a_random_agent_does_not_win_everything(tiny_games):
     """The harness is not trivially winning: answering 'look' forever wins nothing."""
-    paths = games.list_games(tiny_games)
+    paths = textworld_games.list_games(tiny_games)
     records, _ = play.play(
         lambda eps, msgs: [("look", 1)] * len(eps), paths, max_turns=4, history=8, batch_size=64, quiet=True
     )
@@ -121,7 +120,7 @@ def test_a_random_agent_does_not_win_everything(tiny_games):
 
 def test_strange_answers_never_crash(tiny_games):
     answers = ["", "go north then take coin", "xyzzy plugh", "<think>unfinished", "!!!", "take coin and key"]
-    paths = games.list_games(tiny_games)
+    paths = textworld_games.list_games(tiny_games)
 
     def agent(episodes, messages):
         return [(answers[len(ep.history) - 1], 0) for ep in episodes]
@@ -136,7 +135,7 @@ def test_strange_answers_never_crash(tiny_games):
 def test_lockstep_equals_one_game_at_a_time(tiny_model, tiny_games, tmp_path):
     """Greedy decoding: batched lock-step play (left padding) sends the same commands as solo play."""
     model, tokenizer = lm.load_model(tiny_model, "cpu", dtype=torch.float64, quiet=True)
-    paths = games.list_games(tiny_games)
+    paths = textworld_games.list_games(tiny_games)
     runs = []
     agent = play.model_agent(model, tokenizer, thinking=False, max_new_tokens=8, temperature=0, top_p=1.0, top_k=0)
     for lockstep in (True, False):

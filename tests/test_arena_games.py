@@ -1,0 +1,129 @@
+"""The paper's games (oel/arena_games.py) behind the seam (oel/games.py): each family's episode with scripted
+moves (a win, a hole or a wall, two invalid moves, the 5-turn cap), the rules never in a prompt, a seed's board
+the same in another process, the solver winning every game it says it can, the splits, bad input."""
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+
+from oel import arena_games, cli, games, play
+
+FL, SOKOBAN = "frozenlake/468460046", "sokoban/468460046"  # the authors' first held-out games (boards below)
+LEGEND_WORDS = ["Grid symbols", "= Hole", "Frozen surface", "Walls are represented", "Boxes are marked", "Sokoban"]
+
+
+def scripted(moves):
+    """An agent that answers each game's turn t with moves[t] (a reply of text, as a model would give)."""
+
+    def act(episodes, messages):
+        return [(f"I think so.\n{moves[len(ep.history) - 1]}", 3) for ep in episodes]
+
+    return act
+
+
+def run(game, moves, max_turns=arena_games.TURN_CAP):
+    records, _ = play.play(scripted(moves), [game], max_turns=max_turns, history=0, batch_size=8, quiet=True)
+    return records[0]
+
+
+def test_frozenlake_win_hole_and_walls():
+    win = run(FL, ["[right]", "[down]", "[down]", "[right]"])  # P . H / H . . / . . G
+    assert win["won"] and win["turns_used"] == 4 and win["score"] == 1 and "reached the goal" in win["feedback"]
+    hole = run(FL, ["[down]"])
+    assert not hole["won"] and hole["lost"] and hole["turns_used"] == 1 and "fell into a hole" in hole["feedback"]
+    walls = run(FL, ["[up]", "[left]", "[down]"])  # two wall bumps in a row end the game at the second
+    assert walls["turns_used"] == 2 and walls["lost"] and "Invalid Move" in walls["feedback"]
+    spaced = run(FL, ["[up]", "[right]", "[up]", "[left]", "[right]", "[left]", "[right]"])  # never twice in a row
+    assert spaced["turns_used"] == 5 and not spaced["won"] and not spaced["lost"]  # the authors' cap: 5 turns
+    assert "NOT FINISHED" in spaced["feedback"]
+
+
+def test_a_reply_without_a_move_is_an_invalid_move_and_the_last_move_counts():
+    ep = games.open_episode(FL)
+    assert ep.choose("<think>maybe [down], no: [right]</think> so [d] then", None) == ("so [d] then", "[d]", "ok", True)
+    assert ep.choose("go right", None) == ("go right", "[no valid action]", "empty", False)
+    assert ep.choose("[UP] [Right]", None)[1] == "[no valid action]"  # the authors match exactly
+    two = run(FL, ["right", "[d]"], max_turns=2)  # an invalid move, then a valid one: the game goes on
+    assert [t["command"] for t in two["turns"]] == ["[no valid action]", "[d]"] and not two["lost"]
+    assert "Invalid action format" in two["turns"][0]["reply"] and "You moved right" in two["turns"][1]["reply"]
+
+
+def test_sokoban_win_and_walls():
+    assert run(SOKOBAN, ["[right]", "[right]"])["won"]  # the box one step from its target, twice pushed
+    walls = run(SOKOBAN, ["[down]", "[down]"])
+    assert walls["lost"] and walls["turns_used"] == 2 and "cannot move into a wall" in walls["feedback"]
+
+
+def test_the_rules_are_never_in_a_prompt():
+    for game in (FL, SOKOBAN, "frozenlake-random-3x3-h2/900001000", "sokoban-7x7/900002000"):
+        record = run(game, ["[up]", "[right]", "[down]", "[left]", "[right]"])
+        for turn in record["turns"]:
+            text = json.dumps(turn["messages"])
+            assert not [w for w in LEGEND_WORDS if w in text] and "You are the player, shown as 'P'" in text
+            assert turn["messages"][0]["role"] == "user" and len(turn["messages"]) == 1  # one message, no past turns
+
+
+def test_a_textarena_whose_legend_changed_is_refused(monkeypatch):
+    monkeypatch.setitem(arena_games.LEGENDS, "FrozenLake-v0-raw", "Welcome to Frozen Lake! (another version)")
+    with pytest.raises(cli.InputError, match="not the legend this project removes"):
+        games.game_set("frozenlake", "eval", 2, game_split="paper")
+
+
+def test_a_seed_gives_the_same_board_in_another_process_and_leaves_random_alone():
+    seeds = [468460046, 468461046, 468462046]
+    here = [arena_games.Episode(f"{f}/{s}").board for f in ("frozenlake", "sokoban") for s in seeds]
+    code = "from oel import arena_games; import json; print(json.dumps([arena_games.Episode(f'{f}/{s}').board "
+    code += f"for f in ('frozenlake', 'sokoban') for s in {seeds}]))"
+    there = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout)
+    assert here == there and len(set(here[:3])) == 3
+    random.seed(7)
+    expected = [random.random() for _ in range(3)]
+    random.seed(7)
+    arena_games.Episode(FL), arena_games.Episode(SOKOBAN)  # each reset reseeds the global random: restored
+    assert [random.random() for _ in range(3)] == expected
+
+
+def test_the_solver_wins_every_game_it_solves_through_the_harness():
+    for family in ("frozenlake", "sokoban"):
+        games_ = arena_games.make_set(family, "eval", 12, game_split="paper")
+        plans = {g: arena_games.solve(g) for g in games_}
+        solvable = [g for g, moves in plans.items() if moves]
+        if family == "frozenlake":
+            assert len(solvable) == 12 and all(len(m) == 4 for m in plans.values())  # every shortest path: 4
+        for game in solvable:
+            assert run(game, plans[game])["won"]
+        assert all(plans[g] is None or len(plans[g]) <= arena_games.TURN_CAP for g in games_)
+
+
+def test_the_disjoint_split_holds_out_boards_and_the_paper_split_does_not():
+    held = arena_games.make_set("frozenlake", "eval", 7)
+    boards = {arena_games.Episode(g).board for g in held}
+    assert len(boards) == 7  # 3x3 FrozenLake with 2 holes has 19 boards; 7 fall in the held-out share
+    for split in ("extract", "deploy"):
+        train = arena_games.make_set("frozenlake", "train", 30, round_=1, split=split)
+        assert not boards & {arena_games.Episode(g).board for g in train}
+    with pytest.raises(ValueError, match="too few distinct boards"):
+        arena_games.make_set("frozenlake", "eval", 8)
+    paper_held = arena_games.make_set("frozenlake", "eval", 128, game_split="paper")
+    paper_train = arena_games.make_set("frozenlake", "train", 30, round_=1, game_split="paper")
+    assert paper_held[0] == "frozenlake/468460046" and paper_held[1] == "frozenlake/468461046"
+    assert paper_train[0] == f"frozenlake/{468460046 + 500_000 + 1000 * 128}"  # the authors' formulas
+    deploy = arena_games.make_set("sokoban", "train", 2, round_=2, split="deploy", game_split="paper")
+    assert deploy == [f"sokoban/{505209463 + 10**7 + 1000 * 128}", f"sokoban/{505209463 + 10**7 + 1000 * 129}"]
+
+
+@pytest.mark.parametrize(
+    "family, max_turns, expected",
+    [
+        ("chess", 5, "not a game family"),
+        ("frozenlake-2x2-h3", 5, "leave no path to the goal"),
+        ("frozenlake-4x4-h3", 5, "shortest path takes 6 moves, more than the turn cap 5"),
+        ("sokoban-3x3", 5, "no floor"),
+    ],
+)
+def test_a_family_no_game_of_which_can_be_won_is_refused(family, max_turns, expected):
+    with pytest.raises(cli.InputError, match=expected):
+        games.check_family(family, max_turns)
