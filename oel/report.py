@@ -123,7 +123,7 @@ def load_run(run):
         played = [r for r in records if r.get("kind") == "game"]
         if any(k not in r for r in played for k in ("game", "episode", "won")):
             raise cli.InputError(f"{path}: a game record without game, episode and won; rerun with --force")
-        played = [dict(game=r["game"], episode=r["episode"], won=r["won"]) for r in played]
+        played = [dict(game=r["game"], episode=r["episode"], won=r["won"], board=r.get("board")) for r in played]
         found[(int(match.group(1)), name)] = dict(summaries=summaries, games=played)
     if not found:
         raise cli.InputError(f"{run}: no evaluations found (expected {run}/round_R/eval_*.jsonl)")
@@ -265,6 +265,23 @@ def too_few_games(found):
     )
 
 
+def shared_boards(run, found):
+    """A line saying how many held-out games share a board with a game trained on (the paper's games record
+    their board; TextWorld's held-out sets share no game with training by construction), or ''."""
+    held = {g["game"]: g["board"] for k in sorted(found) if k[1] == "id" for g in found[k]["games"] if g["board"]}
+    if not held:
+        return ""
+    trained = set()
+    for name in ("extraction_trajectories.jsonl", "deployment_trajectories.jsonl"):
+        for path in glob.glob(os.path.join(run, "round_*", name)):
+            trained |= {r.get("board") for r in jsonl.read_jsonl(path)}
+    shared = sum(board in trained for board in held.values())
+    return (
+        f"\n\nHeld-out games: {len(held)} on {len(set(held.values()))} distinct boards; {shared} of them share a board "
+        f"with a game played for training ({len(trained - {None})} distinct training boards)."
+    )
+
+
 def runs_table(runs, founds, knobs):
     """The paper's Table 2 shape: one row per run, the knobs that differ between runs as columns, then the
     last round's held-out pass rate, in context and consolidated, with its paired differences."""
@@ -301,7 +318,7 @@ def write_report(runs, out_dir=None):
         "p is the exact sign-flip test over games (McNemar's exact test with one episode a game).\n\n"
     )
     if len(runs) == 1:
-        table = round_table(founds[0]) + too_few_games(founds[0])
+        table = round_table(founds[0]) + too_few_games(founds[0]) + shared_boards(runs[0], founds[0])
         cuts = cut_table(runs[0], founds[0])
         settings = "\n".join(f"- {k}: {v}" for k, v in knobs[0].items())
         title, base = os.path.basename(os.path.abspath(runs[0])), os.path.join(runs[0], "report")

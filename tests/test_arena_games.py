@@ -127,3 +127,57 @@ def test_the_disjoint_split_holds_out_boards_and_the_paper_split_does_not():
 def test_a_family_no_game_of_which_can_be_won_is_refused(family, max_turns, expected):
     with pytest.raises(cli.InputError, match=expected):
         games.check_family(family, max_turns)
+
+
+def no_model(*args, **kwargs):
+    raise AssertionError("the model was loaded before the input was checked")
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--family", "frozenlake-2x2-h3"], "leave no path to the goal"),
+        (["--family", "frozenlake-4x4-h3", "--max-turns", "5"], "takes 6 moves, more than the turn cap 5"),
+        (["--family", "textworld", "--game-split", "paper"], "--game-split paper is the paper's seeds"),
+        (["--family", "frozenlake", "--games", "somewhere"], "--games FOLDER is for TextWorld"),
+    ],
+)
+def test_collect_refuses_a_family_it_cannot_play(argv, expected, tmp_path, monkeypatch):
+    import collect
+    from oel import lm
+
+    out = tmp_path / "t.jsonl"
+    out.write_text("earlier\n")
+    monkeypatch.setattr(lm, "load_model", no_model)
+    with pytest.raises(cli.InputError, match=expected):
+        collect.main(collect.parse_args(["--out", str(out), "--preset", "eval", "--n", "2", *argv]))
+    assert out.read_text() == "earlier\n"
+    with pytest.raises(SystemExit):
+        collect.parse_args(["--family", "chess"])
+
+
+def test_knowledge_of_another_family_is_refused(tiny_model, tmp_path, monkeypatch):
+    """A FrozenLake pool given to a TextWorld run (or the reverse) would put rules of one game in the prompts
+    of another: distill, collect and evaluate refuse it before a model loads."""
+    import distill
+    import evaluate
+    from oel import jsonl, lm
+
+    monkeypatch.setattr(lm, "load_model", no_model)
+    records, _ = play.play(scripted(["[right]"] * 5), [FL], max_turns=1, history=0, batch_size=8, quiet=True)
+    traj, know = str(tmp_path / "deploy.jsonl"), str(tmp_path / "knowledge.jsonl")
+    jsonl.write_jsonl(traj, records)
+    jsonl.write_jsonl(know, [dict(knowledge_id="k", knowledge="- open doors", in_pool=True, family="textworld")])
+    with pytest.raises(
+        cli.InputError, match=r"knowledge.jsonl: knowledge of textworld games; .*deploy.jsonl is of frozenlake"
+    ):
+        distill.main(
+            distill.parse_args(
+                ["--model", tiny_model, "--trajectories", traj, "--knowledge", know, "--out", str(tmp_path / "m")]
+            )
+        )
+    with pytest.raises(cli.InputError, match="knowledge of textworld games; --family frozenlake is of frozenlake"):
+        evaluate.main(
+            evaluate.parse_args(["--family", "frozenlake", "--knowledge", know, "--n", "2", "--out-dir", str(tmp_path)])
+        )
+    assert not (tmp_path / "m").exists() and not list(tmp_path.glob("eval_*"))

@@ -181,3 +181,30 @@ def test_a_restarted_distillation_holds_one_attempt_of_metrics(finished_run):
     run, _, _ = finished_run
     steps = [s["step"] for s in read(run / "round_2" / "distill_metrics.jsonl")]
     assert steps == [1, 2]
+
+
+def test_the_loop_runs_on_frozenlake(tiny_model, tmp_path):
+    """The paper's FrozenLake through every stage unchanged, with a tiny model: the authors' seeds (paper split),
+    their 5-turn cap and whole-log prompt; every record names the family and its board; the pool, the
+    distillation and the report follow; the report counts the held-out games whose board training saw."""
+    run = tmp_path / "run"
+    env = dict(loop_env(tiny_model, run, tmp_path / "games"), FAMILY="frozenlake", GAME_SPLIT="paper", ROUNDS="1")
+    env.update(MAX_TURNS="5", HISTORY="0", N_EVAL="6", N_OOD="2", N_EXTRACT="2", N_DEPLOY="3", IFEVAL_N="1")
+    done = subprocess.run(["bash", "loop.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    r1 = run / "round_1"
+    deploy = read(r1 / "deployment_trajectories.jsonl")
+    assert {x["family"] for x in deploy} == {"frozenlake"} and all(x["board"] and x["seed"] for x in deploy)
+    assert [x["game_id"] for x in deploy] == [f"frozenlake/{505209463 + 1000 * (128 + k)}" for k in range(3)]
+    assert all(len(t["messages"]) == 1 and "You are the player, shown as 'P'" in t["messages"][0]["content"]
+               for x in deploy for t in x["turns"])  # fmt: skip
+    assert {k["family"] for k in read(r1 / "knowledge.jsonl")} == {"frozenlake"}
+    held = [x for x in read(run / "round_0" / "eval_id.jsonl") if x.get("kind") == "game"]
+    assert [x["game_id"] for x in held] == [f"frozenlake/{468460046 + 1000 * i}" for i in range(6)]
+    assert all(x["turns_used"] <= 5 for x in held)
+    assert {x["family"] for x in read(run / "round_0" / "eval_ood.jsonl") if x.get("kind") == "game"} == {
+        "frozenlake-random-3x3-h2"
+    }
+    assert os.path.isfile(r1 / "model" / "config.json") and read(r1 / "distill_metrics.jsonl")
+    report = (run / "report.md").read_text()
+    assert "Held-out games: 6 on " in report and "share a board with a game played for training" in report
