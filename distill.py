@@ -72,9 +72,10 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=cli.positive_int, default=8, help="prompts per step")
     p.add_argument(
         "--lr",
-        type=number(0, MAX_LR, lo_open=True),
+        type=number(0, MAX_LR),
         default=1e-5,
-        help=f"constant learning rate in (0, {MAX_LR}] [paper: 1e-6 for 4B/8B, 5e-6 for 1.7B; small models need more]",
+        help=f"constant learning rate in [0, {MAX_LR}] (0: a control run that changes nothing) [paper: 1e-6 for "
+        "4B/8B, 5e-6 for 1.7B; small models need more]",
     )
     p.add_argument("--weight-decay", type=number(0), default=0.01, help="AdamW weight decay (>= 0)")
     p.add_argument("--clip", type=number(0, lo_open=True), default=1.0, help="gradient-norm clip (> 0)")

@@ -344,7 +344,6 @@ def test_a_diverging_run_stops_and_saves_nothing(tiny_model, tmp_path, monkeypat
         ("--temperature", "nan"),
         ("--topk", "-5"),
         ("--lr", "-1"),
-        ("--lr", "0"),
         ("--lr", "inf"),
         ("--lr", "1e6"),  # trained, saved weights near 1e6 and exited 0; no recipe comes near it (MAX_LR)
         ("--weight-decay", "-0.1"),

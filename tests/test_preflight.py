@@ -21,8 +21,8 @@ def loop(run, **knobs):
 @pytest.mark.parametrize(
     "knobs, expected",
     [
-        (dict(LR="-1"), r"distill.py: argument --lr: expected a number in (0, 0.001], got -1"),
-        (dict(LR="1e6"), r"distill.py: argument --lr: expected a number in (0, 0.001], got 1e6"),
+        (dict(LR="-1"), r"distill.py: argument --lr: expected a number in [0, 0.001], got -1"),
+        (dict(LR="1e6"), r"distill.py: argument --lr: expected a number in [0, 0.001], got 1e6"),
         (dict(ROUNDS="abc"), "ROUNDS: expected an integer, got 'abc'"),
         (dict(ROUNDS="0"), "ROUNDS: expected a positive integer, got 0"),
         (dict(MODEL="typo"), "MODEL: typo: no such model folder"),

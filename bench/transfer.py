@@ -1,0 +1,278 @@
+"""Benchmark: consolidation on its own. How much of what one knowledge entry does in context ends up in the
+weights once distill.py has consolidated it, measured on turn prompts the training never saw.
+
+For an entry (a knowledge text) and a behaviour it should change (a share over replies, e.g. replies with a
+bracketed command), on held-out turn prompts:
+- before:  the policy θ without the entry;   teacher: θ with the entry in context (as distill's teacher sees it);
+- after:   θ' (distill.py with the entry as the whole pool, on training turn prompts) without the entry;
+- transfer ratio = (after - before) / (teacher - before), with a 95% bootstrap interval over prompts; undefined,
+  and said so, when the entry changes nothing in context (the interval of teacher - before holds 0);
+- the curve: the student's behaviour at every saved step, the teacher's level as a line (transfer.png);
+- the cost (--cost): IFEval prompt-level strict and the held-out games' pass rate, before and after.
+
+    python bench/transfer.py --entry bracket --out-dir runs/transfer/bracket            # a built-in entry
+    python bench/transfer.py --knowledge "- Answer in French." --measure 'regex:\\b(le|la|les|aller)\\b' \\
+        --out-dir runs/transfer/french --model MODEL                                     # your own entry
+    python bench/transfer.py --entry bracket --out-dir runs/transfer/lr3e-5 --distill --lr=3e-5
+    python bench/transfer.py --compare runs/transfer/*                                   # runs side by side
+    python bench/transfer.py --screen                   # every built-in entry, before and in context only
+
+Turn prompts come from TextWorld games played by the policy itself (collect.py): training prompts from
+deployment games, held-out prompts from the held-out games (content-disjoint from training), made once under
+--prompts-dir and reused. Everything after `--distill` goes to distill.py as it is (--lr, --steps, --topk,
+--mode, --teacher, ...): each run of this script is one point of a grid.
+"""
+
+import argparse
+import json
+import os
+import random
+import re
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
+
+import collect  # noqa: E402
+import distill  # noqa: E402
+import evaluate  # noqa: E402
+from oel import cli, inputs, jsonl, lm, play  # noqa: E402
+
+# name -> (knowledge text, behaviour measure): entries a small model might follow in context
+ENTRIES = {
+    "bracket": ("- Reply with the command inside square brackets, like [open door].", r"regex:\[[^\]]+\]"),
+    "short": ("- Answer with at most two words.", "max-words:2"),
+    "look": ("- Always begin your reply with the word: look", "starts:look"),
+    "no-go": ("- Never use the word 'go'.", "absent:go"),
+    "french": ("- Always answer in French.", r"regex:\b(le|la|les|une?|aller|prendre|ouvrir|nord|sud)\b"),
+}
+
+
+def measure_fn(spec):
+    """A reply -> 0/1 function from 'regex:PATTERN' (a match anywhere, case-insensitive), 'max-words:N',
+    'starts:WORD' (the reply's first word) or 'absent:WORD' (the word nowhere in the reply)."""
+    kind, _, arg = spec.partition(":")
+    words = lambda reply: re.findall(r"[a-z']+", reply.lower())
+    if kind == "regex" and arg:
+        pattern = re.compile(arg, re.I)
+        return lambda reply: int(bool(pattern.search(reply)))
+    if kind == "max-words" and arg.isdigit():
+        return lambda reply: int(0 < len(words(reply)) <= int(arg))
+    if kind == "starts" and arg:
+        return lambda reply: int(words(reply)[:1] == [arg.lower()])
+    if kind == "absent" and arg:
+        return lambda reply: int(arg.lower() not in words(reply))
+    raise argparse.ArgumentTypeError(f"{spec!r}: expected regex:PATTERN, max-words:N, starts:WORD or absent:WORD")
+
+
+def parse_args(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    rest = argv[argv.index("--distill") + 1 :] if "--distill" in argv else []
+    argv = argv[: argv.index("--distill")] if "--distill" in argv else argv
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--entry", choices=sorted(ENTRIES), help="a built-in entry and its measure (or --knowledge)")
+    p.add_argument("--knowledge", help="your own entry: the knowledge text (with --measure)")
+    p.add_argument("--measure", help="the behaviour: regex:PATTERN, max-words:N, starts:WORD, absent:WORD")
+    p.add_argument("--model", default=cli.DEFAULT_MODEL, help="the policy θ (hub name, folder, or the built-in)")
+    p.add_argument("--out-dir", help="this run's folder: the model, its steps, transfer.json, transfer.png")
+    p.add_argument("--prompts-dir", default="runs/transfer/prompts", help="turn prompts, made once and reused")
+    p.add_argument("--n-train", type=cli.positive_int, default=24, help="deployment games giving training prompts")
+    p.add_argument("--n-held-out", type=cli.positive_int, default=12, help="held-out games giving held-out prompts")
+    p.add_argument("--samples", type=cli.positive_int, default=2, help="replies sampled per held-out prompt")
+    p.add_argument("--max-new-tokens", type=cli.positive_int, default=24, help="reply cap (the default setting's)")
+    p.add_argument("--save-every", type=cli.positive_int, default=5, help="distillation steps between curve points")
+    p.add_argument("--cost", action="store_true", help="also IFEval and the held-out pass rate, before and after")
+    p.add_argument("--ifeval-n", type=cli.positive_int, default=20, help="(--cost) IFEval prompts")
+    p.add_argument("--n-games", type=cli.positive_int, default=20, help="(--cost) held-out games")
+    p.add_argument("--seed", type=cli.nonneg_int, default=0, help="sampling and bootstrap seed")
+    p.add_argument("--compare", nargs="+", metavar="DIR", help="print the table of finished runs and exit")
+    p.add_argument("--screen", action="store_true", help="every built-in entry's in-context effect, no training")
+    args = p.parse_args(argv)
+    args.distill = rest
+    if args.compare or args.screen:
+        return args
+    if bool(args.entry) == bool(args.knowledge) or bool(args.knowledge) != bool(args.measure):
+        p.error("give --entry NAME, or --knowledge TEXT with --measure SPEC")
+    if not args.out_dir:
+        p.error("--out-dir is required")
+    args.knowledge, args.measure = ENTRIES[args.entry] if args.entry else (args.knowledge, args.measure)
+    measure_fn(args.measure)  # a bad spec is refused here, before anything runs
+    return args
+
+
+# ----------------------------------------------------------------------------- the measurements
+
+
+def replies(model, tokenizer, prompts, knowledge, samples, max_new_tokens, seed):
+    """samples replies per prompt (temperature 0.7, full support: how the policy plays), with the knowledge
+    inserted as distill's teacher sees it, or without: [[reply, ...] per prompt]."""
+    texts = [lm.chat_text(tokenizer, play.insert_knowledge(m, knowledge)) for _, m in prompts]
+    torch.manual_seed(seed)  # the same noise for every condition: paired
+    out = []
+    for k in range(samples):
+        for i in range(0, len(texts), 32):
+            out += [r for r, _ in lm.generate(model, tokenizer, texts[i : i + 32], max_new_tokens, 0.7, 1.0, 0)]
+    return [[out[k * len(texts) + i] for k in range(samples)] for i in range(len(texts))]
+
+
+def behaviour(model, tokenizer, prompts, knowledge, args):
+    """Per held-out prompt, the share of its sampled replies that show the behaviour."""
+    follows = measure_fn(args.measure)
+    sampled = replies(model, tokenizer, prompts, knowledge, args.samples, args.max_new_tokens, args.seed)
+    return [sum(map(follows, rs)) / len(rs) for rs in sampled], sampled
+
+
+def transfer_ratio(before, teacher, after, resamples=2000, seed=0):
+    """(after - before) / (teacher - before) over prompts, with a 95% bootstrap interval resampling prompts;
+    the in-context effect (teacher - before) with its interval. The ratio is None when that interval holds 0:
+    an entry that does nothing in context has nothing to transfer, and no ratio is divided by it."""
+    n, rng = len(before), random.Random(seed)
+    mean = lambda xs, idx: sum(xs[i] for i in idx) / len(idx)
+    effect = lambda idx: mean(teacher, idx) - mean(before, idx)
+    ratio = lambda idx: (mean(after, idx) - mean(before, idx)) / effect(idx) if effect(idx) else float("nan")
+    draws = [[rng.randrange(n) for _ in range(n)] for _ in range(resamples)]
+    pct = lambda xs: (sorted(xs)[int(0.025 * (len(xs) - 1))], sorted(xs)[int(0.975 * (len(xs) - 1))])
+    effects = [effect(d) for d in draws]
+    out = dict(effect=effect(range(n)), effect_ci=pct(effects), ratio=None, ratio_ci=None)
+    if out["effect_ci"][0] <= 0 <= out["effect_ci"][1]:
+        return out
+    ratios = [r for r in (ratio(d) for d in draws) if r == r]
+    out.update(ratio=ratio(range(n)), ratio_ci=pct(ratios))
+    return out
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def turn_prompts(args):
+    """(training prompts, held-out prompts): the turn prompts of deployment games and of held-out games that
+    the policy played without knowledge, made once under --prompts-dir."""
+    files = {}
+    for name, preset, n in (("train", "train", args.n_train), ("held_out", "eval", args.n_held_out)):
+        path = os.path.join(args.prompts_dir, f"{name}.jsonl")
+        if not os.path.exists(path):
+            argv = ["--model", args.model, "--preset", preset, "--n", str(n), "--out", path, "--quiet"]
+            argv += ["--split", "deploy", "--round", "1"] if preset == "train" else []
+            argv += ["--max-turns", "12", "--history", "4", "--max-new-tokens", str(args.max_new_tokens)]
+            collect.main(collect.parse_args(argv + ["--games-dir", os.path.join(args.prompts_dir, "games")]))
+        files[name] = path
+    return files, inputs.load_turn_prompts(files["held_out"])[0]
+
+
+def cost(model_path, args, name):
+    """IFEval prompt-level strict and the held-out pass rate of a model (evaluate.py; kept, so reruns reuse them)."""
+    out = os.path.join(args.out_dir if name == "after" else args.prompts_dir, f"cost_{name}")
+    argv = ["--model", model_path, "--sets", "id,ifeval", "--n", str(args.n_games), "--ifeval-n", str(args.ifeval_n)]
+    argv += ["--out-dir", out, "--quiet", "--max-turns", "12", "--history", "4", "--max-new-tokens", "24"]
+    argv += ["--games-dir", os.path.join(args.prompts_dir, "games")]
+    evaluate.main(evaluate.parse_args(argv))
+    last = lambda f: [r for r in jsonl.read_jsonl(os.path.join(out, f)) if r.get("kind") == "summary"][-1]
+    return dict(ifeval=last("eval_ifeval.jsonl")["prompt_accuracy"], pass_rate=last("eval_id.jsonl")["pass_rate"])
+
+
+def screen(args):
+    """Each built-in entry on the held-out prompts: the behaviour without it and with it in context, the effect
+    with its 95% interval over prompts. The entries whose interval leaves out 0 are worth distilling."""
+    _, held_out = turn_prompts(args)
+    model, tokenizer = lm.load_model(args.model, quiet=True)
+    lines = ["| entry | behaviour | without | in context | effect [95%] | a reply in context |", "|---" * 6 + "|"]
+    for name, (knowledge, measure) in ENTRIES.items():
+        args.measure = measure
+        before, _ = behaviour(model, tokenizer, held_out, None, args)
+        teacher, sample = behaviour(model, tokenizer, held_out, knowledge, args)
+        effect = transfer_ratio(before, teacher, teacher, seed=args.seed)
+        lines.append(
+            f"| {name} | `{measure}` | {sum(before) / len(before):.2f} | {sum(teacher) / len(teacher):.2f} | "
+            f"{effect['effect']:+.2f} [{effect['effect_ci'][0]:+.2f}, {effect['effect_ci'][1]:+.2f}] | "
+            f"{sample[0][0][:60]!r} |"
+        )
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
+def main(args):
+    if args.compare:
+        return print(compare([json.load(open(os.path.join(d, "transfer.json"))) for d in args.compare]))
+    if args.screen:
+        return print(screen(args))
+    os.makedirs(args.out_dir, exist_ok=True)
+    start = time.time()
+    files, held_out = turn_prompts(args)
+    model, tokenizer = lm.load_model(args.model, quiet=True)
+    before, _ = behaviour(model, tokenizer, held_out, None, args)
+    teacher, sample = behaviour(model, tokenizer, held_out, args.knowledge, args)
+    # the entry as the whole pool, distilled on the training prompts with distill.py as it is
+    pool = os.path.join(args.out_dir, "pool.jsonl")
+    jsonl.write_jsonl(pool, [dict(knowledge_id="entry", knowledge=args.knowledge, in_pool=True, family="textworld")])
+    out = os.path.join(args.out_dir, "model")
+    argv = ["--model", args.model, "--trajectories", files["train"], "--knowledge", pool, "--out", out]
+    argv += ["--save-every", str(args.save_every), "--print-every", "0", "--max-new-tokens", str(args.max_new_tokens)]
+    distill.main(distill.parse_args(argv + args.distill))
+    steps = sorted(int(d.split("_")[1]) for d in os.listdir(out + "_steps")) if os.path.isdir(out + "_steps") else []
+    curve = [(0, sum(before) / len(before))]
+    for step in steps:
+        student, _ = lm.load_model(os.path.join(out + "_steps", f"step_{step}"), quiet=True)
+        curve.append((step, sum(behaviour(student, tokenizer, held_out, None, args)[0]) / len(held_out)))
+    student, _ = lm.load_model(out, quiet=True)
+    after, after_sample = behaviour(student, tokenizer, held_out, None, args)
+    metrics = jsonl.read_jsonl(os.path.join(args.out_dir, "distill_metrics.jsonl"))
+    curve.append((metrics[-1]["step"], sum(after) / len(after)))
+    result = dict(
+        entry=args.entry or "own", knowledge=args.knowledge, measure=args.measure, model=args.model,
+        distill=" ".join(args.distill) or "(defaults)", prompts=len(held_out), samples=args.samples,
+        before=sum(before) / len(before), teacher=sum(teacher) / len(teacher), after=sum(after) / len(after),
+        **transfer_ratio(before, teacher, after, seed=args.seed), curve=curve,
+        kl=[metrics[0]["kl"], metrics[-1]["kl"]], example=dict(teacher=sample[0][0], after=after_sample[0][0]),
+    )  # fmt: skip
+    if args.cost:
+        result["cost_before"], result["cost_after"] = cost(args.model, args, "before"), cost(out, args, "after")
+    result["seconds"] = round(time.time() - start)
+    with open(os.path.join(args.out_dir, "transfer.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    plot(result, os.path.join(args.out_dir, "transfer.png"))
+    print(compare([result]))
+    return result
+
+
+def compare(results):
+    """A markdown table: one row per run."""
+    ci = lambda v: "-" if not v else "[{:+.2f}, {:+.2f}]".format(*v)
+    lines = ["| entry | distill | before | teacher (in context) | after | transfer ratio | in-context effect | "
+             "IFEval before → after | held-out pass before → after | s |", "|---" * 10 + "|"]  # fmt: skip
+    for r in results:
+        ratio = "undefined: no in-context effect" if r["ratio"] is None else f"{r['ratio']:.2f} {ci(r['ratio_ci'])}"
+        cost_ = lambda k: f"{r['cost_before'][k]:.2f} → {r['cost_after'][k]:.2f}" if "cost_after" in r else "-"
+        lines.append(
+            f"| {r['entry']} | {r['distill']} | {r['before']:.2f} | {r['teacher']:.2f} | {r['after']:.2f} | {ratio} | "
+            f"{r['effect']:+.2f} {ci(r['effect_ci'])} | {cost_('ifeval')} | {cost_('pass_rate')} | {r['seconds']} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(result, path):
+    """The student's behaviour over distillation steps, with the teacher's level and the start as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.figure
+
+    fig = matplotlib.figure.Figure(figsize=(5.6, 4.0), layout="constrained")
+    ax = fig.subplots()
+    xs, ys = zip(*result["curve"])
+    ax.plot(xs, ys, "o-", color="C0", label=r"student $\theta'$, no knowledge in context")
+    ax.axhline(result["teacher"], color="C1", ls="--", label=r"teacher: $\theta$ + the entry in context")
+    ax.axhline(result["before"], color="grey", ls=":", label=r"$\theta$ before, no knowledge")
+    ax.set_xlabel("distillation step")
+    ax.set_ylabel(f"share of replies: {result['measure']}")
+    ax.set_ylim(-0.04, 1.04)
+    ax.set_title(f"{result['entry']}: transfer of an in-context behaviour into the weights", fontsize=10)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    cli.run_main(main, parse_args())

@@ -1,0 +1,87 @@
+"""bench/transfer.py: the transfer ratio against hand-computed values, an entry with no in-context effect said
+plainly (never divided by), and the whole measurement on a tiny random model: a ratio near 1 after enough steps
+of distillation, exactly 0 with a learning rate of 0."""
+
+import json
+
+import pytest
+import torch
+
+from bench import transfer
+from oel import jsonl, lm, play
+
+MESSAGES = [{"role": "user", "content": "You are in a kitchen. There is a coin on the floor. Your command:"}]
+ENTRY = "- open containers before taking things from them; read the goal first"
+
+
+def test_transfer_ratio_by_hand():
+    before, teacher = [0.0] * 10 + [0.5] * 10, [1.0] * 20
+    full = transfer.transfer_ratio(before, teacher, teacher)
+    assert full["ratio"] == pytest.approx(1.0) and full["ratio_ci"] == pytest.approx((1.0, 1.0))
+    assert full["effect"] == pytest.approx(0.75) and full["effect_ci"][0] > 0
+    assert transfer.transfer_ratio(before, teacher, before)["ratio"] == 0.0
+    half = transfer.transfer_ratio(before, teacher, [0.5] * 10 + [0.75] * 10)
+    assert half["ratio"] == pytest.approx(0.5)
+
+
+def test_an_entry_that_changes_nothing_has_no_ratio():
+    """No in-context effect: the ratio is undefined and said so, not a division by zero (or by noise)."""
+    same = [0.0, 1.0] * 10
+    result = transfer.transfer_ratio(same, same, [1.0] * 20)
+    assert result["ratio"] is None and result["effect"] == 0.0
+    noisy = transfer.transfer_ratio([0.0, 1.0] * 10, [1.0, 0.0] * 9 + [1.0, 1.0], [1.0] * 20)  # +0.05, within noise
+    assert noisy["ratio"] is None and noisy["effect_ci"][0] < 0 < noisy["effect_ci"][1]
+    row = transfer.compare([dict(noisy, entry="e", distill="-", before=0.5, teacher=0.55, after=1.0, seconds=1)])
+    assert "undefined: no in-context effect" in row
+
+
+def test_measures():
+    assert transfer.measure_fn(r"regex:\[[^\]]+\]")("I will [open door]") == 1
+    assert [transfer.measure_fn("max-words:2")(r) for r in ("go north", "go north now", "")] == [1, 0, 0]
+    assert transfer.measure_fn("starts:look")("Look around") == 1 and transfer.measure_fn("absent:go")("go") == 0
+    with pytest.raises(Exception, match="expected regex:PATTERN"):
+        transfer.measure_fn("words:3")
+
+
+def exact_behaviour(target):
+    """A behaviour without sampling noise, for a random model: the probability of `target` as the reply's first
+    token. The entry in context changes it (the teacher's level), and so can distillation."""
+
+    def behaviour(model, tokenizer, prompts, knowledge, args):
+        texts = [lm.chat_text(tokenizer, play.insert_knowledge(m, knowledge)) for _, m in prompts]
+        values = []
+        with torch.no_grad():
+            for text in texts:
+                ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
+                probs = model(ids).logits[0, -1].float().softmax(-1)
+                values.append(probs[target].item())
+        return values, [[""] for _ in texts]
+
+    return behaviour
+
+
+@pytest.mark.parametrize("lr, expected", [("1e-3", (0.7, 1.3)), ("0", (0.0, 0.0))])
+def test_a_tiny_model_takes_on_its_teacher(lr, expected, tiny_model, tmp_path, monkeypatch):
+    """Distilled on the same turn prompts with enough steps, the student's first-token probability moves to the
+    teacher's (ratio near 1); with a learning rate of 0 it does not move at all (ratio 0)."""
+    prompts = [(f"g{i}#0:0", [{"role": "user", "content": MESSAGES[0]["content"] + " " * i}]) for i in range(4)]
+    traj = tmp_path / "train.jsonl"
+    turns = [dict(turn=0, messages=m, response="go", command="go") for _, m in prompts]
+    jsonl.write_jsonl(str(traj), [dict(game=f"g{i}", episode=0, turns=[t]) for i, t in enumerate(turns)])
+    model, tokenizer = lm.load_model(tiny_model, quiet=True)
+    with torch.no_grad():  # the token whose probability the entry raises the most
+        logits = lambda k: model(
+            tokenizer(lm.chat_text(tokenizer, play.insert_knowledge(MESSAGES, k)), return_tensors="pt").input_ids
+        ).logits[0, -1]
+        target = int((logits(ENTRY).softmax(-1) - logits(None).softmax(-1)).argmax())
+    monkeypatch.setattr(transfer, "behaviour", exact_behaviour(target))
+    monkeypatch.setattr(transfer, "turn_prompts", lambda args: ({"train": str(traj)}, prompts))
+    argv = ["--knowledge", ENTRY, "--measure", "starts:x", "--model", tiny_model, "--out-dir", str(tmp_path / "run")]
+    argv += ["--save-every", "20", "--distill", "--lr", lr, "--steps", "60", "--batch-size", "4"]
+    argv += ["--max-new-tokens", "6", "--topk", "0"]
+    result = transfer.main(transfer.parse_args(argv))
+    assert result["effect"] > 0 and result["ratio"] is not None
+    assert expected[0] <= result["ratio"] <= expected[1], result
+    assert [step for step, _ in result["curve"]] == [0, 20, 40, 60]
+    saved = json.loads((tmp_path / "run" / "transfer.json").read_text())
+    assert saved["ratio"] == result["ratio"] and (tmp_path / "run" / "transfer.png").read_bytes()[:4] == b"\x89PNG"
