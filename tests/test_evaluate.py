@@ -336,28 +336,11 @@ def test_bad_input(tiny_model, tiny_games, tmp_path):
     with pytest.raises(cli.InputError, match=r"cannot write in /sys"):
         evaluate.main(evaluate.parse_args(["--out-dir", "/sys/oel-run/round_1", "--games", tiny_games]))
     (tmp_path / "k.txt").write_text("- open the chest first\n")
+    with_text = ["--model", tiny_model, "--games", tiny_games, "--knowledge", str(tmp_path / "k.txt")]
     with pytest.raises(cli.InputError, match=r"k.txt: --knowledge-id 'r1-c0-s2' picks a record of a knowledge JSONL"):
-        run_(
-            "--model",
-            tiny_model,
-            "--games",
-            tiny_games,
-            "--knowledge",
-            str(tmp_path / "k.txt"),
-            "--knowledge-id",
-            "r1-c0-s2",
-        )
+        run_(*with_text, "--knowledge-id", "r1-c0-s2")
     with pytest.raises(cli.InputError, match=r"k.txt: --knowledge-curve needs a knowledge JSONL"):
-        run_(
-            "--model",
-            tiny_model,
-            "--games",
-            tiny_games,
-            "--knowledge",
-            str(tmp_path / "k.txt"),
-            "--knowledge-curve",
-            "0",
-        )
+        run_(*with_text, "--knowledge-curve", "0")
     with pytest.raises(SystemExit):
         evaluate.parse_args(["--sets", "id,games"])
     assert not [f for f in os.listdir(tmp_path) if f.startswith("eval_")]  # nothing half-written
