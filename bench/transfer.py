@@ -150,9 +150,10 @@ def transfer_ratio(before, teacher, after, resamples=2000, seed=0):
 
 def turn_prompts(args):
     """(training prompts, held-out prompts): the turn prompts of deployment games and of held-out games that
-    the policy played without knowledge, made once under --prompts-dir."""
+    the policy played without knowledge, made once under --prompts-dir. The held-out games are made first:
+    training games are made disjoint from the held-out sets that exist (oel/textworld_games.py)."""
     files = {}
-    for name, preset, n in (("train", "train", args.n_train), ("held_out", "eval", args.n_held_out)):
+    for name, preset, n in (("held_out", "eval", args.n_held_out), ("train", "train", args.n_train)):
         path = os.path.join(args.prompts_dir, f"{name}.jsonl")
         if not os.path.exists(path):
             argv = ["--model", args.model, "--preset", preset, "--n", str(n), "--out", path, "--quiet"]

@@ -85,3 +85,22 @@ def test_a_tiny_model_takes_on_its_teacher(lr, expected, tiny_model, tmp_path, m
     assert [step for step, _ in result["curve"]] == [0, 20, 40, 60]
     saved = json.loads((tmp_path / "run" / "transfer.json").read_text())
     assert saved["ratio"] == result["ratio"] and (tmp_path / "run" / "transfer.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_held_out_prompts_are_made_before_training_prompts(tmp_path, monkeypatch):
+    """Training games are made disjoint from the held-out games that exist, so the held-out set comes first (made
+    the other way round, the held-out set is refused as solvable by a training game's walkthrough)."""
+    made = []
+
+    def fake_collect(args):
+        made.append(args.preset)
+        turn = dict(turn=0, messages=MESSAGES, response="go", command="go")
+        jsonl.write_jsonl(args.out, [dict(game=f"{args.preset}-g0", episode=0, turns=[turn])])
+
+    monkeypatch.setattr(transfer.collect, "main", fake_collect)
+    args = transfer.parse_args(["--screen", "--prompts-dir", str(tmp_path)])
+    files, held_out = transfer.turn_prompts(args)
+    assert made == ["eval", "train"]
+    assert len(held_out) == 1 and sorted(files) == ["held_out", "train"]
+    transfer.turn_prompts(args)  # made once, then reused
+    assert made == ["eval", "train"]
