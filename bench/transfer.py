@@ -15,7 +15,7 @@ bracketed command), on held-out turn prompts:
         --out-dir runs/transfer/french --model MODEL                                     # your own entry
     python bench/transfer.py --entry bracket --out-dir runs/transfer/lr3e-5 --distill --lr=3e-5
     python bench/transfer.py --compare runs/transfer/*                                   # runs side by side
-    python bench/transfer.py --screen                   # every built-in entry, before and in context only
+    python bench/transfer.py --screen [ENTRY ...]       # built-in entries, before and in context only
 
 Turn prompts come from TextWorld games played by the policy itself (collect.py): training prompts from
 deployment games, held-out prompts from the held-out games (content-disjoint from training), made once under
@@ -24,6 +24,7 @@ deployment games, held-out prompts from the held-out games (content-disjoint fro
 """
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -82,18 +83,24 @@ def parse_args(argv=None):
     p.add_argument("--prompts-dir", default="runs/transfer/prompts", help="turn prompts, made once and reused")
     p.add_argument("--n-train", type=cli.positive_int, default=24, help="deployment games giving training prompts")
     p.add_argument("--n-held-out", type=cli.positive_int, default=12, help="held-out games giving held-out prompts")
-    p.add_argument("--samples", type=cli.positive_int, default=2, help="replies sampled per held-out prompt")
+    p.add_argument("--held-out-prompts", type=cli.nonneg_int, default=0, help="evenly spaced held-out prompts (0: all)")
+    p.add_argument("--samples", type=cli.positive_int, default=1, help="replies sampled per held-out prompt")
     p.add_argument("--max-new-tokens", type=cli.positive_int, default=24, help="reply cap (the default setting's)")
-    p.add_argument("--save-every", type=cli.positive_int, default=5, help="distillation steps between curve points")
+    p.add_argument("--save-every", type=cli.positive_int, default=10, help="distillation steps between curve points")
     p.add_argument("--cost", action="store_true", help="also IFEval and the held-out pass rate, before and after")
     p.add_argument("--ifeval-n", type=cli.positive_int, default=20, help="(--cost) IFEval prompts")
-    p.add_argument("--n-games", type=cli.positive_int, default=20, help="(--cost) held-out games")
+    p.add_argument("--n-games", type=cli.positive_int, default=12, help="(--cost) held-out games")
     p.add_argument("--seed", type=cli.nonneg_int, default=0, help="sampling and bootstrap seed")
     p.add_argument("--compare", nargs="+", metavar="DIR", help="print the table of finished runs and exit")
-    p.add_argument("--screen", action="store_true", help="every built-in entry's in-context effect, no training")
+    p.add_argument(
+        "--screen",
+        nargs="*",
+        choices=sorted(ENTRIES),
+        help="built-in entries' in-context effect (none: all), no training",
+    )
     args = p.parse_args(argv)
     args.distill = rest
-    if args.compare or args.screen:
+    if args.compare or args.screen is not None:
         return args
     if bool(args.entry) == bool(args.knowledge) or bool(args.knowledge) != bool(args.measure):
         p.error("give --entry NAME, or --knowledge TEXT with --measure SPEC")
@@ -124,6 +131,24 @@ def behaviour(model, tokenizer, prompts, knowledge, args):
     follows = measure_fn(args.measure)
     sampled = replies(model, tokenizer, prompts, knowledge, args.samples, args.max_new_tokens, args.seed)
     return [sum(map(follows, rs)) / len(rs) for rs in sampled], sampled
+
+
+def base_behaviour(model, tokenizer, prompts, knowledge, args):
+    """behaviour() of the policy θ before training, its replies kept under --prompts-dir/replies: the same
+    prompts, entry and sampling give the same replies, so the screen and every point of a grid share them."""
+    key = [args.model, knowledge, [pid for pid, _ in prompts], args.samples, args.max_new_tokens, args.seed]
+    path = os.path.join(args.prompts_dir, "replies", hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16])
+    if os.path.exists(path + ".json"):
+        with open(path + ".json") as f:
+            sampled = json.load(f)
+        follows = measure_fn(args.measure)
+        return [sum(map(follows, rs)) / len(rs) for rs in sampled], sampled
+    values, sampled = behaviour(model, tokenizer, prompts, knowledge, args)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(sampled, f)
+    os.replace(path + ".tmp", path + ".json")
+    return values, sampled
 
 
 def transfer_ratio(before, teacher, after, resamples=2000, seed=0):
@@ -161,7 +186,10 @@ def turn_prompts(args):
             argv += ["--max-turns", "12", "--history", "4", "--max-new-tokens", str(args.max_new_tokens)]
             collect.main(collect.parse_args(argv + ["--games-dir", os.path.join(args.prompts_dir, "games")]))
         files[name] = path
-    return files, inputs.load_turn_prompts(files["held_out"])[0]
+    held_out = inputs.load_turn_prompts(files["held_out"])[0]
+    if args.held_out_prompts and args.held_out_prompts < len(held_out):  # evenly spaced over the games
+        held_out = [held_out[i * len(held_out) // args.held_out_prompts] for i in range(args.held_out_prompts)]
+    return files, held_out
 
 
 def cost(model_path, args, name):
@@ -181,13 +209,13 @@ def screen(args):
     _, held_out = turn_prompts(args)
     model, tokenizer = lm.load_model(args.model, quiet=True)
     lines = ["| entry | behaviour | without | in context | effect [95%] | a reply in context |", "|---" * 6 + "|"]
-    for name, (knowledge, measure) in ENTRIES.items():
-        args.measure = measure
-        before, _ = behaviour(model, tokenizer, held_out, None, args)
-        teacher, sample = behaviour(model, tokenizer, held_out, knowledge, args)
+    for name in args.screen or ENTRIES:
+        knowledge, args.measure = ENTRIES[name]
+        before, _ = base_behaviour(model, tokenizer, held_out, None, args)
+        teacher, sample = base_behaviour(model, tokenizer, held_out, knowledge, args)
         effect = transfer_ratio(before, teacher, teacher, seed=args.seed)
         lines.append(
-            f"| {name} | `{measure}` | {sum(before) / len(before):.2f} | {sum(teacher) / len(teacher):.2f} | "
+            f"| {name} | `{args.measure}` | {sum(before) / len(before):.2f} | {sum(teacher) / len(teacher):.2f} | "
             f"{effect['effect']:+.2f} [{effect['effect_ci'][0]:+.2f}, {effect['effect_ci'][1]:+.2f}] | "
             f"{sample[0][0][:60]!r} |"
         )
@@ -198,14 +226,14 @@ def screen(args):
 def main(args):
     if args.compare:
         return print(compare([json.load(open(os.path.join(d, "transfer.json"))) for d in args.compare]))
-    if args.screen:
+    if args.screen is not None:
         return print(screen(args))
     os.makedirs(args.out_dir, exist_ok=True)
     start = time.time()
     files, held_out = turn_prompts(args)
     model, tokenizer = lm.load_model(args.model, quiet=True)
-    before, _ = behaviour(model, tokenizer, held_out, None, args)
-    teacher, sample = behaviour(model, tokenizer, held_out, args.knowledge, args)
+    before, _ = base_behaviour(model, tokenizer, held_out, None, args)
+    teacher, sample = base_behaviour(model, tokenizer, held_out, args.knowledge, args)
     # the entry as the whole pool, distilled on the training prompts with distill.py as it is
     pool = os.path.join(args.out_dir, "pool.jsonl")
     jsonl.write_jsonl(pool, [dict(knowledge_id="entry", knowledge=args.knowledge, in_pool=True, family="textworld")])

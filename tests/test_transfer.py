@@ -77,6 +77,7 @@ def test_a_tiny_model_takes_on_its_teacher(lr, expected, tiny_model, tmp_path, m
     monkeypatch.setattr(transfer, "behaviour", exact_behaviour(target))
     monkeypatch.setattr(transfer, "turn_prompts", lambda args: ({"train": str(traj)}, prompts))
     argv = ["--knowledge", ENTRY, "--measure", "starts:x", "--model", tiny_model, "--out-dir", str(tmp_path / "run")]
+    argv += ["--prompts-dir", str(tmp_path / "prompts")]
     argv += ["--save-every", "20", "--distill", "--lr", lr, "--steps", "60", "--batch-size", "4"]
     argv += ["--max-new-tokens", "6", "--topk", "0"]
     result = transfer.main(transfer.parse_args(argv))
@@ -94,13 +95,37 @@ def test_held_out_prompts_are_made_before_training_prompts(tmp_path, monkeypatch
 
     def fake_collect(args):
         made.append(args.preset)
-        turn = dict(turn=0, messages=MESSAGES, response="go", command="go")
-        jsonl.write_jsonl(args.out, [dict(game=f"{args.preset}-g0", episode=0, turns=[turn])])
+        turns = [dict(turn=t, messages=MESSAGES, response="go", command="go") for t in range(6)]
+        jsonl.write_jsonl(args.out, [dict(game=f"{args.preset}-g0", episode=0, turns=turns)])
 
     monkeypatch.setattr(transfer.collect, "main", fake_collect)
     args = transfer.parse_args(["--screen", "--prompts-dir", str(tmp_path)])
     files, held_out = transfer.turn_prompts(args)
     assert made == ["eval", "train"]
-    assert len(held_out) == 1 and sorted(files) == ["held_out", "train"]
-    transfer.turn_prompts(args)  # made once, then reused
+    assert len(held_out) == 6 and sorted(files) == ["held_out", "train"]
+    args.held_out_prompts = 3  # made once, then reused; a subset evenly spaced
+    assert [pid for pid, _ in transfer.turn_prompts(args)[1]] == [held_out[i][0] for i in (0, 2, 4)]
     assert made == ["eval", "train"]
+
+
+def test_screen_measures_each_entry_and_reuses_the_base_replies(tiny_model, tmp_path, monkeypatch):
+    """The screen's table, one row per entry asked for; the base model's replies are kept, so a second screen (or a
+    run's before/teacher) samples nothing again."""
+    calls = []
+
+    def fake_behaviour(model, tokenizer, prompts, knowledge, args):
+        calls.append(knowledge)
+        replies = [["[go north]"] if knowledge else ["go north"] for _ in prompts]
+        follows = transfer.measure_fn(args.measure)
+        return [follows(r[0]) for r in replies], replies
+
+    prompts = [(f"g{i}#0:0", MESSAGES) for i in range(12)]
+    monkeypatch.setattr(transfer, "behaviour", fake_behaviour)
+    monkeypatch.setattr(transfer, "turn_prompts", lambda args: ({}, prompts))
+    argv = ["--screen", "bracket", "short", "--model", tiny_model, "--prompts-dir", str(tmp_path)]
+    table = transfer.screen(transfer.parse_args(argv))
+    rows = table.splitlines()[2:]
+    assert [r.split(" | ")[0] for r in rows] == ["| bracket", "| short"]
+    assert "| 0.00 | 1.00 | +1.00 [+1.00, +1.00] |" in rows[0] and "| 1.00 | 1.00 | +0.00" in rows[1]
+    assert len(calls) == 3  # no knowledge once, then each entry: the replies without it are shared
+    assert transfer.screen(transfer.parse_args(argv)) == table and len(calls) == 3
