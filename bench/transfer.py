@@ -10,10 +10,10 @@ bracketed command), on held-out turn prompts:
 - the curve: the student's behaviour at every saved step, the teacher's level as a line (transfer.png);
 - the cost (--cost): IFEval prompt-level strict and the held-out games' pass rate, before and after.
 
-    python bench/transfer.py --entry bracket --out-dir runs/transfer/bracket            # a built-in entry
+    python bench/transfer.py --entry rambling --out-dir runs/transfer/rambling          # a built-in entry
     python bench/transfer.py --knowledge "- Answer in French." --measure 'regex:\\b(le|la|les|aller)\\b' \\
         --out-dir runs/transfer/french --model MODEL                                     # your own entry
-    python bench/transfer.py --entry bracket --out-dir runs/transfer/lr3e-5 --distill --lr=3e-5
+    python bench/transfer.py --entry rambling --out-dir runs/transfer/lr3e-5 --distill --lr=3e-5
     python bench/transfer.py --compare runs/transfer/*                                   # runs side by side
     python bench/transfer.py --screen [ENTRY ...]       # built-in entries, before and in context only
 
@@ -41,8 +41,20 @@ import distill  # noqa: E402
 import evaluate  # noqa: E402
 from oel import cli, inputs, jsonl, lm, play  # noqa: E402
 
-# name -> (knowledge text, behaviour measure): entries a small model might follow in context
+# name -> (knowledge text, behaviour measure): entries a small model might follow in context. Screened with the
+# default model on TextWorld turn prompts (docs/results.md): only `inventory` (a word it echoes) and `rambling` (a
+# long, repetitive entry like the ones it writes itself, which shortens its replies) change what it does.
+RAMBLING = (
+    "- The game teaches about the importance of clear commands and the consequences of failure. It emphasizes "
+    "the importance of planning ahead and having a plan before starting a game.\n"
+    "- The game teaches about the importance of being prepared and having a plan before a game.\n"
+    "- The game teaches about the importance of clear commands and the consequences of failure. It emphasizes the "
+    "need to have a clear plan before a game.\n"
+    "- The game teaches about the importance of planning ahead and having a plan before a game."
+)
 ENTRIES = {
+    "inventory": ("- inventory\n- inventory\n- inventory\n- inventory\n- inventory", r"regex:\binventory\b"),
+    "rambling": (RAMBLING, "min-words:5"),
     "bracket": ("- Reply with the command inside square brackets, like [open door].", r"regex:\[[^\]]+\]"),
     "short": ("- Answer with at most two words.", "max-words:2"),
     "look": ("- Always begin your reply with the word: look", "starts:look"),
@@ -53,7 +65,7 @@ ENTRIES = {
 
 def measure_fn(spec):
     """A reply -> 0/1 function from 'regex:PATTERN' (a match anywhere, case-insensitive), 'max-words:N',
-    'starts:WORD' (the reply's first word) or 'absent:WORD' (the word nowhere in the reply)."""
+    'min-words:N', 'starts:WORD' (the reply's first word) or 'absent:WORD' (the word nowhere in the reply)."""
     kind, _, arg = spec.partition(":")
     words = lambda reply: re.findall(r"[a-z']+", reply.lower())
     if kind == "regex" and arg:
@@ -61,11 +73,15 @@ def measure_fn(spec):
         return lambda reply: int(bool(pattern.search(reply)))
     if kind == "max-words" and arg.isdigit():
         return lambda reply: int(0 < len(words(reply)) <= int(arg))
+    if kind == "min-words" and arg.isdigit():
+        return lambda reply: int(len(words(reply)) >= int(arg))
     if kind == "starts" and arg:
         return lambda reply: int(words(reply)[:1] == [arg.lower()])
     if kind == "absent" and arg:
         return lambda reply: int(arg.lower() not in words(reply))
-    raise argparse.ArgumentTypeError(f"{spec!r}: expected regex:PATTERN, max-words:N, starts:WORD or absent:WORD")
+    raise argparse.ArgumentTypeError(
+        f"{spec!r}: expected regex:PATTERN, max-words:N, min-words:N, starts:WORD or absent:WORD"
+    )
 
 
 def parse_args(argv=None):
@@ -77,7 +93,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--entry", choices=sorted(ENTRIES), help="a built-in entry and its measure (or --knowledge)")
     p.add_argument("--knowledge", help="your own entry: the knowledge text (with --measure)")
-    p.add_argument("--measure", help="the behaviour: regex:PATTERN, max-words:N, starts:WORD, absent:WORD")
+    p.add_argument("--measure", help="the behaviour: regex:PATTERN, max-words:N, min-words:N, starts:WORD, absent:WORD")
     p.add_argument("--model", default=cli.DEFAULT_MODEL, help="the policy θ (hub name, folder, or the built-in)")
     p.add_argument("--out-dir", help="this run's folder: the model, its steps, transfer.json, transfer.png")
     p.add_argument("--prompts-dir", default="runs/transfer/prompts", help="turn prompts, made once and reused")

@@ -38,6 +38,7 @@ def test_an_entry_that_changes_nothing_has_no_ratio():
 def test_measures():
     assert transfer.measure_fn(r"regex:\[[^\]]+\]")("I will [open door]") == 1
     assert [transfer.measure_fn("max-words:2")(r) for r in ("go north", "go north now", "")] == [1, 0, 0]
+    assert [transfer.measure_fn("min-words:3")(r) for r in ("go north", "go north now")] == [0, 1]
     assert transfer.measure_fn("starts:look")("Look around") == 1 and transfer.measure_fn("absent:go")("go") == 0
     with pytest.raises(Exception, match="expected regex:PATTERN"):
         transfer.measure_fn("words:3")
