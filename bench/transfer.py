@@ -14,7 +14,7 @@ bracketed command), on held-out turn prompts:
     python bench/transfer.py --knowledge "- Answer in French." --measure 'regex:\\b(le|la|les|aller)\\b' \\
         --out-dir runs/transfer/french --model MODEL                                     # your own entry
     python bench/transfer.py --entry rambling --out-dir runs/transfer/lr3e-5 --distill --lr=3e-5
-    python bench/transfer.py --compare runs/transfer/*                                   # runs side by side
+    python bench/transfer.py --compare runs/transfer/r* --out-dir runs/transfer   # a table, and the curves drawn
     python bench/transfer.py --screen [ENTRY ...]       # built-in entries, before and in context only
 
 Turn prompts come from TextWorld games played by the policy itself (collect.py): training prompts from
@@ -95,7 +95,9 @@ def parse_args(argv=None):
     p.add_argument("--knowledge", help="your own entry: the knowledge text (with --measure)")
     p.add_argument("--measure", help="the behaviour: regex:PATTERN, max-words:N, min-words:N, starts:WORD, absent:WORD")
     p.add_argument("--model", default=cli.DEFAULT_MODEL, help="the policy θ (hub name, folder, or the built-in)")
-    p.add_argument("--out-dir", help="this run's folder: the model, its steps, transfer.json, transfer.png")
+    p.add_argument(
+        "--out-dir", help="this run's folder: the model, its steps, transfer.json, transfer.png (--compare: the curves)"
+    )
     p.add_argument("--prompts-dir", default="runs/transfer/prompts", help="turn prompts, made once and reused")
     p.add_argument("--n-train", type=cli.positive_int, default=24, help="deployment games giving training prompts")
     p.add_argument("--n-held-out", type=cli.positive_int, default=12, help="held-out games giving held-out prompts")
@@ -241,7 +243,11 @@ def screen(args):
 
 def main(args):
     if args.compare:
-        return print(compare([json.load(open(os.path.join(d, "transfer.json"))) for d in args.compare]))
+        results = [json.load(open(os.path.join(d, "transfer.json"))) for d in args.compare]
+        if args.out_dir:  # the runs' curves on one figure
+            os.makedirs(args.out_dir, exist_ok=True)
+            plot(results, os.path.join(args.out_dir, "transfer.png"))
+        return print(compare(results))
     if args.screen is not None:
         return print(screen(args))
     os.makedirs(args.out_dir, exist_ok=True)
@@ -298,23 +304,31 @@ def compare(results):
     return "\n".join(lines)
 
 
-def plot(result, path):
-    """The student's behaviour over distillation steps, with the teacher's level and the start as lines."""
+def plot(results, path):
+    """The students' behaviour over distillation steps (one line per run), the teacher's level and the start as
+    lines; runs of one entry on the same prompts share those two levels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.figure
+    import matplotlib.ticker
 
-    fig = matplotlib.figure.Figure(figsize=(5.6, 4.0), layout="constrained")
+    results = results if isinstance(results, list) else [results]
+    first = results[0]
+    fig = matplotlib.figure.Figure(figsize=(5.6, 4.2 + 0.18 * len(results)), layout="constrained")
     ax = fig.subplots()
-    xs, ys = zip(*result["curve"])
-    ax.plot(xs, ys, "o-", color="C0", label=r"student $\theta'$, no knowledge in context")
-    ax.axhline(result["teacher"], color="C1", ls="--", label=r"teacher: $\theta$ + the entry in context")
-    ax.axhline(result["before"], color="grey", ls=":", label=r"$\theta$ before, no knowledge")
+    for i, r in enumerate(results):
+        xs, ys = zip(*r["curve"])
+        name = r"student $\theta'$, no knowledge in context" if len(results) == 1 else f"student: {r['distill']}"
+        ax.plot(xs, ys, "o-", color=f"C{(i + 2) % 10 if i else 0}", label=name, alpha=0.9)
+    for level, style, name in ((first["teacher"], "--", r"teacher: $\theta$ + the entry in context"),
+                               (first["before"], ":", r"$\theta$ before, no knowledge")):  # fmt: skip
+        ax.axhline(level, color="C1" if style == "--" else "grey", ls=style, label=name)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("distillation step")
-    ax.set_ylabel(f"share of replies: {result['measure']}")
+    ax.set_ylabel(f"share of replies: {first['measure']}")
     ax.set_ylim(-0.04, 1.04)
-    ax.set_title(f"{result['entry']}: transfer of an in-context behaviour into the weights", fontsize=10)
+    ax.set_title(f"{first['entry']}: transfer of an in-context behaviour into the weights", fontsize=10)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     fig.savefig(path, dpi=110)
 

@@ -130,3 +130,20 @@ def test_screen_measures_each_entry_and_reuses_the_base_replies(tiny_model, tmp_
     assert "| 0.00 | 1.00 | +1.00 [+1.00, +1.00] |" in rows[0] and "| 1.00 | 1.00 | +0.00" in rows[1]
     assert len(calls) == 3  # no knowledge once, then each entry: the replies without it are shared
     assert transfer.screen(transfer.parse_args(argv)) == table and len(calls) == 3
+
+
+def test_compare_prints_a_row_per_run_and_draws_their_curves(tmp_path, capsys):
+    base = dict(entry="rambling", measure="min-words:5", before=0.42, teacher=0.26, seconds=60, effect=-0.16)
+    base.update(effect_ci=[-0.24, -0.08], ratio_ci=[0.4, 1.2])
+    runs = []
+    for name, after in (("defaults", 0.30), ("--lr=1e-4", 0.20)):
+        folder = tmp_path / name
+        folder.mkdir()
+        curve = [[0, 0.42], [10, (0.42 + after) / 2], [20, after]]
+        run = dict(base, distill=name, after=after, ratio=(after - 0.42) / -0.16, curve=curve)
+        (folder / "transfer.json").write_text(json.dumps(run))
+        runs.append(str(folder))
+    transfer.main(transfer.parse_args(["--compare", *runs, "--out-dir", str(tmp_path / "both")]))
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| rambling")]
+    assert [r.split(" | ")[1] for r in rows] == ["defaults", "--lr=1e-4"] and "| 0.75 [+0.40, +1.20] |" in rows[0]
+    assert (tmp_path / "both" / "transfer.png").read_bytes()[:4] == b"\x89PNG"
