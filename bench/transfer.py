@@ -278,6 +278,7 @@ def main(args):
         before=sum(before) / len(before), teacher=sum(teacher) / len(teacher), after=sum(after) / len(after),
         **transfer_ratio(before, teacher, after, seed=args.seed), curve=curve,
         kl=[metrics[0]["kl"], metrics[-1]["kl"]], example=dict(teacher=sample[0][0], after=after_sample[0][0]),
+        per_prompt=dict(before=before, teacher=teacher, after=after),  # runs on the same prompts pair up
     )  # fmt: skip
     if args.cost:
         result["cost_before"], result["cost_after"] = cost(args.model, args, "before"), cost(out, args, "after")
