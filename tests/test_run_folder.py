@@ -96,7 +96,7 @@ def test_each_setting_has_its_own_game_cache(tmp_path, setting):
     done = subprocess.run(["bash", "loop.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     evals = [line for line in done.stdout.splitlines() if line.startswith("-- eval r0: ") and "--games-dir" in line]
-    assert len(evals) == 1 and evals[0].endswith(f" --games-dir games/{setting}"), done.stdout
+    assert len(evals) == 1 and f" --games-dir games/{setting} " in evals[0] + " ", done.stdout
 
 
 def test_a_changed_knob_is_refused_then_redone_from_the_first_stage_it_affects(tmp_path):
