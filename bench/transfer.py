@@ -42,8 +42,9 @@ import evaluate  # noqa: E402
 from oel import cli, inputs, jsonl, lm, play  # noqa: E402
 
 # name -> (knowledge text, behaviour measure): entries a small model might follow in context. Screened with the
-# default model on TextWorld turn prompts (docs/results.md): only `inventory` (a word it echoes) and `rambling` (a
-# long, repetitive entry like the ones it writes itself, which shortens its replies) change what it does.
+# default model on TextWorld turn prompts (docs/results.md): only `rambling` (a long, repetitive entry like the
+# ones it writes itself, which shortens its replies) changes what it does on all held-out prompts; `inventory` (a
+# word it echoes) did on a third of them only.
 RAMBLING = (
     "- The game teaches about the importance of clear commands and the consequences of failure. It emphasizes "
     "the importance of planning ahead and having a plan before starting a game.\n"
