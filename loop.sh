@@ -44,7 +44,7 @@ case "$SETTING" in
       TOP_P=0.8 TOP_K=20 N_EXTRACT=100 EXTRACT_EPISODES=10 CHAINS=10 USE_STEPS=50 EXTRACT_PROMPT=structured-v2 \
       KNOW_TOKENS=8192 EXTRACT_NEW=8192 TRAJ_TOKENS=8704 N_DEPLOY=12800 STEPS=100 BATCH=128 LR=1e-6 MAX_NEW=1024 \
       N_EVAL=128;;
-  frozenlake-cpu) col=3  # FrozenLake with the default model on a CPU, under an hour on 2 cores (docs/results.md)
+  frozenlake-cpu) col=3  # FrozenLake with the default model on a CPU: 48 min on 2 cores (docs/results.md)
     given FAMILY=frozenlake GAME_SPLIT=paper MAX_TURNS=5 HISTORY=0 TOP_P=0.8 TOP_K=20 MAX_NEW=64 N_EVAL=64 N_OOD=16 \
       N_EXTRACT=8 EXTRACT_EPISODES=2 CHAINS=2 N_DEPLOY=16 STEPS=12;;
   *) echo "unknown SETTING=$SETTING (smoke, default, paper, frozenlake, sokoban, frozenlake-cpu)"; exit 2;;

@@ -96,6 +96,15 @@ def main(args):
     game_ids = games.game_set(args.family, args.preset, args.n, game_split=args.game_split)
     texts = {c["name"]: jsonl.read_text(c["file"], "knowledge file") for c in args.condition if c["file"]}
     model, tokenizer = lm.load_model(args.model, args.device, quiet=True)
+    default_prompt = arena_games.TURN_PROMPT
+    try:
+        return play_conditions(args, model, tokenizer, texts, game_ids)
+    finally:
+        arena_games.TURN_PROMPT = default_prompt  # a prompt variant never outlives its run
+
+
+def play_conditions(args, model, tokenizer, texts, game_ids):
+    """Each condition in turn on the same games and sampling noise: its summary row, printed as it finishes."""
     base, rows = None, []
     for c in args.condition:
         cap = c["cap"] or args.max_new_tokens

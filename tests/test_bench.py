@@ -128,3 +128,24 @@ def test_bench_collect_roofline_bytes():
     model.config.tie_word_embeddings = False
     model.lm_head.weight = torch.nn.Parameter(torch.empty_like(model.lm_head.weight))  # untied: input rows only
     assert generation.weight_bytes(model) == 2 * 1_720_574_976
+
+
+@pytest.mark.parametrize("thinking", [False, True])
+def test_in_context_plays_each_condition_on_the_same_games(thinking, tiny_qwen3, tmp_path):
+    """bench/in_context.py with Qwen3's chat template: one row per condition over the same FrozenLake games, the
+    knowledge file read before the model loads, a prompt variant undone when the run ends."""
+    from bench import in_context
+    from oel import arena_games
+
+    hint = tmp_path / "hint.txt"
+    hint.write_text("- H is a hole; go down and right\n")
+    argv = ["--model", tiny_qwen3, "--n", "3", "--max-new-tokens", "4", "--out", str(tmp_path / "rows.jsonl")]
+    argv += ["--condition", "none", "--condition", f"hint:{hint}:cap=6:prompt=move-only"]
+    prompt = arena_games.TURN_PROMPT
+    rows = in_context.main(in_context.parse_args(argv + (["--thinking"] if thinking else [])))
+    assert arena_games.TURN_PROMPT == prompt
+    assert [r["condition"]["name"] for r in rows] == ["none", "hint"] and all(r["games"] == 3 for r in rows)
+    assert "paired" in rows[1] and 0 <= rows[1]["invalid"] <= 1 and rows[1]["turns"] > 0
+    assert len(jsonl.read_jsonl(str(tmp_path / "rows.jsonl"))) == 2
+    with pytest.raises(cli.InputError, match="missing.txt"):
+        in_context.main(in_context.parse_args(argv[:-4] + ["--condition", "none", "--condition", "x:missing.txt"]))
