@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -196,6 +197,18 @@ def check_against_training(games_dir, folder, paths):
         os.replace(stamp + ".tmp", stamp)
 
 
+def tw_make():
+    """TextWorld's `tw-make`: the one installed beside the running python (a virtual environment's python
+    called directly, not activated, has it there and not on PATH), else the one on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "tw-make")
+    found = beside if os.access(beside, os.X_OK) else shutil.which("tw-make")
+    if not found:
+        raise cli.InputError(
+            f"TextWorld's tw-make is neither beside {sys.executable} nor on PATH: pip install textworld"
+        )
+    return found
+
+
 def make_game(folder, name, family, level, seed):
     """Make one game as folder/name.z8 (+ .json) unless it exists; built in a temp folder, then moved."""
     path = os.path.join(folder, name + ".z8")
@@ -204,7 +217,7 @@ def make_game(folder, name, family, level, seed):
     challenge, options = FAMILIES[family]
     with tempfile.TemporaryDirectory(dir=folder, prefix=".make-") as tmp:
         cmd = [
-            "tw-make",
+            tw_make(),
             challenge,
             *options(level),
             "--seed",

@@ -5,6 +5,7 @@ walkthrough, game text is cleaned, damaged games are refused."""
 import os
 import random
 import shutil
+import sys
 
 import pytest
 
@@ -130,6 +131,29 @@ def test_game_cache_reuses_finished_games_and_ignores_half_written_ones(tiny_gam
     assert os.path.getmtime(folder / "treasure-l1-s0.z8") == stamp  # reused, not remade
     assert textworld_games.Episode(paths[1]).walkthrough  # the half-written game was made again, playable
     assert not [f for f in os.listdir(folder) if f.startswith(".make-")]
+
+
+def test_tw_make_is_found_beside_the_interpreter_without_path(tmp_path, monkeypatch):
+    """A virtual environment's python called directly (not activated) has tw-make beside it, not on PATH: games
+    are still made, with that tw-make; with none beside it and none on PATH, a clear error."""
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    real = textworld_games.tw_make()
+    assert os.path.dirname(real) == os.path.dirname(sys.executable) and os.access(real, os.X_OK)
+    bin_dir = tmp_path / "env" / "bin"
+    bin_dir.mkdir(parents=True)
+    fake = bin_dir / "tw-make"  # writes the two files a game is, and what it was asked
+    fake.write_text(
+        '#!/bin/sh\nout=""\nwhile [ $# -gt 0 ]; do [ "$1" = --output ] && out="$2"; shift; done\n'
+        'echo z8 > "$out"; echo "{}" > "${out%.z8}.json"\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
+    (tmp_path / "games").mkdir()
+    path = textworld_games.make_game(str(tmp_path / "games"), "g0", "simple", 1, 7)
+    assert open(path).read() == "z8\n" and os.path.isfile(path[:-3] + ".json")
+    fake.unlink()
+    with pytest.raises(cli.InputError, match=r"tw-make is neither beside .*env/bin/python nor on PATH"):
+        textworld_games.make_game(str(tmp_path / "games"), "g1", "simple", 1, 8)
 
 
 def test_clean_removes_banner_prompt_and_status_bar():
