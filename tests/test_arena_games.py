@@ -142,7 +142,7 @@ def no_model(*args, **kwargs):
         (["--family", "frozenlake", "--games", "somewhere"], "--games FOLDER is for TextWorld"),
     ],
 )
-def test_collect_refuses_a_family_it_cannot_play(argv, expected, tmp_path, monkeypatch):
+def test_collect_refuses_a_family_it_cannot_play(argv, expected, tmp_path, monkeypatch, capsys):
     import collect
     from oel import lm
 
@@ -152,8 +152,9 @@ def test_collect_refuses_a_family_it_cannot_play(argv, expected, tmp_path, monke
     with pytest.raises(cli.InputError, match=expected):
         collect.main(collect.parse_args(["--out", str(out), "--preset", "eval", "--n", "2", *argv]))
     assert out.read_text() == "earlier\n"
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         collect.parse_args(["--family", "chess"])
+    assert e.value.code == 2 and "argument --family: unknown game family 'chess'" in capsys.readouterr().err
 
 
 def test_knowledge_of_another_family_is_refused(tiny_model, tmp_path, monkeypatch):

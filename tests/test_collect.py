@@ -86,7 +86,10 @@ def test_collect_end_to_end(tiny_model, tiny_games, tmp_path):
         "reply",
         "score",
     }
-    assert 0 <= summary["won"] <= 1 and summary["games"] == 6
+    turns = [t for r in again for t in r["turns"]]
+    assert summary["games"] == 6 and summary["won"] == sum(r["won"] for r in again) / 6
+    assert summary["valid"] == sum(t["valid"] for t in turns) / len(turns)
+    assert summary["turns"] == sum(len(r["turns"]) for r in again) / 6
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import distill
-from oel import cli, inputs, jsonl, lm, play
+from oel import cli, inputs, jsonl, lm, memory, play
 
 TEMPERATURE = 0.7
 
@@ -130,6 +130,29 @@ def test_chunked_loss_equals_reference(models, mode, topk):
         grad = torch.cat([p.grad.flatten() for p in student.parameters()])
         assert abs(loss - reference.item()) <= 1e-9 * reference.item() and reference.item() > 1e-6
         assert torch.allclose(grad, reference_grad, rtol=1e-7, atol=1e-13) and grad.abs().max() > 1e-8
+
+
+@pytest.mark.parametrize("mode", ["on-policy", "off-policy"])
+def test_the_training_path_has_the_direction_its_mode_names(models, mode):
+    """What micro_batch_loss backpropagates, against the brute force on the two models' own full logits: on-policy
+    KL(student || teacher) over the student's top-k, off-policy KL(teacher || student) over the teacher's. The
+    chunked path and reference_loss read one table, so comparing them could not see a swapped entry."""
+    student, teacher, tokenizer = models
+    texts = ("go north<|im_end|>", "open the door then take the key")
+    responses = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+    pairs = pairs_for(tokenizer, ["- a", "- open containers first"], responses)
+    rows = {"on-policy": [], "off-policy": []}
+    with torch.no_grad():
+        for p in pairs:
+            s = student(torch.tensor([p["student_ids"]])).logits[0, p["student_start"] - 1 : -1]  # (R, V)
+            t = teacher(torch.tensor([p["teacher_ids"]])).logits[0, p["teacher_start"] - 1 : -1]
+            rows["on-policy"].append(brute_force_kl(s, t, TEMPERATURE, 7))
+            rows["off-policy"].append(brute_force_kl(t, s, TEMPERATURE, 7))
+    expected = {m: torch.cat(r).mean().item() for m, r in rows.items()}  # the mean over response tokens
+    other = "off-policy" if mode == "on-policy" else "on-policy"
+    loss = chunked_loss(student, teacher, pairs, mode, topk=7)
+    assert abs(loss - expected[mode]) <= 1e-9 * expected[mode]
+    assert abs(loss - expected[other]) > 1e-2 * expected[mode]
 
 
 def test_gradient_matches_finite_differences(tmp_path):
@@ -387,12 +410,13 @@ def run_args(model, traj, know, out, *extra):
 def spy(monkeypatch):
     """Record what main samples from (model, prompts, responses), the pairs it trains on, and whether the
     teacher it scores with is the student itself."""
-    seen = dict(sampled=[], pairs=[], live=set())
+    seen = dict(sampled=[], pairs=[], live=set(), sampling=[])
     generate, build_pair, micro_batch_loss = lm.generate_ids, distill.build_pair, distill.micro_batch_loss
 
     def generate_ids(model, tokenizer, prompts, *args, **kwargs):
         responses = generate(model, tokenizer, prompts, *args, **kwargs)
         seen["sampled"] += list(zip(prompts, responses))
+        seen["sampling"].append((args, kwargs))  # (max_new_tokens, temperature, top_p, top_k), one per step
         return responses
 
     def pair(*args):
@@ -432,9 +456,12 @@ def test_end_to_end_on_policy_frozen(tiny_model, tmp_path, capsys, monkeypatch):
     assert seen["live"] == {False}  # a frozen teacher is a model of its own
     metrics = jsonl.read_jsonl(str(tmp_path / "round_1" / "distill_metrics.jsonl"))
     assert [m["step"] for m in metrics] == [1, 2, 3] and metrics == json.loads(json.dumps(history))
-    for m in metrics:
-        assert m["kl"] != 0 and 0 < m["student_topk_mass"] <= 1 + 1e-6 and 0 < m["teacher_topk_mass"] <= 1 + 1e-6
-        assert 1 <= m["response_len_mean"] <= 6 and m["response_len_max"] <= 6 and 0 <= m["capped"] <= 4
+    eos = lm.eos_ids(lm.load_model(tiny_model, "cpu", quiet=True)[0], tokenizer)
+    for i, m in enumerate(metrics):  # --topk 16 of 384 tokens: a support below the whole mass on both sides
+        assert m["kl"] != 0 and 0 < m["student_topk_mass"] < 0.99 and 0 < m["teacher_topk_mass"] < 0.99
+        responses = [r for _, r in seen["sampled"][4 * i : 4 * i + 4]]  # this step's, as sampled
+        assert m["response_len_max"] == max(map(len, responses)) and m["responses"] == 4
+        assert m["capped"] == sum(r[-1] not in eos for r in responses)
         assert m["grad_norm"] > 0 and not m["skipped"] and m["round"] == 1 and m["peak_memory_mb"] > 0
         assert m["mode"] == "on-policy" and m["teacher"] == "frozen"
     settings = json.load(open(out / "args.json"))
@@ -442,12 +469,92 @@ def test_end_to_end_on_policy_frozen(tiny_model, tmp_path, capsys, monkeypatch):
     assert settings["steps"] == 3 and settings["mode"] == "on-policy" and settings["teacher"] == "frozen"
     assert settings["resolved"]["max_seq_len"] == longest + 6  # derived: the longest teacher prompt + --max-new-tokens
     assert (tmp_path / "round_1" / "model_steps" / "step_2" / "args.json").exists()  # --save-every: OUT_steps
-    reloaded, tokenizer = lm.load_model(str(out), "cpu", quiet=True)
-    original, _ = lm.load_model(tiny_model, "cpu", quiet=True)
-    assert not torch.equal(reloaded.lm_head.weight, original.lm_head.weight)  # it trained
     printed = capsys.readouterr().out
     assert "distill | on-policy, frozen teacher | steps 3" in printed and "[student]" in printed
     assert distill.main(run_args(tiny_model, traj, know, out)) is None  # the output exists: skipped
+
+
+def spy_optimizer(monkeypatch, seen):
+    """Record the gradient each optimizer step applies, with the step it belongs to (one sampling call a step)."""
+    make = memory.make_optimizer
+    seen["applied"] = []
+
+    def make_optimizer(params, *args):
+        params = list(params)
+        optimizer = make(params, *args)
+        step = optimizer.step
+
+        def recorded_step(*a, **k):
+            grad = torch.cat([p.grad.flatten() for p in params if p.grad is not None]).clone()
+            seen["applied"].append((len(seen["sampling"]), grad))
+            return step(*a, **k)
+
+        optimizer.step = recorded_step
+        return optimizer
+
+    monkeypatch.setattr(memory, "make_optimizer", make_optimizer)
+
+
+def test_what_main_does_at_each_step(tiny_model, tmp_path, monkeypatch):
+    """Looked at from inside one run: the sampler's arguments, one pool entry drawn per prompt, the gradient
+    norm logged = that of reference_loss (the mean over response tokens alone), the step applying the gradient
+    clipped to --clip in its direction, a step with a non-finite gradient skipped (no optimizer step), the logged
+    lengths those of the sampled responses, and the saved weights nearer the teacher on what they trained on."""
+    traj, know = write_inputs(tmp_path)
+    out = tmp_path / "round_1" / "model"
+    seen = spy(monkeypatch)
+    spy_optimizer(monkeypatch, seen)
+    loss = distill.micro_batch_loss  # the spy's wrapper: a NaN lands in the gradient of step 2
+
+    def nan_at_step_2(student, *args, **kwargs):
+        sums = loss(student, *args, **kwargs)
+        if len(seen["sampling"]) == 2:
+            student.lm_head.weight.grad.view(-1)[0] = float("nan")
+        return sums
+
+    monkeypatch.setattr(distill, "micro_batch_loss", nan_at_step_2)
+    clip = 0.005  # below the tiny model's gradient norms (~0.05), so clipping acts at every step
+    extra = ["--clip", str(clip), "--temperature", "0.9", "--topk", "0", "--lr", "1e-4"]  # the whole KL, a small lr
+    history = distill.main(run_args(tiny_model, traj, know, out, *extra))
+    assert [(a, k) for a, k in seen["sampling"]] == [((6, 0.9, 1.0, 0), {})] * 3  # τ, full support, the cap
+    batch = 4
+    _, tokenizer = lm.load_model(tiny_model, "cpu", quiet=True)
+    drawn = []
+    for p in seen["pairs"]:
+        teacher_prompt = tokenizer.decode(p["teacher_ids"][: p["teacher_start"]])
+        held = [k for k in POOL_TEXTS if k in teacher_prompt]
+        assert len(held) == 1, teacher_prompt  # exactly one entry in each teacher prompt
+        drawn.append(held[0])
+    assert any(len(set(drawn[i : i + batch])) == 2 for i in range(0, len(drawn), batch))  # drawn per prompt
+
+    # the logged gradient norm is reference_loss's, computed afresh on step 1's pairs from θ_{r-1}
+    student, _ = lm.load_model(tiny_model, "cpu", quiet=True)
+    teacher, _ = lm.load_model(tiny_model, "cpu", quiet=True)
+    teacher.requires_grad_(False)
+    settings = dict(mode="on-policy", temperature=0.9, topk=0)
+    distill.reference_loss(student, teacher, seen["pairs"][:batch], **settings).backward()
+    reference = torch.cat([p.grad.flatten() for p in student.parameters() if p.grad is not None])
+    assert history[0]["grad_norm"] == pytest.approx(reference.norm().item(), rel=1e-4)
+    assert reference.norm().item() > 5 * clip
+    assert [s for s, _ in seen["applied"]] == [1, 3]  # step 2 had a NaN in its gradient: no optimizer step
+    assert [h["skipped"] for h in history] == [False, True, False] and math.isnan(history[1]["grad_norm"])
+    applied = seen["applied"][0][1]
+    assert applied.norm().item() == pytest.approx(clip, rel=1e-3)
+    assert torch.nn.functional.cosine_similarity(applied, reference, dim=0).item() > 0.9999
+
+    eos = lm.eos_ids(student, tokenizer)
+    for step, h in enumerate(history):
+        responses = [r for _, r in seen["sampled"][step * batch : (step + 1) * batch]]
+        assert h["response_len_max"] == max(map(len, responses))
+        assert h["response_len_mean"] == sum(map(len, responses)) / batch
+        assert h["capped"] == sum(r[-1] not in eos for r in responses)
+
+    # the saved weights moved towards the teacher: their KL to it on every pair trained on fell
+    trained, _ = lm.load_model(str(out), "cpu", quiet=True)
+    with torch.no_grad():
+        before = distill.reference_loss(student, teacher, seen["pairs"], **settings).item()
+        after = distill.reference_loss(trained, teacher, seen["pairs"], **settings).item()
+    assert after < 0.8 * before
 
 
 def test_end_to_end_off_policy_live(tiny_model, tmp_path, capsys, monkeypatch):

@@ -208,6 +208,14 @@ def test_ifeval_thinking_off_with_the_authors_sampling_whatever_thinking_says(ti
     assert [sampling for _, sampling in calls] == [(0.0, 0.8, 20)]
     assert all(p.endswith("<|im_start|>assistant\n") for p in calls[0][0])
     assert s["settings"]["ifeval_thinking"] == 1 and s["cut"] == 1 and s["prompt_accuracy"] == 0
+    # with room for the reasoning, IFEval's checker reads the answer after </think>, never the reasoning
+    read, check = [], ifeval.check
+    monkeypatch.setattr(ifeval, "check", lambda p, text: read.append(text) or check(p, text))
+    (s,) = evaluate.main(evaluate.parse_args(argv[:-3] + ["--ifeval-max-new-tokens", "200", "--force"]))
+    records = jsonl.read_jsonl(str(tmp_path / "eval_ifeval.jsonl"))[:-1]
+    assert all("</think>" in r["response"] for r in records) and s["cut"] == 0
+    assert read == [r["response"].rsplit("</think>", 1)[1].strip() for r in records] == [r["answer"] for r in records]
+    assert all("<think>" not in text and text for text in read)
 
 
 def test_knowledge_in_context_and_the_curve(tiny_model, tiny_games, tmp_path):
@@ -300,14 +308,14 @@ def test_knowledge_in_context_and_the_curve(tiny_model, tiny_games, tmp_path):
     ],
 )
 def test_numeric_flags_are_range_checked(flag, bad, edge, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         evaluate.parse_args([flag, bad])
-    assert f"argument {flag}" in capsys.readouterr().err
+    assert e.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
     value = vars(evaluate.parse_args([flag, edge]))[flag[2:].replace("-", "_")]
     assert value == float(edge) and type(value) in (int, float)
 
 
-def test_bad_input(tiny_model, tiny_games, tmp_path):
+def test_bad_input(tiny_model, tiny_games, tmp_path, capsys):
     run_ = lambda *argv: evaluate.main(evaluate.parse_args(["--out-dir", str(tmp_path), "--quiet", *argv]))
     with pytest.raises(cli.InputError, match="no such model folder"):
         run_("--model", str(tmp_path / "missing"), "--games", tiny_games)
@@ -341,6 +349,7 @@ def test_bad_input(tiny_model, tiny_games, tmp_path):
         run_(*with_text, "--knowledge-id", "r1-c0-s2")
     with pytest.raises(cli.InputError, match=r"k.txt: --knowledge-curve needs a knowledge JSONL"):
         run_(*with_text, "--knowledge-curve", "0")
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         evaluate.parse_args(["--sets", "id,games"])
+    assert e.value.code == 2 and "argument --sets" in capsys.readouterr().err
     assert not [f for f in os.listdir(tmp_path) if f.startswith("eval_")]  # nothing half-written

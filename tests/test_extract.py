@@ -397,9 +397,9 @@ def test_no_item_at_all_is_a_clear_error(tiny_model, tmp_path):
     ],
 )
 def test_every_numeric_flag_is_range_checked(flag, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         extract.parse_args(["--trajectories", "t.jsonl", "--out", "k.jsonl", flag, "-1"])
-    assert f"argument {flag}: expected" in capsys.readouterr().err
+    assert e.value.code == 2 and f"argument {flag}: expected" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
