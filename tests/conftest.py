@@ -100,7 +100,7 @@ def tiny_games(tmp_path_factory):
     """Three small games (treasure hunter, coin collector, cooking), made in parallel once."""
     from oel import textworld_games
 
-    folder = tmp_path_factory.mktemp("games")
+    folder = os.environ.get("OEL_TEST_GAMES") or tmp_path_factory.mktemp("games")  # tests/mutants.py: made once
     specs = [("treasure-l1-s0", "treasure", 1, 0), ("coin-l2-s1", "coin", 2, 1), ("cooking-l1-s2", "cooking", 1, 2)]
     textworld_games.make_games(str(folder), specs)
     return str(folder)

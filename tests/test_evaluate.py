@@ -39,7 +39,8 @@ def test_game_metrics_by_hand():
     assert 1 <= low < m["tokens_per_turn"] < high <= 10  # the per-turn rate of the games lies in [1, 10]
     # two episodes of each game: the episodes of a game are not independent, so whole games are resampled
     m = evaluate.game_metrics([dict(r, episode=e, game=r["game"] in "ab") for e, r in enumerate(records)])
-    assert m["n"] == 4 and m["games"] == 2 and m["pass_rate_ci"] == report.ratio_ci([1, 1], [2, 2])[1] == (0.5, 0.5)
+    assert m["n"] == 4 and m["games"] == 2 and m["won"] == 2 and m["pass_rate"] == 0.5  # over episodes
+    assert m["pass_rate_ci"] == report.ratio_ci([1, 1], [2, 2])[1] == (0.5, 0.5)
     assert m["turns"] == 2.5 and m["turns_ci"] == report.ratio_ci([6, 4], [2, 2])[1] == (2, 3)
 
 

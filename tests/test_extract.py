@@ -247,9 +247,19 @@ def test_chains_differ_only_by_randomness(tiny_model, tmp_path, monkeypatch):
     assert all(len(set(prompts)) == 1 and all(o == outs[0] for o in outs) for prompts, outs in seen)
     last = [r for r in greedy if r["step"] == 3]
     assert len({r["knowledge"] for r in last}) == 1  # same prompt, no randomness: same knowledge
+    seen.clear()
     sampled, _ = run(
         tiny_model, tmp_path, "--temperature", "1.0", "--prompt-version", "freetext-v1", "--seed", "5", *shared
     )
+    # each chain is shown its own knowledge so far, never another chain's (one batched call per step)
+    knowledge = {(r["chain"], r["step"]): r["knowledge"] for r in sampled}
+    for step, (prompts, _) in enumerate(seen, 1):
+        for c, prompt in enumerate(prompts):
+            own = knowledge[c, step - 1]
+            assert (own in prompt) if own else ("Lessons you already know" not in prompt)
+            others = {knowledge[o, step - 1] for o in range(3)} - {"", own}
+            assert not [o for o in others if o in prompt]
+    assert len(seen) == 3 and len({knowledge[c, 2] for c in range(3)}) > 1
     again, _ = run(
         tiny_model, tmp_path, "--temperature", "1.0", "--prompt-version", "freetext-v1", "--seed", "5", *shared
     )
