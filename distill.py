@@ -2,7 +2,7 @@
 
 The student (the policy θ_{r-1}, trained) sees a turn prompt of a deployment trajectory with NO
 knowledge; the teacher sees the same prompt WITH one knowledge text of the pool (drawn per prompt)
-inserted by play.insert_knowledge, the renderer collect.py uses. `--mode on-policy` (the method): the
+inserted by experience.insert_knowledge, the renderer collect.py uses. `--mode on-policy` (the method): the
 student samples a response, both score it token by token, and the loss is the reverse KL, student to
 teacher, at the sampling temperature, summed over the student's top-k tokens and averaged over response
 tokens. `--mode off-policy` (OPCD's baseline, "context distillation"): the teacher samples with the
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 
-from oel import cli, inputs, jsonl, lm, memory, play, runfolder
+from oel import cli, experience, jsonl, lm, rollouts, runfolder, training
 
 MAX_LR = 1e-3  # above every full fine-tuning recipe of an LLM; Adam moves each weight by ~lr a step
 MAX_WEIGHT_GROWTH = 2.0  # the weights' norm may grow this much before the run is stopped as diverged
@@ -79,7 +79,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--weight-decay", type=number(0), default=0.01, help="AdamW weight decay (>= 0)")
     p.add_argument("--clip", type=number(0, lo_open=True), default=1.0, help="gradient-norm clip (> 0)")
-    p.add_argument("--topk", type=nonneg, default=256, help="KL over the sampler's top-k tokens (0 = all)")
+    p.add_argument("--loss-topk", type=nonneg, default=256, help="the KL over the sampler's top-k tokens (0 = all)")
     p.add_argument("--max-new-tokens", type=cli.positive_int, default=24, help="response cap")
     p.add_argument(
         "--max-seq-len",
@@ -98,7 +98,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--save-every", type=nonneg, default=0, help="also save OUT_steps/step_N every N steps")
     p.add_argument("--print-every", type=nonneg, default=10, help="print a sample every N steps (0: never)")
-    p.add_argument("--metrics", default=None, help="metrics JSONL (default: distill_metrics.jsonl beside --out)")
+    p.add_argument("--metrics", default=None, help="metrics JSONL (default: OUT.metrics.jsonl, beside the model)")
     p.add_argument("--run", default=None, help="run name recorded in the metrics (default: the folder holding round_R)")
     p.add_argument("--round", type=nonneg, default=0, help="round number recorded in the metrics")
     p.add_argument(
@@ -109,6 +109,7 @@ def parse_args(argv=None):
         "weights with stochastic rounding, 2 bytes of state per parameter (default on CUDA; the paper setting, "
         "Qwen3-4B on one 80 GB GPU). Default on a CPU: adamw",
     )
+    cli.renamed(p, "--topk", "--loss-topk (the KL's support; --top-k is the sampler's, fixed at 0 here)")
     return p.parse_args(argv)
 
 
@@ -182,9 +183,10 @@ def hidden_at(model, pairs, side, pad_id):
     return [hidden[i, s : s + len(p["response_ids"])] for i, (s, p) in enumerate(zip(starts, pairs))]
 
 
-def micro_batch_loss(student, teacher, pairs, n_total, *, mode, temperature, topk, chunk, pad_id):
-    """Backward the summed KL of some sequences divided by the batch's response-token count, so
-    accumulating micro-batches gives the exact token mean of the whole batch. Returns the sums."""
+def micro_batch_kl(student, teacher, pairs, *, mode, temperature, topk, chunk, pad_id):
+    """The KL summed over the response tokens of some sequences (a tensor to backpropagate), and the masses
+    summed on the top-k support. main divides by the whole batch's response-token count before backward, so the
+    micro-batches' gradients add up to that of the batch's token mean (test_chunked_loss_equals_reference)."""
     s_hidden = hidden_at(student, pairs, "student", pad_id)
     with torch.no_grad():
         t_hidden = hidden_at(teacher, pairs, "teacher", pad_id)
@@ -194,8 +196,7 @@ def micro_batch_loss(student, teacher, pairs, n_total, *, mode, temperature, top
     for c in range(0, h_s.shape[0], chunk):
         sums = checkpoint(chunk_kl, *heads, h_s[c : c + chunk], h_t[c : c + chunk], *setting, use_reentrant=False)
         kl, student_mass, teacher_mass = kl + sums[0], student_mass + sums[1], teacher_mass + sums[2]
-    (kl / n_total).backward()
-    return {"kl": kl.item(), "student_mass": student_mass.item(), "teacher_mass": teacher_mass.item()}
+    return kl, {"student_mass": student_mass.item(), "teacher_mass": teacher_mass.item()}
 
 
 # ----------------------------------------------------------------------------- data
@@ -253,69 +254,43 @@ def make_teacher(student):
 # ----------------------------------------------------------------------------- main
 
 
-def main(args):
-    # plumbing: one writer per run folder; an existing output is kept; the optimizer and checkpointing this
-    # device gets (adamw8bit keeps bf16 weights on a GPU, adamw fp32 master weights under bf16 autocast)
-    runfolder.claim_outputs(args.out, args, folders=True)
-    if os.path.exists(args.out) and not args.force:
-        print(f"distill | {args.out} exists, skipped (use --force to retrain)")
-        return None
+def check(args):
+    """What the arguments alone can refuse (also `--check`, loop.sh's start-up check): an optimizer this machine
+    lacks. Returns the device, its compute dtype, the optimizer and whether to checkpoint activations."""
     device, compute_dtype = lm.pick_device(args.device)
-    optimizer_name, checkpointing = memory.training_choices(device, args.optimizer, args.gradient_checkpointing)
+    return device, compute_dtype, *training.training_choices(device, args.optimizer, args.gradient_checkpointing)
+
+
+def main(args):
+    # the device's numerics; one writer per run folder; an existing output is kept (--force retrains)
+    device, compute_dtype, optimizer_name, checkpointing = check(args)
+    if not runfolder.claim_outputs(args.out, args, folders=True, stage="distill"):
+        return None
 
     # 1. the inputs: every turn prompt of the deployment trajectories (the student's x) and the knowledge pool
     # (the teacher's e), every pair and sequence length checked with the tokenizer alone, before the model loads
-    prompts, family = inputs.load_turn_prompts(args.trajectories)
-    pool = inputs.load_pool(args.knowledge, args.thinking, family=family, family_from=args.trajectories)
-    model_path = lm.resolve_model(args.model)
-    tokenizer = lm.load_tokenizer(model_path)
-    marker_ids = tokenizer(inputs.generation_marker(tokenizer, args.thinking), add_special_tokens=False).input_ids
-    max_seq_len, lengths = inputs.check_lengths(
-        tokenizer,
-        prompts,
-        pool,
-        marker_ids,
-        thinking=args.thinking,
-        max_new_tokens=args.max_new_tokens,
-        max_seq_len=args.max_seq_len,
-        model_path=model_path,
-    )
+    prompts, family = rollouts.load_turn_prompts(args.trajectories)
+    pool = experience.load_pool(args.knowledge, args.thinking, family=family, family_from=args.trajectories)
+    tokenizer = lm.load_tokenizer(args.model)
+    marker_ids = tokenizer(lm.generation_marker(tokenizer, args.thinking), add_special_tokens=False).input_ids
+    max_seq_len, lengths = training.check_lengths(
+        tokenizer, prompts, pool, marker_ids, thinking=args.thinking, max_new_tokens=args.max_new_tokens,
+        max_seq_len=args.max_seq_len, model_path=lm.resolve_model(args.model),
+    )  # fmt: skip
 
-    # 2. the student θ_{r-1}, trained; the teacher: a frozen copy of θ_{r-1} (or the student itself: live)
+    # 2. the student θ_{r-1}, trained by AdamW; the teacher: a frozen copy of θ_{r-1} (or the student itself: live)
     rng = random.Random(args.seed)
     torch.manual_seed(args.seed)
-    weights_dtype, _ = memory.training_dtypes(args.device, optimizer_name)
+    weights_dtype, _ = training.training_dtypes(args.device, optimizer_name)
     student, tokenizer = lm.load_model(args.model, args.device, dtype=weights_dtype, tokenizer=tokenizer)
     teacher = student if args.teacher == "live" else make_teacher(student)
-    autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32)
     if checkpointing:
         student.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(use_reentrant=False))
-    optimizer = memory.make_optimizer(student.parameters(), optimizer_name, args.lr, args.weight_decay)
-    plan = memory.plan_run(
-        student,
-        lengths,
-        device=args.device,
-        batch_size=args.batch_size,
-        new_tokens=args.max_new_tokens,
-        optimizer=optimizer_name,
-        checkpointing=checkpointing,
-        micro_batch_tokens=args.micro_batch_tokens,
-        chunk=args.chunk,
-        teacher_copy=teacher is not student,
-    )
-    print(memory.format_plan(plan, memory.device_capacity(device)), flush=True)
-    # model/args.json: the arguments as given, and what the defaults resolved to on this machine
-    resolved = dict(max_seq_len=max_seq_len, optimizer=optimizer_name, gradient_checkpointing=checkpointing)
-    settings = dict(vars(args), resolved=resolved)
-    loss_settings = dict(mode=args.mode, temperature=args.temperature, topk=args.topk)
-    eos = lm.eos_ids(student, tokenizer)  # a response that ends in none of these was cut at the cap
-    metrics_path = args.metrics or os.path.join(os.path.dirname(os.path.abspath(args.out)), "distill_metrics.jsonl")
-    if os.path.exists(metrics_path):  # an earlier attempt's records (killed, or retrained with --force) go
-        print(f"distill | {metrics_path}: an earlier attempt's metrics are replaced by this run's")
-    jsonl.write_jsonl(metrics_path, [])  # a (re)started run starts its metrics afresh: one attempt per file
-    run = args.run or runfolder.run_name(args.out)
+    optimizer = training.make_optimizer(student.parameters(), optimizer_name, args.lr, args.weight_decay)
+    autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32)
+    log = StepLog(args, student, teacher, tokenizer, lengths, compute_dtype, optimizer_name, checkpointing, max_seq_len)
 
-    order, history, start_norm = [], [], weight_norm(student)
+    order = []
     for step in tqdm(range(1, args.steps + 1), desc="distill"):
         t0 = time.time()
         # 3. a batch of turn prompts, walked in a fresh random order epoch after epoch, each with one pool entry
@@ -325,7 +300,7 @@ def main(args):
         knowledge = [rng.choice(pool) for _ in batch]
         # 4. the teacher's prompt: the same turn with the knowledge inserted where play puts it
         texts = [
-            play.pair_prompts(tokenizer, m, k, args.thinking, f"{pid} with {kid}")
+            experience.pair_prompts(tokenizer, m, k, args.thinking, f"{pid} with {kid}")
             for (pid, m), (kid, k) in zip(batch, knowledge)
         ]
         student_texts, teacher_texts = [s for s, _ in texts], [t for _, t in texts]
@@ -340,46 +315,89 @@ def main(args):
         s_prompts = tokenizer(student_texts, add_special_tokens=False).input_ids
         t_prompts = tokenizer(teacher_texts, add_special_tokens=False).input_ids
         pairs = [build_pair(s, t, r, marker_ids, max_seq_len) for s, t, r in zip(s_prompts, t_prompts, responses)]
-        # 6. both score the samples: the reverse KL at τ over the student's top-k, backpropagated micro-batch by
-        # micro-batch, is exactly reference_loss of the whole batch (test_chunked_loss_equals_reference)
+        # 6. both score the samples: the reverse KL at τ over the student's top-k, its mean over the batch's
+        # response tokens, backpropagated micro-batch by micro-batch (exactly reference_loss of the whole batch)
         student.train()
         n_total = sum(len(r) for r in responses)
         sums = {"kl": 0.0, "student_mass": 0.0, "teacher_mass": 0.0}
         with autocast:
             for group in micro_batches(pairs, args.micro_batch_tokens):
-                part = micro_batch_loss(
-                    student, teacher, group, n_total, chunk=args.chunk, pad_id=tokenizer.pad_token_id, **loss_settings
-                )
-                sums = {k: sums[k] + part[k] for k in sums}
-        # 7. one AdamW step on the clipped gradient; a step with a non-finite gradient norm is skipped, and logged
+                kl, masses = micro_batch_kl(
+                    student, teacher, group, mode=args.mode, temperature=args.temperature, topk=args.loss_topk,
+                    chunk=args.chunk, pad_id=tokenizer.pad_token_id,
+                )  # fmt: skip
+                (kl / n_total).backward()
+                sums = {"kl": sums["kl"] + kl.item(), **{k: sums[k] + masses[k] for k in masses}}
+        # 7. one AdamW step on the gradient clipped at --clip; a step with a non-finite gradient is skipped
         grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), args.clip)
-        skipped = not torch.isfinite(grad_norm)
-        if not skipped:
+        if torch.isfinite(grad_norm):
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        norm = weight_norm(student)  # a diverged run stops here, before anything broken is saved
-        if not math.isfinite(norm) or norm > MAX_WEIGHT_GROWTH * start_norm:
-            raise cli.InputError(
-                f"training diverged at step {step}: the weights' norm went from {start_norm:.4g} to {norm:.4g} "
-                f"(--lr {args.lr}); nothing was saved, {metrics_path} holds the steps so far. Lower --lr"
-            )
-        record = dict(run=run, round=args.round, step=step, mode=args.mode, teacher=args.teacher)
-        record.update(step_metrics(sums, responses, pairs, eos, grad_norm, time.time() - t0))
-        record.update(lr=args.lr, weight_norm=norm, peak_memory_mb=memory.peak_memory_mb(device))
-        jsonl.append_jsonl(metrics_path, record)
-        history.append(record)
-        if args.print_every and (step == 1 or step % args.print_every == 0):
-            show_sample(step, record, knowledge[0], batch[0], tokenizer.decode(responses[0]), args.mode)
-        if args.save_every and step % args.save_every == 0 and step < args.steps:
-            lm.save_model(student, tokenizer, os.path.join(args.out + "_steps", f"step_{step}"), settings)
+        # 8. the step's record (and a diverged run stopped before anything broken is saved)
+        log.record(step, sums, responses, pairs, grad_norm, time.time() - t0, knowledge[0], batch[0])
 
-    # 8. the checkpoint: θ_r (a run whose every step had a non-finite gradient learned nothing: no model)
-    if all(h["skipped"] for h in history):
-        raise cli.InputError(f"every step's gradient was non-finite (skipped): nothing was saved; see {metrics_path}")
-    lm.save_model(student, tokenizer, args.out, settings)
-    print(memory.format_peak(plan, device), flush=True)
-    print(summary_line(history, args))
-    return history
+    # 9. the checkpoint: θ_r
+    return log.finish()
+
+
+class StepLog:
+    """What distill does around its loop: the memory plan before the first step, the metrics file (afresh: one
+    attempt per file), each step's record, the divergence guard, the sample print, the snapshots, and at the end
+    the checkpoint with the arguments that made it and the summary."""
+
+    def __init__(
+        self, args, student, teacher, tokenizer, lengths, compute_dtype, optimizer_name, checkpointing, max_seq_len
+    ):
+        self.args, self.student, self.tokenizer = args, student, tokenizer
+        self.device = next(student.parameters()).device
+        self.plan = training.plan_run(
+            student.config, sum(p.numel() for p in student.parameters()), lengths, teacher_copy=teacher is not student,
+            weight_bytes=next(student.parameters()).element_size(), compute_bytes=compute_dtype.itemsize,
+            batch_size=args.batch_size, new_tokens=args.max_new_tokens, optimizer=optimizer_name,
+            checkpointing=checkpointing, micro_batch_tokens=args.micro_batch_tokens, chunk=args.chunk,
+        )  # fmt: skip
+        print(training.format_plan(self.plan, training.device_capacity(self.device)), flush=True)
+        # model/args.json: the arguments as given, and what the defaults resolved to on this machine
+        resolved = dict(max_seq_len=max_seq_len, optimizer=optimizer_name, gradient_checkpointing=checkpointing)
+        self.settings = dict(vars(args), resolved=resolved)
+        self.eos = lm.eos_ids(student, tokenizer)  # a response that ends in none of these was cut at the cap
+        self.path = args.metrics or metrics_path(args.out)  # one file per model: two trainings never share one
+        if os.path.exists(self.path):  # an earlier attempt's records (killed, or retrained with --force) go
+            print(f"distill | {self.path}: an earlier attempt's metrics are replaced by this run's")
+        jsonl.write_jsonl(self.path, [])
+        self.run, self.history, self.start_norm = args.run or runfolder.run_name(args.out), [], weight_norm(student)
+
+    def record(self, step, sums, responses, pairs, grad_norm, seconds, entry, prompt):
+        args, norm = self.args, weight_norm(self.student)
+        if not math.isfinite(norm) or norm > MAX_WEIGHT_GROWTH * self.start_norm:
+            raise cli.RunError(
+                f"training diverged at step {step}: the weights' norm went from {self.start_norm:.4g} to {norm:.4g} "
+                f"(--lr {args.lr}); nothing was saved, {self.path} holds the steps so far. Lower --lr"
+            )
+        record = dict(run=self.run, round=args.round, out=args.out, step=step, mode=args.mode, teacher=args.teacher)
+        record.update(step_metrics(sums, responses, pairs, self.eos, grad_norm, seconds))
+        record.update(lr=args.lr, weight_norm=norm, peak_memory_mb=training.peak_memory_mb(self.device))
+        jsonl.append_jsonl(self.path, record)
+        self.history.append(record)
+        if args.print_every and (step == 1 or step % args.print_every == 0):
+            show_sample(step, record, entry, prompt, self.tokenizer.decode(responses[0]), args.mode)
+        if args.save_every and step % args.save_every == 0 and step < args.steps:
+            where = os.path.join(args.out + "_steps", f"step_{step}")
+            lm.save_model(self.student, self.tokenizer, where, self.settings)
+
+    def finish(self):
+        """Save θ_r (a run whose every step had a non-finite gradient learned nothing: no model); the history."""
+        if all(h["skipped"] for h in self.history):
+            raise cli.RunError(f"every step's gradient was non-finite (skipped): nothing was saved; see {self.path}")
+        lm.save_model(self.student, self.tokenizer, self.args.out, self.settings)
+        print(training.format_peak(self.plan, self.device), flush=True)
+        print(summary_line(self.history, self.args))
+        return self.history
+
+
+def metrics_path(out):
+    """Where a model's training metrics go: beside it, named after it (RUN/round_R/model.metrics.jsonl)."""
+    return os.path.normpath(out) + ".metrics.jsonl"
 
 
 @torch.no_grad()
@@ -429,4 +447,4 @@ def summary_line(history, args):
 
 
 if __name__ == "__main__":
-    cli.run_main(main, parse_args())
+    cli.run_main(main, parse_args(), check)

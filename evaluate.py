@@ -2,8 +2,8 @@
 and does it keep its general instruction following?
 
 Sets (`--sets`, comma separated, one model load for all of them):
-- `id`: held-out games of the training distribution (preset `eval`, the same games every round);
-- `ood`: harder settings and another game family (preset `ood`);
+- `id`: held-out games of the training distribution (the same games every round);
+- `ood`: harder settings and another game family;
   both played exactly as collect.py plays (`play.play`: same prompt, same command parsing),
   without knowledge unless `--knowledge` (the knowledge pool, placed where the distillation teacher sees it;
   each game draws one entry, seeded by its name, as the teacher draws one per prompt; `--knowledge-id` plays
@@ -49,9 +49,9 @@ import time
 import torch
 from tqdm import tqdm
 
-from oel import cli, games, ifeval, inputs, jsonl, lm, play, report, runfolder
+from oel import cli, experience, games, ifeval, jsonl, lm, play, report, rollouts, runfolder, stats
 
-PRESETS = {"id": "eval", "ood": "ood", "ifeval": None}  # set -> the family's game set (games.PRESETS)
+SETS = ("id", "ood", "ifeval")  # the held-out game sets (games.SETS) and IFEval's prompts
 EPISODES = 1  # episodes per held-out game: more games beat more episodes at the same cost (docstring)
 # the IFEval setting, recorded in its summary: the same every round
 IFEVAL_FLAGS = (
@@ -64,8 +64,8 @@ PLAY_FLAGS = "max_turns history list_commands match episodes batch_size quiet".s
 def set_list(text):
     """argparse type: 'id,ood,ifeval' -> ['id', 'ood', 'ifeval']."""
     sets = [s.strip() for s in text.split(",") if s.strip()]
-    if not sets or any(s not in PRESETS for s in sets):
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(PRESETS)}, got {text!r}")
+    if not sets or any(s not in SETS for s in sets):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(SETS)}, got {text!r}")
     return list(dict.fromkeys(sets))
 
 
@@ -88,11 +88,11 @@ def parse_args(argv=None):
     g.add_argument("--game-split", default="disjoint", choices=games.SPLITS, help=games.SPLIT_HELP)
     g.add_argument("--n", type=positive, default=20, help="games in the held-out set (and OOD set unless --n-ood)")
     g.add_argument("--n-ood", type=positive, default=None, help="games in the OOD set (default: --n)")
-    g.add_argument("--games", default=None, help="TextWorld: every finished game in this folder, not the presets")
+    g.add_argument("--games", default=None, help="TextWorld: every finished game in this folder, not the sets")
     g.add_argument("--games-dir", default="games", help="cache of generated games (GAMES_DIR/eval, GAMES_DIR/ood)")
     g.add_argument("--episodes", type=positive, default=EPISODES, help="episodes per game (see the docstring)")
-    g.add_argument("--max-turns", type=positive, default=12, help="turn limit per game")
-    g.add_argument("--history", type=nonneg, default=4, help="turns of the log shown in the prompt (0 = all)")
+    g.add_argument("--max-turns", type=positive, help="turn limit (default: 5 for the paper's games, else 12)")
+    g.add_argument("--history", type=nonneg, help="turns of the log shown (0 = all; default: the paper's 0, else 4)")
     g.add_argument("--max-new-tokens", type=positive, default=24, help="response cap per turn (more for thinking)")
     g.add_argument("--list-commands", type=int, default=1, choices=[0, 1], help="1: list the admissible commands")
     g.add_argument("--match", default="closest", choices=["closest", "exact"], help="as in collect.py")
@@ -108,11 +108,12 @@ def parse_args(argv=None):
     g.add_argument("--ifeval-top-p", type=number(0, 1, lo_open=True), default=0.8, help="nucleus mass")
     g.add_argument("--ifeval-top-k", type=nonneg, default=20, help="top-k sampling (0 = off)")
     g.add_argument("--ifeval-file", default=None, help="prompts in IFEval's input_data.jsonl format (default: IFEval)")
-    return p.parse_args(argv)
+    cli.renamed(p, "--preset", "--sets (--preset eval is --sets id)")
+    return games.fill_play_defaults(p.parse_args(argv))
 
 
 # ----------------------------------------------------------------------------- metrics
-# each evaluation's summary record; the intervals themselves are oel/report.py's, which the report reuses
+# each evaluation's summary record; the intervals themselves are oel/stats.py's, which the report reuses
 
 
 def by_game(records):
@@ -135,12 +136,12 @@ def game_metrics(records):
     won, n = sum(bool(r["won"]) for r in records), len(records)
     m = dict(n=n, games=len(games_), won=won, pass_rate=won / n)
     m["pass_rate_ci"] = (
-        report.wilson(won, n) if n == len(games_) else report.ratio_ci(per_game(lambda r: r["won"]), episodes)[1]
+        stats.wilson(won, n) if n == len(games_) else stats.ratio_ci(per_game(lambda r: r["won"]), episodes)[1]
     )
-    m["score"], m["score_ci"] = report.ratio_ci(per_game(lambda r: r["score"] / max(r["max_score"], 1)), episodes)
-    m["turns"], m["turns_ci"] = report.ratio_ci(per_game(lambda r: r["turns_used"]), episodes)
-    m["tokens_per_turn"], m["tokens_per_turn_ci"] = report.ratio_ci(tokens, turns)
-    m["tokens_per_game"], m["tokens_per_game_ci"] = report.ratio_ci(tokens, episodes)
+    m["score"], m["score_ci"] = stats.ratio_ci(per_game(lambda r: r["score"] / max(r["max_score"], 1)), episodes)
+    m["turns"], m["turns_ci"] = stats.ratio_ci(per_game(lambda r: r["turns_used"]), episodes)
+    m["tokens_per_turn"], m["tokens_per_turn_ci"] = stats.ratio_ci(tokens, turns)
+    m["tokens_per_game"], m["tokens_per_game_ci"] = stats.ratio_ci(tokens, episodes)
     m["valid"] = sum(per_game(lambda r: sum(t["valid"] for t in r["turns"]))) / max(sum(turns), 1)
     return m
 
@@ -154,13 +155,13 @@ def ifeval_metrics(records):
     m = dict(
         n=n,
         prompt_accuracy=followed / n,
-        prompt_accuracy_ci=report.wilson(followed, n),
+        prompt_accuracy_ci=stats.wilson(followed, n),
         instruction_accuracy=sum(flat) / len(flat),
         prompt_accuracy_loose=sum(all(r["followed_loose"]) for r in records) / n,
         instruction_accuracy_loose=sum(flat_loose) / len(flat_loose),
         cut=sum(r["cut"] for r in records) / n,
     )
-    m["tokens_per_response"], m["tokens_per_response_ci"] = report.ratio_ci(
+    m["tokens_per_response"], m["tokens_per_response_ci"] = stats.ratio_ci(
         [r["response_tokens"] for r in records], [1] * n
     )
     return m
@@ -193,10 +194,12 @@ def knowledge_plans(args):
             raise cli.InputError(
                 f"{args.knowledge}: --knowledge-curve needs a knowledge JSONL (extract.py's snapshots)"
             )
-        return [(os.path.basename(args.knowledge), None, [inputs.load_knowledge(args.knowledge, args.knowledge_id)])]
+        return [
+            (os.path.basename(args.knowledge), None, [experience.load_knowledge(args.knowledge, args.knowledge_id)])
+        ]
     records = jsonl.read_jsonl(args.knowledge, required=("knowledge_id", "knowledge"))
-    family = inputs.family_of([(0, r) for r in records], args.knowledge, "knowledge")
-    inputs.check_family(args.knowledge, family, args.family, f"--family {args.family}")
+    family = rollouts.family_of([(0, r) for r in records], args.knowledge, "knowledge")
+    experience.check_family(args.knowledge, family, args.family, f"--family {args.family}")
     if args.knowledge_curve is not None:
         chain = [r for r in records if r.get("chain") == args.knowledge_curve and isinstance(r.get("step"), int)]
         if not chain:
@@ -204,25 +207,24 @@ def knowledge_plans(args):
         chain.sort(key=lambda r: r["step"])
         # a chain's knowledge starts empty: an empty snapshot (step 0, or nothing parsed yet) plays without any
         entry = lambda r: (
-            inputs.load_knowledge(args.knowledge, r["knowledge_id"]) if is_text(r) else (r["knowledge_id"], None)
+            experience.load_knowledge(args.knowledge, r["knowledge_id"])
+            if experience.has_text(r.get("knowledge"))
+            else (r["knowledge_id"], None)
         )
         return [(r["knowledge_id"], r["step"], [entry(r)]) for r in chain]
     if args.knowledge_id is not None:
-        return [(args.knowledge_id, None, [inputs.load_knowledge(args.knowledge, args.knowledge_id)])]
+        return [(args.knowledge_id, None, [experience.load_knowledge(args.knowledge, args.knowledge_id)])]
     in_pool = [r for r in records if r.get("in_pool")]
-    empty = [r["knowledge_id"] for r in in_pool if not is_text(r)]
+    empty = [r["knowledge_id"] for r in in_pool if not experience.has_text(r.get("knowledge"))]
     if in_pool and len(empty) == len(in_pool):
         raise cli.InputError(f"{args.knowledge}: every pool entry is empty ({', '.join(empty[:5])})")
     if empty:  # as distill.py does: a chain that wrote nothing is no teacher's context
         print(f"evaluate | {args.knowledge}: dropped {len(empty)} of {len(in_pool)} empty pool entries: {empty[:5]}")
-    ids = [r["knowledge_id"] for r in in_pool if is_text(r)] or [inputs.load_knowledge(args.knowledge)[0]]
-    pool = [inputs.load_knowledge(args.knowledge, i) for i in dict.fromkeys(ids)]  # each checked: a text, not empty
+    ids = [r["knowledge_id"] for r in in_pool if experience.has_text(r.get("knowledge"))] or [
+        experience.load_knowledge(args.knowledge)[0]
+    ]
+    pool = [experience.load_knowledge(args.knowledge, i) for i in dict.fromkeys(ids)]  # each checked: a text, not empty
     return [("pool" if len(pool) > 1 else pool[0][0], None, pool)]
-
-
-def is_text(record):
-    """Whether a knowledge record holds any text."""
-    return isinstance(record.get("knowledge"), str) and bool(record["knowledge"].strip())
 
 
 def draw(entries, game, seed):
@@ -244,10 +246,7 @@ def play_set(model, tokenizer, game_ids, args, plans, name):
         torch.manual_seed(args.seed)  # the same sampling noise for every plan
         played = []
         for (entry_id, text), group in groups.items():
-            try:
-                part, _ = play.play(agent, group, **options, knowledge=text, desc=f"eval {name} {entry_id or ''}")
-            except ValueError as e:
-                raise cli.InputError(str(e))
+            part, _ = play.play(agent, group, **options, knowledge=text, desc=f"eval {name} {entry_id or ''}")
             played += [dict(r, kind="game", eval_set=name, knowledge_id=entry_id, knowledge=text) for r in part]
         order = {game: i for i, game in enumerate(game_ids)}
         played.sort(key=lambda r: (order[r["game_id"]], r["episode"]))
@@ -284,33 +283,35 @@ def ifeval_set(model, tokenizer, args, prompts):
 # ----------------------------------------------------------------------------- main
 
 
-def main(args):
-    if args.report:
-        return report.write_report(args.report, args.out_dir)
-    runfolder.claim_outputs([output_path(args, name) for name in args.sets], args)  # one writer, same arguments
+def check(args):
+    """What the arguments alone can refuse (also `--check`, loop.sh's start-up check)."""
     if args.out and len(args.sets) > 1:
         raise cli.InputError("--out names one file: use --out-dir with several --sets")
     if (args.knowledge or args.knowledge_curve is not None) and "ifeval" in args.sets:
         raise cli.InputError("--knowledge is for the game sets (id, ood), not ifeval")
-    todo = []
-    for name in args.sets:
-        if os.path.exists(output_path(args, name)) and not args.force:
-            print(f"evaluate | {output_path(args, name)} exists, skipped (--force redoes it)")
-        else:
-            todo.append(name)
+    if set(args.sets) - {"ifeval"}:
+        games.check_family(args.family, args.max_turns)
+
+
+def main(args):
+    if args.report:
+        return report.write_report(args.report, args.out_dir)
+    check(args)
+    lm.check_model(args.model)
+    todo = runfolder.claim_outputs([output_path(args, name) for name in args.sets], args, stage="evaluate")
+    todo = [name for name in args.sets if output_path(args, name) in todo]  # one writer; what exists is kept
     if not todo:
         return []
     # 1. what is evaluated, every input checked before the model loads: the held-out games (the same every
     # round), the OOD games, the knowledge each game plays with (none, the pool, one entry or a chain's
     # snapshots), IFEval's prompts
     n = lambda name: (args.n_ood or args.n) if name == "ood" else args.n
-    games.check_family(args.family, args.max_turns)
     paths = {
         name: games.game_set(
-            args.family, PRESETS[name], n(name), games_dir=args.games_dir, folder=args.games, game_split=args.game_split
+            args.family, name, n(name), games_dir=args.games_dir, folder=args.games, game_split=args.game_split
         )
         for name in todo
-        if PRESETS[name]
+        if name != "ifeval"
     }
     plans = knowledge_plans(args) if paths else None
     prompts = ifeval.load_prompts(args.ifeval_n, args.ifeval_file) if "ifeval" in todo else None
@@ -381,4 +382,4 @@ def summary_line(s):
 
 
 if __name__ == "__main__":
-    cli.run_main(main, parse_args())
+    cli.run_main(main, parse_args(), check)

@@ -20,14 +20,15 @@ another model write it.
 """
 
 import argparse
-import os
+import collections
+import functools
 import re
 import time
 
 import torch
 from tqdm import tqdm
 
-from oel import cli, games, inputs, jsonl, lm, runfolder
+from oel import cli, experience, games, jsonl, lm, rollouts, runfolder
 
 # {game}: what the family's games are (oel/games.py description): "text adventure game", "grid game"
 SYSTEM_PROMPT = "You review records of {game}s and write down short lessons for playing better."
@@ -107,6 +108,7 @@ def parse_args(argv=None):
     p.add_argument("--source", default="knowledge", choices=["knowledge", "raw"], help="raw: the pool is trajectories")
     p.add_argument("--round", type=cli.nonneg_int, default=0, help="round number recorded in every record")
     p.add_argument("--run", default=None, help="run name recorded in every record (default: the folder of round_R)")
+    p.add_argument("--check-trajectories", type=cli.positive_int, help="with --check: trajectories collect will write")
     args = p.parse_args(argv)
     if args.max_new_tokens is None:  # a thinking extractor reasons first: 96 tokens end inside <think>
         args.max_new_tokens = MAX_NEW_TOKENS[args.thinking]
@@ -290,24 +292,30 @@ def chain_plan(n, chains, chain_data, steps=0):
 # ----------------------------------------------------------------------------- main
 
 
+def check(args):
+    """What the arguments alone can refuse (also `--check`, loop.sh's start-up check, which says with
+    --check-trajectories how many trajectories collect will write): a chain without trajectories of its own."""
+    if args.check_trajectories:
+        chain_plan(args.check_trajectories, args.chains, args.chain_data, args.steps)
+
+
 def main(args):
-    runfolder.claim_outputs(args.out, args)  # one writer per run folder; an output made otherwise is refused
-    if os.path.exists(args.out) and not args.force:
-        print(f"extract | {args.out} exists, skipped (use --force to redo)")
+    # one writer per run folder; an output that exists is kept (--force redoes it)
+    if not runfolder.claim_outputs(args.out, args, stage="extract"):
         return None
+
     # 1. the extraction trajectories, and which of them each of the K chains reads, in order
-    trajectories = inputs.load_trajectories(args.trajectories)
+    trajectories = rollouts.load_trajectories(args.trajectories)
     family = trajectories[0].get("family") or "textworld"  # one family a file (load_trajectories checks)
     plan = chain_plan(len(trajectories), args.chains, args.chain_data, args.steps)
-    n_steps, unread = len(plan[0]), len(trajectories) - len({i for p in plan for i in p})
+    n_steps, use_step = len(plan[0]), args.use_steps or len(plan[0])
+    if use_step > n_steps:
+        raise cli.InputError(f"--use-steps {args.use_steps}: each chain reads only {n_steps} trajectories")
+    unread = len(trajectories) - len({i for p in plan for i in p})
     if unread:  # said, not silent: slices of equal length leave the remainder out
         print(
             f"extract | {unread} of {len(trajectories)} trajectories not read ({args.chains} chains x {n_steps} steps)"
         )
-    use_step = args.use_steps or n_steps
-    if use_step > n_steps:
-        raise cli.InputError(f"--use-steps {args.use_steps}: each chain reads only {n_steps} trajectories")
-    ids = [f"{r.get('game')}#{r.get('episode')}" for r in trajectories]
     # 2. each trajectory as the extractor will read it, within its token budget (measured before a model loads)
     count, count_shown = token_counters(args)
     used = sorted({i for p in plan for i in p})
@@ -320,95 +328,126 @@ def main(args):
     model, tokenizer = (
         lm.load_model(args.extractor_model or args.model, args.device) if args.source == "knowledge" else (None, None)
     )
-    eos_ids = set() if model is None else set(lm.eos_ids(model, tokenizer))
-    chains = [[] for _ in range(args.chains)]
-    snapshots, failures, new_tokens, gen_seconds, sample_output = [], 0, 0, 0.0, None
-    n_cut = n_cut_thinking = 0  # outputs cut at the cap; those cut inside <think> (no answer at all)
-    run = args.run or runfolder.run_name(args.out)
+    chains, tally = [[] for _ in range(args.chains)], collections.Counter()
+    ids = [f"{r.get('game')}#{r.get('episode')}" for r in trajectories]
+    snapshot = functools.partial(
+        snapshot_records, args, plan=plan, ids=ids, use_step=use_step, count=count, family=family,
+        run=args.run or runfolder.run_name(args.out),
+    )  # fmt: skip
+    snapshots = snapshot(chains, 0)
 
-    def snapshot(step, cut=None):  # cut: whether each chain's output of this step hit --max-new-tokens
-        for c, items in enumerate(chains):
-            text = render_knowledge(items)
-            snapshots.append(
-                dict(
-                    knowledge_id=f"r{args.round}-c{c}-s{step}",
-                    chain=c,
-                    step=step,
-                    knowledge=text,
-                    items=list(items),
-                    n_items=len(items),
-                    n_tokens=count(text),
-                    trajectory_ids=[ids[i] for i in plan[c][:step]],
-                    chain_data=args.chain_data,
-                    in_pool=step == use_step,
-                    model=args.extractor_model or args.model,
-                    run=run,
-                    round=args.round,
-                    prompt_version=args.prompt_version,
-                    seed=args.seed,
-                    source=args.source,
-                    family=family,
-                    output_cut=None if cut is None else cut[c],
-                )
-            )
-
-    # 4. step i of every chain in one batched call: read a trajectory, write 1-2 items, append them
-    snapshot(0)
+    # 4. step i of every chain: read its next trajectory with its own knowledge so far, write 1-2 items, append
     for step in tqdm(range(1, n_steps + 1), desc="extract"):
         shown = [texts[plan[c][step - 1]] for c in range(args.chains)]  # each chain's trajectory at this step
-        cut_now = None
         if args.source == "raw":  # the ablation: the trajectory itself is the item
-            chains = [add_items(items, [t], 1, args.max_knowledge_tokens, count) for items, t in zip(chains, shown)]
-        else:
-            prefix = ANSWER_PREFIX[args.prompt_version] if args.answer_prefix and not args.thinking else ""
-            prompts = [
-                lm.chat_text(tokenizer, extraction_messages(t, items, args, games.description(family)), args.thinking)
-                + prefix
-                for items, t in zip(chains, shown)
-            ]
-            t0 = time.time()
-            responses = lm.generate_ids(
-                model, tokenizer, prompts, args.max_new_tokens, args.temperature, args.top_p, args.top_k
+            chains, cut = (
+                [add_items(items, [t], 1, args.max_knowledge_tokens, count) for items, t in zip(chains, shown)],
+                None,
             )
-            gen_seconds += time.time() - t0
-            cut_now = [len(ids) >= args.max_new_tokens and ids[-1] not in eos_ids for ids in responses]
-            for c, (response_ids, cut) in enumerate(zip(responses, cut_now)):
-                output = prefix + tokenizer.decode(response_ids, skip_special_tokens=True)
-                n_cut += cut
-                n_cut_thinking += cut and inside_thinking(output)
-                new = parse_items(output, args.prompt_version)
-                failures += not new  # nothing parsed: the knowledge stays as it was
-                new_tokens += len(response_ids)
-                chains[c] = add_items(chains[c], new, args.max_new_items, args.max_knowledge_tokens, count)
-                sample_output = sample_output or (prompts[c], output)
-        snapshot(step, cut_now)
+        else:
+            outputs, cut = write_items(model, tokenizer, chains, shown, args, family, tally)  # one batched call
+            new = [parse_items(output, args.prompt_version) for output in outputs]
+            tally["failures"] += sum(not items for items in new)  # nothing parsed: the knowledge stays as it was
+            chains = [
+                add_items(items, n, args.max_new_items, args.max_knowledge_tokens, count)
+                for items, n in zip(chains, new)
+            ]
+        snapshots += snapshot(chains, step, cut)
+
     # 5. the pool: the snapshot of each chain after --use-steps; an all-empty pool is an error, never an output
     pool = [s for s in snapshots if s["in_pool"]]
-    if sample_output:
-        print(f"--- sample extractor prompt (step 1) ---\n{sample_output[0][-1500:]}\n--- its output ---")
-        print(sample_output[1])
-    n_calls = n_steps * args.chains if args.source == "knowledge" else 0
-    if n_calls:
-        cap = f"--max-new-tokens {args.max_new_tokens}"
-        print(f"extract | outputs cut at {cap}: {n_cut}/{n_calls} ({n_cut_thinking} of them inside <think>)")
-    n_empty = sum(not p["items"] for p in pool)
-    if n_empty == len(pool):  # nothing learned: never hand an empty pool on
-        if not n_calls:
-            raise cli.InputError(f"every pool entry is empty: --max-knowledge-tokens {args.max_knowledge_tokens}")
-        raise cli.InputError(empty_pool_error(args, n_calls, failures, n_cut, n_cut_thinking))
-    if n_empty:  # a teacher given empty knowledge sees what the student sees: no signal on those prompts
-        print(f"extract | warning: {n_empty} of {len(pool)} pool entries are empty")
+    check_pool(pool, args, n_steps, tally)
     jsonl.write_jsonl(args.out, snapshots)
-    first = pool[0]
-    print(f"--- knowledge {first['knowledge_id']} ({first['n_tokens']} tokens) ---\n{first['knowledge'][:3000]}\n---")
-    print(
-        f"extract | chains {args.chains} ({args.chain_data}) | steps {n_steps} | "
-        f"items/chain {sum(p['n_items'] for p in pool) / len(pool):.1f} | parse failures {failures}/{n_calls} | "
-        f"cut {n_cut}/{n_calls} | empty in pool {n_empty}/{len(pool)} | "
-        f"tokens/s {new_tokens / max(gen_seconds, 1e-9):.1f} | {args.out}"
-    )
+    print_summary(pool, args, n_steps, tally)
     return snapshots
 
 
+def snapshot_records(args, chains, step, cut=None, *, plan, ids, use_step, count, family, run):
+    """One record per chain of its knowledge after `step` trajectories (cut: whether each chain's output of this
+    step hit --max-new-tokens); the snapshot after --use-steps is the chain's pool entry."""
+    return [
+        dict(
+            knowledge_id=f"r{args.round}-c{c}-s{step}",
+            chain=c,
+            step=step,
+            knowledge=render_knowledge(items),
+            items=list(items),
+            n_items=len(items),
+            n_tokens=count(render_knowledge(items)),
+            trajectory_ids=[ids[i] for i in plan[c][:step]],
+            chain_data=args.chain_data,
+            in_pool=step == use_step,
+            model=args.extractor_model or args.model,
+            run=run,
+            round=args.round,
+            prompt_version=args.prompt_version,
+            seed=args.seed,
+            source=args.source,
+            family=family,
+            output_cut=None if cut is None else cut[c],
+        )  # fmt: skip
+        for c, items in enumerate(chains)
+    ]
+
+
+def write_items(model, tokenizer, chains, shown, args, family, tally):
+    """Every chain's extractor output for this step, in one batched generate: (outputs, whether each was cut at
+    --max-new-tokens). The counts of what was cut, generated and timed go to `tally`; the first output is kept
+    as the sample to print."""
+    prefix = ANSWER_PREFIX[args.prompt_version] if args.answer_prefix and not args.thinking else ""
+    prompts = [
+        lm.chat_text(tokenizer, extraction_messages(t, items, args, games.description(family)), args.thinking) + prefix
+        for items, t in zip(chains, shown)
+    ]
+    t0 = time.time()
+    responses = lm.generate_ids(
+        model, tokenizer, prompts, args.max_new_tokens, args.temperature, args.top_p, args.top_k
+    )
+    tally["gen_seconds"] += time.time() - t0
+    eos_ids = set(lm.eos_ids(model, tokenizer))
+    cut = [len(ids) >= args.max_new_tokens and ids[-1] not in eos_ids for ids in responses]
+    outputs = [prefix + tokenizer.decode(ids, skip_special_tokens=True) for ids in responses]
+    tally["calls"] += len(outputs)
+    tally["cut"] += sum(cut)
+    tally["cut_thinking"] += sum(c and inside_thinking(o) for c, o in zip(cut, outputs))
+    tally["new_tokens"] += sum(len(ids) for ids in responses)
+    if "sample" not in tally:
+        tally["sample"] = (prompts[0], outputs[0])
+    return outputs, cut
+
+
+def check_pool(pool, args, n_steps, tally):
+    """The sample output, how many outputs were cut, and the pool checked: all empty is an error (the teacher
+    would see what the student sees), some empty a warning."""
+    if "sample" in tally:
+        print(f"--- sample extractor prompt (step 1) ---\n{tally['sample'][0][-1500:]}\n--- its output ---")
+        print(tally["sample"][1])
+    if tally["calls"]:
+        cut = f"{tally['cut']}/{tally['calls']} ({tally['cut_thinking']} of them inside <think>)"
+        print(f"extract | outputs cut at --max-new-tokens {args.max_new_tokens}: {cut}")
+    n_empty = sum(not experience.has_text(p["knowledge"]) for p in pool)
+    if n_empty == len(pool):  # nothing learned: never hand an empty pool on
+        if not tally["calls"]:
+            raise cli.InputError(f"every pool entry is empty: --max-knowledge-tokens {args.max_knowledge_tokens}")
+        raise cli.InputError(
+            empty_pool_error(args, tally["calls"], tally["failures"], tally["cut"], tally["cut_thinking"])
+        )
+    if n_empty:  # a teacher given empty knowledge sees what the student sees: no signal on those prompts
+        print(f"extract | warning: {n_empty} of {len(pool)} pool entries are empty")
+
+
+def print_summary(pool, args, n_steps, tally):
+    first, n_calls = pool[0], tally["calls"]
+    print(f"--- knowledge {first['knowledge_id']} ({first['n_tokens']} tokens) ---\n{first['knowledge'][:3000]}\n---")
+    print(
+        f"extract | chains {args.chains} ({args.chain_data}) | steps {n_steps} | "
+        f"items/chain {sum(p['n_items'] for p in pool) / len(pool):.1f} | "
+        f"parse failures {tally['failures']}/{n_calls} | "
+        f"cut {tally['cut']}/{n_calls} | "
+        f"empty in pool {sum(not experience.has_text(p['knowledge']) for p in pool)}/{len(pool)} | "
+        f"tokens/s {tally['new_tokens'] / max(tally['gen_seconds'], 1e-9):.1f} | {args.out}"
+    )
+
+
 if __name__ == "__main__":
-    cli.run_main(main, parse_args())
+    cli.run_main(main, parse_args(), check)

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# Online Experiential Learning, end to end: a baseline evaluation, then ROUNDS rounds of
-#   collect (extraction + deployment games, no knowledge) -> extract (knowledge pool)
-#   -> distill (theta_r) -> evaluate (theta_r, and theta_{r-1} with the knowledge in context),
-# then the report (table + plot).
+# Online Experiential Learning, end to end: a baseline evaluation, then ROUNDS rounds of collect (extraction and
+# deployment games, no knowledge) -> extract (knowledge pool) -> distill (theta_r) -> evaluate (theta_r, and
+# theta_{r-1} with the knowledge in context), then the report (table + plot).
 #
 #   bash loop.sh                     # default: SmolLM2-135M; about 70 min on 2 idle CPU cores, no GPU
 #   SETTING=smoke bash loop.sh       # the whole pipeline in minutes: 3.5 min on the same 2 idle cores
@@ -11,28 +10,13 @@
 #   SETTING=sokoban bash loop.sh     #   Sokoban, Qwen3-4B-Instruct-2507; one GPU (docs/settings.md)
 #   SETTING=frozenlake-cpu bash loop.sh  # FrozenLake with the default model on 2 CPU cores
 # Any knob below can be set in the environment, e.g. ROUNDS=3 RUN=runs/mine bash loop.sh
-#
-# The run folder RUN:
-# - Resume: every stage writes its output atomically and is skipped when it exists, so rerunning the same
-#   command after a crash, Ctrl-C or kill picks up where the run stopped.
-# - One set of settings: the knobs are written to RUN/settings.json on the first run. A rerun with a changed
-#   knob refuses and lists it; use a new RUN, or NEW_SETTINGS=1 to go on with the new values: the outputs the
-#   changed knobs affect (from the first stage they feed, see the table) move to RUN/replaced/TIME/ and are
-#   redone. ROUNDS may change freely (more rounds continue the run).
-# - One writer: the driver holds RUN/.lock (flock) and its stages inherit it. A second loop.sh, or a stage run
-#   by hand, on a locked folder exits at once naming the holder. A lock whose holder died is taken over.
-# - Stopping the driver (Ctrl-C, SIGTERM, a closed terminal: SIGHUP) stops its stage first. After `kill -9` of
-#   the driver alone its stage runs on to its end, still holding the lock, so no second writer can start.
-set -euo pipefail
-cd "$(dirname "$0")"
+# The same command again resumes a stopped run. The run folder's rules: docs/method.md ("The run folder").
+set -euo pipefail; cd "$(dirname "$0")"
 
 SETTING=${SETTING:-default}
-# A setting is a column of the table below, and for the paper's own games (TextArena's FrozenLake and Sokoban)
-# the paper column with the authors' values for that game on top; a knob set in the environment always wins.
+# A setting is a column of the table below; the paper's own games (TextArena's) add the authors' values on top.
 given() {  # given NAME=VALUE...: each NAME takes VALUE unless set in the environment
-  local kv name
-  for kv; do name=${kv%%=*}; [ -n "${!name:-}" ] || printf -v "$name" '%s' "${kv#*=}"; done
-}
+  local kv name; for kv; do name=${kv%%=*}; [ -n "${!name:-}" ] || printf -v "$name" '%s' "${kv#*=}"; done; }
 case "$SETTING" in
   smoke) col=2;; default) col=3;; paper) col=4;;
   frozenlake) col=4  # the paper's FrozenLake run: Qwen3-1.7B, thinking on, one GPU
@@ -50,9 +34,7 @@ case "$SETTING" in
   *) echo "unknown SETTING=$SETTING (smoke, default, paper, frozenlake, sokoban, frozenlake-cpu)"; exit 2;;
 esac
 knob() {  # knob NAME SMOKE DEFAULT PAPER STAGE: NAME's value in this setting unless set in the environment
-  [ -n "${!1:-}" ] || printf -v "$1" '%s' "${!col}"
-  affects[$1]=$5
-}
+  [ -n "${!1:-}" ] || printf -v "$1" '%s' "${!col}"; affects[$1]=$5; }
 declare -A affects  # knob -> the first stage its value feeds (eval: the evaluations only)
 #    name        smoke     default   paper     feeds    what it is
 knob MODEL       smollm2-135m smollm2-135m Qwen/Qwen3-1.7B all  # hub name, local HF folder, or the built-in default
@@ -93,8 +75,7 @@ RUN=${RUN:-runs/$SETTING}         # everything this run writes goes here
 GAMES=${GAMES:-games/$SETTING}    # game cache, shared by the runs of a setting: one per setting, because a held-out
                                   # set that grows (smoke 3 games -> default 20) beside training games checked
                                   # against its smaller self is refused (oel/games.py check_against_training)
-PY=${PY:-python}
-NEW_SETTINGS=${NEW_SETTINGS:-0}   # 1: go on in RUN with changed knobs, redoing what they affect
+PY=${PY:-python} NEW_SETTINGS=${NEW_SETTINGS:-0}  # NEW_SETTINGS=1: go on in RUN with changed knobs, redoing them
 
 # ---------------------------------------------------------------------------- every knob checked before anything runs
 # each stage's flags that come from the knobs; the stages' own parsers check them (oel/preflight.py), with the
@@ -112,159 +93,42 @@ distilling=(--steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --mode "$MODE" --t
 evaluating=(--n "$N_EVAL" --n-ood "$N_OOD" --ifeval-n "$IFEVAL_N" --ifeval-max-new-tokens "$IFEVAL_NEW" "${play[@]}"
   "${sampling[@]}")
 r1=$RUN/round_1
-$PY -m oel.preflight --run "$RUN" --rounds "$ROUNDS" --model "$MODEL" --extractor "$EXTRACTOR" \
-  --extraction-games "$N_EXTRACT" --switch "THINKING=$THINKING" --switch "CURVE=$CURVE" \
-  --switch "NEW_SETTINGS=$NEW_SETTINGS" \
+$PY -m oel.preflight --run "$RUN" --rounds "$ROUNDS" --model "$MODEL" --extractor "$EXTRACTOR" --family "$FAMILY" \
+  --extraction-games $((N_EXTRACT * EXTRACT_EPISODES)) --switch "THINKING=$THINKING" --switch "CURVE=$CURVE" \
+  --switch "NEW_SETTINGS=$NEW_SETTINGS" --knobs "${!affects[*]} SETTING RUN GAMES PY NEW_SETTINGS" \
   -- collect.py "${play[@]}" "${sampling[@]}" --n "$N_EXTRACT" --episodes "$EXTRACT_EPISODES" \
   -- collect.py "${play[@]}" --n "$N_DEPLOY" \
   -- extract.py "${extracting[@]}" --trajectories "$r1/extraction_trajectories.jsonl" --out "$r1/knowledge.jsonl" \
-  -- distill.py "${distilling[@]}" --trajectories "$r1/deployment_trajectories.jsonl" --knowledge "$r1/knowledge.jsonl" \
-    --out "$r1/model" \
+  -- distill.py "${distilling[@]}" --trajectories "$r1/deployment_trajectories.jsonl" \
+    --knowledge "$r1/knowledge.jsonl" --out "$r1/model" \
   -- evaluate.py "${evaluating[@]}"
 
-# ---------------------------------------------------------------------------- one writer: the run folder's lock
-mkdir -p "$RUN"
-lock=$(cd "$RUN" && pwd -P)/.lock
-exec 9>>"$lock"   # the stages inherit descriptor 9, so a stage that outlives the driver still holds the lock
-if ! flock -n 9; then
-  holder=$(cat "$lock"); pid=${holder#pid }; pid=${pid%% *}
-  if [ -n "$holder" ] && ! kill -0 "$pid" 2>/dev/null; then
-    pids=$(fuser "$lock" 2>/dev/null || echo " see: lslocks")
-    holder="$holder; that process is gone, but a stage it started still runs and holds the lock (pids:$pids)"
-  fi
-  echo "error: $RUN is in use by another writer ($holder); wait until it ends or stop it, or use another RUN" \
-    >&2
-  exit 1
-fi
-took_over=$(cat "$lock")
-echo "pid $$ | started $(date -u +%FT%TZ) | loop.sh SETTING=$SETTING RUN=$RUN" > "$lock"
-trap ': > "$lock"' EXIT   # a driver that ends leaves no holder line behind
-export OEL_RUN_LOCK=$lock   # the stages know they write under this lock (runfolder.hold_run_lock)
-
-# ---------------------------------------------------------------------------- one set of settings
-order=(all collect extract distill eval)   # the stages a knob can feed, in the order they run
-settings_json() {  # every knob but ROUNDS, one per line, so that two files compare line by line
-  local k v
-  echo "{"
-  echo "  \"SETTING\": \"$SETTING\","
-  for k in "${!affects[@]}"; do
-    [ "$k" = ROUNDS ] && continue
-    v=${!k}; v=${v//\\/\\\\}; echo "  \"$k\": \"${v//\"/\\\"}\","
-  done | sort
-  echo "  \"ROUNDS\": \"$ROUNDS\""
-  echo "}"
-}
-changed=() first=none evals=0
-if [ -f "$RUN/settings.json" ]; then
-  while IFS= read -r line; do  # a knob whose line differs from the old file's: changed (one it lacks: newer)
-    k=${line#  \"}; k=${k%%\"*}
-    [ -z "${affects[$k]:-}" ] || [ "$k" = ROUNDS ] && continue
-    grep -qxF -- "${line%,}" <(sed 's/,$//' "$RUN/settings.json") && continue
-    old=$(grep -m1 "^  \"$k\": " "$RUN/settings.json" | sed 's/^[^:]*: "//; s/",\?$//' || true)
-    [ -n "$old" ] || continue
-    changed+=("$k: $old -> ${!k} (redoes ${affects[$k]/all/everything})")
-    if [ "${affects[$k]}" = eval ]; then evals=1; else
-      for s in "${order[@]}"; do [ "$s" = "$first" ] && break; [ "$s" = "${affects[$k]}" ] && { first=$s; break; }; done
-    fi
-  done < <(settings_json)
-  if [ ${#changed[@]} -gt 0 ] && [ "$NEW_SETTINGS" != 1 ]; then
-    printf 'error: %s was made with other settings (%s/settings.json):\n' "$RUN" "$RUN" >&2
-    printf '  %s\n' "${changed[@]}" >&2
-    echo "Use a new run folder (RUN=runs/other), or go on here with the new values: NEW_SETTINGS=1 with the same" \
-         "command moves the affected outputs to $RUN/replaced/ and redoes them." >&2
-    exit 1
-  fi
-fi
-
-# ---------------------------------------------------------------------------- stopping the driver stops its stage
-stage_pid=
-stop() {  # stop SIGNAL STATUS: end the running stage (its whole process group), then exit
-  trap '' INT TERM HUP
-  if [ -n "$stage_pid" ] && kill -0 "$stage_pid" 2>/dev/null; then
-    echo "-- loop.sh: $1, stopping the running stage (pid $stage_pid)"
-    kill -TERM -- "-$stage_pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 -- "-$stage_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$stage_pid" 2>/dev/null || true   # still there after 10 s
-    wait "$stage_pid" 2>/dev/null || true
-  fi
-  echo "-- loop.sh: stopped by $1"
-  exit "$2"
-}
-trap 'stop SIGINT 130' INT
-trap 'stop SIGTERM 143' TERM
-trap 'stop SIGHUP 129' HUP
-
-# everything printed is also in the run folder; tee outlives a Ctrl-C to log the stop, and holds no lock
-exec > >(trap '' INT TERM HUP; exec tee -a "$RUN/loop.log" 9>&-) 2>&1
-knobs=$(for k in "${!affects[@]}"; do [ "$k" = ROUNDS ] || echo "$k=${!k}"; done | sort | tr '\n' ' ')
-echo "== loop.sh $(date -u +%FT%TZ) | SETTING=$SETTING RUN=$RUN ROUNDS=$ROUNDS $knobs"
-[ -n "$took_over" ] && echo "-- took over the lock of $RUN left by a process that is gone ($took_over)"
-
-set_aside() {  # move the outputs the changed knobs affect to RUN/replaced/TIME/ (nothing is deleted)
-  local dest=$RUN/replaced/$(date -u +%Y%m%dT%H%M%SZ) d r f on files=()
-  for d in "$RUN"/round_*; do
-    [ -d "$d" ] || continue
-    r=${d##*_} on=0
-    # a new policy changes every later round; the evaluations follow the models and the eval knobs
-    if [ "$first" = all ] || { [ "$first" != none ] && [ "$r" -ge 2 ]; }; then files+=("$d"/*); continue; fi
-    if [ "$evals" = 1 ] || { [ "$first" != none ] && [ "$r" != 0 ]; }; then files+=("$d"/eval_*); fi
-    [ "$r" = 1 ] || continue
-    for s in collect extract distill; do
-      [ "$s" = "$first" ] && on=1
-      [ $on = 1 ] || continue
-      case $s in
-        collect) files+=("$d"/extraction_trajectories.jsonl* "$d"/deployment_trajectories.jsonl*);;
-        extract) files+=("$d"/knowledge.jsonl*);;
-        distill) files+=("$d"/model "$d"/model_steps "$d"/distill_metrics.jsonl);;
-      esac
-    done
-  done
-  files+=("$RUN"/report.md "$RUN"/report.png "$RUN"/settings.json)
-  for f in "${files[@]}"; do
-    [ -e "$f" ] || continue
-    mkdir -p "$(dirname "$dest/${f#"$RUN"/}")"
-    mv "$f" "$dest/${f#"$RUN"/}"
-  done
-  echo "-- NEW_SETTINGS=1: moved what the changed knobs affect to $dest; it is redone"
-}
-if [ ${#changed[@]} -gt 0 ]; then printf -- '-- changed: %s\n' "${changed[@]}"; set_aside; fi
-[ -f "$RUN/settings.json" ] || echo "-- settings written to $RUN/settings.json"
-settings_json > "$RUN/settings.json.tmp" && mv "$RUN/settings.json.tmp" "$RUN/settings.json"
-
-# ---------------------------------------------------------------------------- the stages
-
-# stage NAME OUTPUT COMMAND...: run unless OUTPUT exists; log the command and its wall time. The command runs
-# in its own process group, in the background, so that a signal to the driver reaches the trap above at once.
-stage() {
-  local name=$1 out=$2 t0=$SECONDS status=0; shift 2
-  if [ -n "$out" ] && [ -e "$out" ]; then echo "-- $name: $out exists, skipped"; return; fi
-  echo "-- $name: $*"
-  setsid "$@" &
-  stage_pid=$!
-  wait "$stage_pid" || status=$?
-  stage_pid=
-  [ "$status" = 0 ] || { echo "-- $name: failed (exit status $status)"; exit "$status"; }
-  echo "-- $name: done in $((SECONDS - t0)) s"
-}
+# ---------------------------------------------------------------------------- the run folder: oel/driver.py
+# check refuses (RUN a file, a busy lock, changed knobs) writing nothing; start locks descriptor 9, which the stages
+# inherit. All printed goes to RUN/loop.log too, by a tee that outlives a Ctrl-C to log the stop, and holds no lock
+knobs=(); for k in "${!affects[@]}"; do knobs+=("$k=${!k}:${affects[$k]}"); done  # NAME=VALUE:FEEDS
+$PY -m oel.driver check "$RUN" --setting "$SETTING" --new-settings "$NEW_SETTINGS" "${knobs[@]}"
+mkdir -p "$RUN"; exec 9<>"$RUN/.lock" > >(trap '' INT TERM HUP; exec tee -a "$RUN/loop.log" 9>&-) 2>&1
+$PY -m oel.driver start "$RUN" --setting "$SETTING" --new-settings "$NEW_SETTINGS" "${knobs[@]}" --driver $$
+export OEL_RUN_LOCK; OEL_RUN_LOCK=$(realpath "$RUN/.lock"); trap ': > "$OEL_RUN_LOCK"' EXIT  # no holder line left
+stage() { $PY -m oel.driver stage "$@" & wait $!; }  # stage NAME OUTPUT COMMAND...; waited on: a trap runs at once
+stop() {  # stop SIGNAL STATUS: the running stage's runner stops it (SIGTERM, then SIGKILL after 10 s); then exit
+  trap '' INT TERM HUP; local runner; runner=$(jobs -p)
+  [ -z "$runner" ] || { kill $runner; wait $runner; } 2>/dev/null || :; echo "-- loop.sh: stopped by $1"; exit "$2"; }
+trap 'stop SIGINT 130' INT; trap 'stop SIGTERM 143' TERM; trap 'stop SIGHUP 129' HUP
 
 evaluate() {  # evaluate ROUND MODEL: held-out games, OOD games and IFEval, one model load
-  local dir=$RUN/round_$1
-  stage "eval r$1" "$dir/eval_ifeval.jsonl" $PY evaluate.py --model "$2" --round "$1" --sets id,ood,ifeval \
-    --out-dir "$dir" "${evaluating[@]}"
-}
-
-evaluate 0 "$MODEL"   # the base model: round 0
-policy=$MODEL
+  stage "eval r$1" "$RUN/round_$1/eval_ifeval.jsonl" $PY evaluate.py --model "$2" --round "$1" --sets id,ood,ifeval \
+    --out-dir "$RUN/round_$1" "${evaluating[@]}"; }
+evaluate 0 "$MODEL"; policy=$MODEL  # the base model: round 0, and the policy of round 1
 for r in $(seq 1 "$ROUNDS"); do
-  dir=$RUN/round_$r
-  mkdir -p "$dir"
+  dir=$RUN/round_$r; mkdir -p "$dir"
   extraction=$dir/extraction_trajectories.jsonl deployment=$dir/deployment_trajectories.jsonl
   # 1. collect: the current policy plays fresh training games, no knowledge in its context
-  stage "collect extract r$r" "$extraction" $PY collect.py --model "$policy" --preset train --split extract \
-    --round "$r" --n "$N_EXTRACT" --episodes "$EXTRACT_EPISODES" --seed "$r" --out "$extraction" "${play[@]}" \
-    "${sampling[@]}"
-  stage "collect deploy r$r" "$deployment" $PY collect.py --model "$policy" --preset train --split deploy \
-    --round "$r" --n "$N_DEPLOY" --seed "$r" --out "$deployment" "${play[@]}"
+  stage "collect extract r$r" "$extraction" $PY collect.py --model "$policy" --set extract --round "$r" \
+    --n "$N_EXTRACT" --episodes "$EXTRACT_EPISODES" --seed "$r" --out "$extraction" "${play[@]}" "${sampling[@]}"
+  stage "collect deploy r$r" "$deployment" $PY collect.py --model "$policy" --set deploy --round "$r" \
+    --n "$N_DEPLOY" --seed "$r" --out "$deployment" "${play[@]}"
   # 2. extract: the same policy (or EXTRACTOR) turns its extraction trajectories into a knowledge pool
   stage "extract r$r" "$dir/knowledge.jsonl" $PY extract.py --model "$policy" --trajectories "$extraction" \
     --round "$r" --seed "$r" --out "$dir/knowledge.jsonl" "${extracting[@]}"
@@ -277,7 +141,8 @@ for r in $(seq 1 "$ROUNDS"); do
     --n "$N_EVAL" --knowledge "$dir/knowledge.jsonl" --out-dir "$dir" "${play[@]}" "${sampling[@]}"
   if [ "$CURVE" = 1 ]; then  # the in-context curve: theta_{r-1} with each snapshot of chain 0
     stage "eval curve r$r" "$dir/eval_id_curve0.jsonl" $PY evaluate.py --model "$policy" --round "$r" --sets id \
-      --n "$N_EVAL" --knowledge "$dir/knowledge.jsonl" --knowledge-curve 0 --out-dir "$dir" "${play[@]}" "${sampling[@]}"
+      --n "$N_EVAL" --knowledge "$dir/knowledge.jsonl" --knowledge-curve 0 --out-dir "$dir" "${play[@]}" \
+      "${sampling[@]}"
   fi
   policy=$dir/model
 done

@@ -10,7 +10,7 @@ memory (CUDA peak allocated, or process peak RSS on a CPU) is its own.
 With --shape it instead builds a Qwen3 of one of generation.SHAPES with random weights (nothing is
 downloaded: speed and memory do not depend on the weights) and runs whole distill.main steps on
 synthetic token ids: sampling at a fixed length (random weights never emit EOS), the forward/backward,
-the optimizer step. It prints memory.plan_memory's plan next to the measured peak.
+the optimizer step. It prints training.plan_memory's plan next to the measured peak.
 
     python bench/distill_step.py --shape small --batch 4 --prompt-tokens 300 --knowledge-tokens 200 --new-tokens 64
     python bench/distill_step.py --shape qwen3-4b       # the paper setting: batch 32, 1024 new tokens, thinking on
@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import distill  # noqa: E402
 from bench import generation  # noqa: E402
-from oel import cli, inputs, lm, memory, play, textworld_games  # noqa: E402
+from oel import cli, experience, lm, textworld_games, training  # noqa: E402
 
 KNOWLEDGE = "\n".join(
     f"- lesson {i}: go to rooms you have not seen yet before going back; take the goal object at once."
@@ -61,7 +61,7 @@ def parse_args():
     )
     p.add_argument("--micro-batch-tokens", type=cli.positive_int, default=4096, help="(--shape) as distill.py's")
     p.add_argument("--chunk", type=cli.positive_int, default=128, help="(--shape) as distill.py's")
-    p.add_argument("--topk", type=cli.nonneg_int, default=256, help="(--shape) as distill.py's")
+    p.add_argument("--loss-topk", type=cli.nonneg_int, default=256, help="(--shape) as distill.py's")
     p.add_argument(
         "--capacity-gib",
         type=cli.float_range(0, lo_open=True),
@@ -81,7 +81,7 @@ def parse_args():
 def batch_pairs(tokenizer, args):
     """Student/teacher sequences from the first turn of real games, with a fixed knowledge text."""
     paths = textworld_games.make_set(args.games_dir, "eval", args.batch)
-    marker = inputs.generation_marker(tokenizer)
+    marker = lm.generation_marker(tokenizer)
     pairs = []
     for i, path in enumerate(paths):
         ep = textworld_games.Episode(path)
@@ -89,7 +89,7 @@ def batch_pairs(tokenizer, args):
         response = [(7 * i + j) % 1000 + 100 for j in range(args.response_tokens - 1)] + [tokenizer.eos_token_id]
         s_text, t_text = (
             lm.chat_text(tokenizer, messages),
-            lm.chat_text(tokenizer, play.insert_knowledge(messages, KNOWLEDGE)),
+            lm.chat_text(tokenizer, experience.insert_knowledge(messages, KNOWLEDGE)),
         )
         s_ids, t_ids = (
             tokenizer(s_text, add_special_tokens=False).input_ids,
@@ -163,7 +163,7 @@ def run_mode(args):
             naive_step(student, teacher, pairs, tokenizer.pad_token_id)
         else:
             for group in distill.micro_batches(pairs, 4096):
-                distill.micro_batch_loss(student, teacher, group, n_total, **loss_kw)
+                (distill.micro_batch_kl(student, teacher, group, **loss_kw)[0] / n_total).backward()
         student.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -177,7 +177,7 @@ def run_mode(args):
                 seconds=seconds,
                 tokens_per_s=n_tokens / seconds,
                 tokens=n_tokens,
-                peak_mb=memory.peak_memory_mb(device),
+                peak_mb=training.peak_memory_mb(device),
                 device=str(device),
             )
         )
@@ -188,20 +188,12 @@ def run_mode(args):
 
 
 def shape_plan(config, n_params, args, weight_bytes, autocast):
-    return memory.plan_memory(
-        config,
-        n_params,
-        batch_size=args.batch,
-        prompt_tokens=args.prompt_tokens,
-        teacher_prompt_tokens=args.prompt_tokens + args.knowledge_tokens,
-        new_tokens=args.new_tokens,
-        weight_bytes=weight_bytes,
-        optimizer=args.optimizer,
-        checkpointing=args.gradient_checkpointing,
-        micro_batch_tokens=args.micro_batch_tokens,
+    return training.plan_run(
+        config, n_params, (args.prompt_tokens, args.prompt_tokens + args.knowledge_tokens), weight_bytes=weight_bytes,
+        compute_bytes=2 if autocast else weight_bytes, batch_size=args.batch, new_tokens=args.new_tokens,
+        optimizer=args.optimizer, checkpointing=args.gradient_checkpointing, micro_batch_tokens=args.micro_batch_tokens,
         chunk=args.chunk,
-        autocast_bytes=2 if weight_bytes == 4 and autocast else 0,
-    )
+    )  # fmt: skip
 
 
 def now(device):
@@ -225,29 +217,29 @@ def run_shape(args):
     if args.plan_only:  # the plan for a bf16 GPU, from the config alone
         config = generation.shape_config(args.shape)
         weight_bytes = 4 if args.optimizer == "adamw" else 2
-        plan = shape_plan(config, memory.count_params(config), args, weight_bytes, autocast=True)
+        plan = shape_plan(config, training.count_params(config), args, weight_bytes, autocast=True)
         print(
             f"shape {args.shape} | batch {args.batch} | prompt {args.prompt_tokens} (+{args.knowledge_tokens} teacher)"
         )
         print(f"new tokens {args.new_tokens} | {args.optimizer} | checkpointing {args.gradient_checkpointing}")
-        return print(memory.format_plan(plan, args.capacity_gib * 2**30))
+        return print(training.format_plan(plan, args.capacity_gib * 2**30))
     torch.zeros(256, 256).softmax(-1).sum()  # load kernels before the baseline
     baseline = torch.cuda.memory_allocated(device) if cuda else rss_bytes()
-    weights_dtype, _ = memory.training_dtypes(args.device, args.optimizer)
+    weights_dtype, _ = training.training_dtypes(args.device, args.optimizer)
     student = generation.build_model(args.shape, weights_dtype, device)
     teacher = distill.make_teacher(student)
     autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32)
     if args.gradient_checkpointing:
         student.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(use_reentrant=False))
-    optimizer = memory.make_optimizer(student.parameters(), args.optimizer, 1e-6, 0.01)
+    optimizer = training.make_optimizer(student.parameters(), args.optimizer, 1e-6, 0.01)
     n_params = sum(p.numel() for p in student.parameters())
     plan = shape_plan(student.config, n_params, args, weights_dtype.itemsize, compute_dtype != torch.float32)
     print(f"shape {args.shape} ({n_params / 1e6:.1f}M params) | {device} | weights {weights_dtype} | {args.optimizer}")
     print(
         f"batch {args.batch} | prompt {args.prompt_tokens} (+{args.knowledge_tokens} teacher) | new {args.new_tokens}"
     )
-    print(memory.format_plan(plan, memory.device_capacity(device)), flush=True)
-    loss_kw = dict(mode="on-policy", temperature=0.7, topk=args.topk, chunk=args.chunk, pad_id=0)
+    print(training.format_plan(plan, training.device_capacity(device)), flush=True)
+    loss_kw = dict(mode="on-policy", temperature=0.7, topk=args.loss_topk, chunk=args.chunk, pad_id=0)
     g = torch.Generator().manual_seed(0)
     for step in range(1, args.steps + 1):  # the optimizer's states exist from the first step on
         prompts = torch.randint(2, student.config.vocab_size, (args.batch, args.prompt_tokens), generator=g)
@@ -281,7 +273,7 @@ def run_shape(args):
         n_total = sum(len(r) for r in responses)
         with autocast:
             for group in distill.micro_batches(pairs, args.micro_batch_tokens):
-                distill.micro_batch_loss(student, teacher, group, n_total, **loss_kw)
+                (distill.micro_batch_kl(student, teacher, group, **loss_kw)[0] / n_total).backward()
         clock.append(now(device))
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         optimizer.step()
@@ -299,7 +291,7 @@ def run_shape(args):
     else:  # ru_maxrss is the process's high-water mark in KiB
         measured = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
         what = "peak RSS growth over the process before the model"
-    planned = memory.planned_peak(plan)[0]
+    planned = training.planned_peak(plan)[0]
     print(f"memory | planned peak {planned / 2**20:.0f} MiB | measured {what} {measured / 2**20:.0f} MiB "
           f"| measured / planned {measured / planned:.3f}")  # fmt: skip
     print(json.dumps(dict(shape=args.shape, planned_bytes=planned, measured_bytes=measured, device=str(device))))

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 
-from oel import arena_games, cli, games, jsonl, lm, play, report  # noqa: E402
+from oel import arena_games, cli, games, jsonl, lm, play, stats  # noqa: E402
 
 PROMPTS = {
     "default": arena_games.TURN_PROMPT,
@@ -61,7 +61,7 @@ def parse_args(argv=None):
     p.set_defaults(top_p=0.8, top_k=20)  # the authors' play sampling
     p.add_argument("--family", type=games.family_arg, default="frozenlake", help=games.FAMILY_HELP)
     p.add_argument("--game-split", default="paper", choices=games.SPLITS, help=games.SPLIT_HELP)
-    p.add_argument("--preset", default="eval", choices=games.PRESETS, help="which set")
+    p.add_argument("--set", default="id", choices=games.SETS, help=games.SET_HELP)
     p.add_argument("--n", type=cli.positive_int, default=64, help="games")
     p.add_argument("--episodes", type=cli.positive_int, default=1, help="episodes per game")
     p.add_argument("--max-turns", type=cli.positive_int, default=arena_games.TURN_CAP, help="turn limit")
@@ -93,7 +93,7 @@ def turn_summary(records, cap):
 
 def main(args):
     games.check_family(args.family, args.max_turns)
-    game_ids = games.game_set(args.family, args.preset, args.n, game_split=args.game_split)
+    game_ids = games.game_set(args.family, args.set, args.n, game_split=args.game_split)
     texts = {c["name"]: jsonl.read_text(c["file"], "knowledge file") for c in args.condition if c["file"]}
     model, tokenizer = lm.load_model(args.model, args.device, quiet=True)
     default_prompt = arena_games.TURN_PROMPT
@@ -124,13 +124,13 @@ def play_conditions(args, model, tokenizer, texts, game_ids):
             condition=c,
             games=len(game_ids),
             pass_rate=won / len(records),
-            pass_rate_ci=report.wilson(won, len(records)),
+            pass_rate_ci=stats.wilson(won, len(records)),
         )
         row.update(turn_summary(records, cap), seconds=round(time.time() - start))
         if base is None:
             base = records
         else:
-            row["paired"] = report.paired_difference(base, records)
+            row["paired"] = stats.paired_difference(base, records)
         rows.append(row)
         if args.out:
             jsonl.append_jsonl(args.out, dict(row, records=records))

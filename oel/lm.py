@@ -149,6 +149,24 @@ def chat_text(tokenizer, messages, thinking=False):
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=thinking)
 
 
+def has_thinking_switch(tokenizer):
+    """Whether the chat template reads `enable_thinking` (Qwen3's does; most ignore it)."""
+    probe = [{"role": "user", "content": "x"}]
+    return chat_text(tokenizer, probe, True) != chat_text(tokenizer, probe, False)
+
+
+def generation_marker(tokenizer, thinking=False):
+    """The text the chat template puts after the last message to start the assistant's turn."""
+    probe = [{"role": "user", "content": "x"}]
+    with_marker = chat_text(tokenizer, probe, thinking)
+    without = tokenizer.apply_chat_template(
+        probe, tokenize=False, add_generation_prompt=False, enable_thinking=thinking
+    )
+    if not with_marker.startswith(without):
+        raise InputError("the chat template's generation prompt is not a suffix of the conversation")
+    return with_marker[len(without) :]
+
+
 def split_thinking(response):
     """(reasoning, answer): the answer is the text after the last `</think>`; an unclosed `<think>` has none."""
     if "</think>" in response:

@@ -2,37 +2,15 @@
 loop over a set of games of any family (each game's turn prompt and how its answer is read are its episode's:
 oel/games.py, oel/textworld_games.py, oel/arena_games.py).
 
-Knowledge goes into a turn prompt only through `insert_knowledge`, which distill.py also uses to build the
-teacher's prompt from a stored student prompt, so the policy and the teacher see it in exactly the same place.
+Knowledge goes into a turn prompt only through `experience.insert_knowledge`, which distill.py also uses to build
+the teacher's prompt from a stored student prompt, so the policy and the teacher see it in exactly the same place.
 """
 
 import time
 
 from tqdm import tqdm
 
-from oel import cli, games, lm
-
-KNOWLEDGE_BLOCK = "What you learned from earlier games:\n{knowledge}\n\n"
-
-
-def insert_knowledge(messages, knowledge):
-    """Messages with the knowledge text at the start of the last user turn (before the assistant
-    marker); no knowledge leaves them unchanged. Returns a new list."""
-    messages = [dict(m) for m in messages]
-    if knowledge:
-        messages[-1]["content"] = KNOWLEDGE_BLOCK.format(knowledge=knowledge.strip()) + messages[-1]["content"]
-    return messages
-
-
-def pair_prompts(tokenizer, messages, knowledge, thinking, where):
-    """(student prompt, teacher prompt): the same turn without and with the knowledge. A teacher prompt
-    that lacks the knowledge text, or equals the student's, is an error: the KL would teach nothing."""
-    student = lm.chat_text(tokenizer, messages, thinking)
-    teacher = lm.chat_text(tokenizer, insert_knowledge(messages, knowledge), thinking)
-    if knowledge.strip() not in teacher or teacher == student:
-        raise cli.InputError(f"{where}: the teacher's prompt does not carry the knowledge (check the chat template)")
-    return student, teacher
-
+from oel import experience, games, lm
 
 # ----------------------------------------------------------------------------- playing a game set
 
@@ -48,17 +26,15 @@ def model_agent(model, tokenizer, *, thinking, max_new_tokens, temperature, top_
 
 
 def feedback_line(episode, max_turns):
-    """The closing line shown to the extractor: won, lost or turn limit, and the game's last words."""
-    last = episode.history[-1][1].replace("\n", " ")[-300:]
-    turns = len(episode.history) - 1
+    """The closing words shown to the extractor: how the game ended, and the game's last reply as it was shown
+    (its line breaks kept: a board stays a board; a very long reply keeps its last 1,000 characters)."""
+    last, turns = episode.history[-1][1][-1000:], len(episode.history) - 1
+    score = f"score {episode.score}/{episode.max_score}"
     if episode.won:
-        return f"Result: WON in {turns} turns (score {episode.score}/{episode.max_score}). The game said: {last}"
+        return f"Result: WON in {turns} turns ({score}). The game said:\n{last}"
     if episode.lost:
-        return f"Result: LOST after {turns} turns (score {episode.score}/{episode.max_score}). The game said: {last}"
-    return (
-        f"Result: NOT FINISHED, the turn limit of {max_turns} turns ran out "
-        f"(score {episode.score}/{episode.max_score}). The last reply was: {last}"
-    )
+        return f"Result: LOST after {turns} turns ({episode.ended}, {score}). The game said:\n{last}"
+    return f"Result: NOT FINISHED, the turn limit of {max_turns} turns ran out ({score}). The last reply was:\n{last}"
 
 
 def play(
@@ -91,7 +67,7 @@ def play(
         for start in range(0, len(active), step):
             chunk = [running[i][2] for i in active[start : start + step]]
             messages = [
-                insert_knowledge(
+                experience.insert_knowledge(
                     ep.turn_messages(history=history, list_commands=list_commands, example=example), knowledge
                 )
                 for ep in chunk
@@ -104,7 +80,7 @@ def play(
                 if command:
                     reply = ep.step(command)
                 else:  # nothing to send: the turn is spent, the game is untouched
-                    reply = "(no command was given)"
+                    reply, ep.refusal = "(no command was given)", None
                     ep.history.append(("", reply))
                 turns[i].append(
                     dict(
@@ -115,7 +91,8 @@ def play(
                         answer=answer,
                         command=command,
                         command_status=status,
-                        valid=valid,
+                        valid=valid and ep.refusal is None,  # the move was read, and the game took it
+                        refusal=ep.refusal,
                         reply=reply,
                         score=ep.score,
                     )
@@ -141,6 +118,7 @@ def play(
                 score=ep.score,
                 max_score=ep.max_score,
                 turns_used=len(ts),
+                ended=ep.ended or "turn limit",  # won, lost, hole, invalid moves, or turn limit
                 feedback=feedback_line(ep, max_turns),
             )
         )
@@ -157,6 +135,7 @@ def summarize(records, stats):
         won=sum(r["won"] for r in records) / max(len(records), 1),
         valid=sum(t["valid"] for t in all_turns) / n_turns,
         empty=sum(t["command_status"] == "empty" for t in all_turns) / n_turns,
+        no_move=sum(t["command_status"] == "no move" for t in all_turns) / n_turns,
         multi=sum(t["command_status"] == "multi" for t in all_turns) / n_turns,
         tokens_per_turn=sum(t["response_tokens"] for t in all_turns) / n_turns,
         turns=sum(r["turns_used"] for r in records) / max(len(records), 1),

@@ -10,20 +10,17 @@ and OUT_DIR/compare.png. It is run through evaluate.py, whose `--report` hands o
     python evaluate.py --report runs/demo
     python evaluate.py --report runs/a runs/b --out-dir runs
 
-The statistics are here because both files use them: evaluate.py's summaries carry Wilson and bootstrap
-intervals, the report adds paired differences. A game is the unit everywhere: its turns and its episodes
-are not independent, so intervals resample whole games and paired tests flip whole games' differences.
+The intervals and paired tests are oel/stats.py's: evaluate.py's summaries carry Wilson and bootstrap intervals,
+the report adds paired differences.
 """
 
 import collections
 import glob
 import json
-import math
 import os
-import random
 import re
 
-from oel import cli, jsonl
+from oel import cli, experience, jsonl, stats
 
 COLUMNS = [  # (header, evaluation, metric): the per-round table of one run
     ("held-out pass rate", "id", "pass_rate"),
@@ -37,68 +34,6 @@ COLUMNS = [  # (header, evaluation, metric): the per-round table of one run
 ]
 PAIRED = [("vs round 0", "id", 0), ("vs in context", "id_incontext", None)]  # held-out games paired with these
 NOT_KNOBS = ("quiet", "device", "force", "report", "out_dir")  # recorded flags that do not change a result
-
-
-# ----------------------------------------------------------------------------- statistics
-
-
-def wilson(successes, n, z=1.96):
-    """95% Wilson interval of a proportion: sound for small n and for rates near 0 or 1."""
-    if n == 0:
-        return (0.0, 0.0)
-    p, d = successes / n, 1 + z * z / n
-    centre, half = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def ratio_ci(numerators, denominators, resamples=2000, seed=0):
-    """(sum(num) / sum(den), 95% percentile bootstrap over units). A unit is a game: its turns and its
-    episodes are not independent, so whole games are resampled (a cluster bootstrap)."""
-    n, rng = len(numerators), random.Random(seed)
-    ratio = lambda idx: sum(numerators[i] for i in idx) / max(sum(denominators[i] for i in idx), 1)
-    stats = sorted(ratio([rng.randrange(n) for _ in range(n)]) for _ in range(resamples)) if n else [0.0]
-    return ratio(range(n)), (stats[int(0.025 * (len(stats) - 1))], stats[int(0.975 * (len(stats) - 1))])
-
-
-def mcnemar_exact(b, c):
-    """Two-sided exact McNemar p-value from the discordant pairs (b one way, c the other): with no
-    difference, each discordant pair goes either way with probability 1/2 (a binomial)."""
-    n = b + c
-    return min(1.0, 2 * sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n)
-
-
-def sign_flip_p(diffs):
-    """Two-sided exact p-value of the paired randomisation test on per-game integer differences: with no
-    difference each game's difference is as likely negative as positive, so all 2^G sign flips are
-    equally likely; their sums are counted exactly. With one episode a game it is McNemar's exact test."""
-    counts = {0: 1}  # sum of flipped differences -> number of flip patterns giving it
-    for d in diffs:
-        flipped = collections.Counter()
-        for total, k in counts.items():
-            flipped[total + d] += k
-            flipped[total - d] += k
-        counts = flipped
-    observed = abs(sum(diffs))
-    return sum(k for total, k in counts.items() if abs(total) >= observed) / 2 ** len(diffs)
-
-
-def paired_difference(before, after):
-    """Change in pass rate between two evaluations of the same games, paired by (game, episode):
-    the difference, its 95% bootstrap interval over games, and the exact sign-flip p-value over games."""
-    won = {(r["game"], r["episode"]): bool(r["won"]) for r in before}
-    pairs = [
-        (r["game"], int(r["won"]) - won[(r["game"], r["episode"])]) for r in after if (r["game"], r["episode"]) in won
-    ]
-    diffs, counts = collections.Counter(), collections.Counter()
-    for game, d in pairs:
-        diffs[game] += d
-        counts[game] += 1
-    per_game = [diffs[g] for g in counts]
-    diff, ci = ratio_ci(per_game, [counts[g] for g in counts])
-    better, worse = sum(d > 0 for _, d in pairs), sum(d < 0 for _, d in pairs)
-    return dict(
-        diff=diff, diff_ci=ci, p=sign_flip_p(per_game), games=len(counts), pairs=len(pairs), better=better, worse=worse
-    )
 
 
 # ----------------------------------------------------------------------------- the report
@@ -177,7 +112,11 @@ def paired(found, r):
     out = {}
     for label, name, round_ in PAIRED:
         before, after = found.get((r if round_ is None else round_, name)), found.get((r, "id"))
-        d = paired_difference(before["games"], after["games"]) if before and after and before is not after else None
+        d = (
+            stats.paired_difference(before["games"], after["games"])
+            if before and after and before is not after
+            else None
+        )
         out[label] = d if d and d["pairs"] else None
     return out
 
@@ -241,9 +180,9 @@ def cut_table(run, found):
             cells.append("-" if s is None or s.get("cut") is None else f"{s['cut']:.0%}")
         knowledge = records_of(os.path.join(folder, "knowledge.jsonl"))
         outputs = [k["output_cut"] for k in knowledge if k.get("output_cut") is not None]
-        metrics = [m for m in records_of(os.path.join(folder, "distill_metrics.jsonl")) if "responses" in m]
+        metrics = [m for m in records_of(os.path.join(folder, "model.metrics.jsonl")) if "responses" in m]
         pool = [k for k in knowledge if k.get("in_pool")]
-        empty = [k for k in pool if not (isinstance(k.get("knowledge"), str) and k["knowledge"].strip())]
+        empty = [k for k in pool if not experience.has_text(k.get("knowledge"))]
         cells += [fraction(sum(outputs), len(outputs))]
         cells += [fraction(sum(m["capped"] for m in metrics), sum(m["responses"] for m in metrics))]
         cells += [fraction(len(empty), len(pool))]
@@ -299,6 +238,26 @@ def runs_table(runs, founds, knobs):
     return "\n".join(lines)
 
 
+def missing(run, found):
+    """What a run lacks, one line per round: the evaluations (and in rounds >= 1 the knowledge and the model) that
+    rounds 0 to the last one started (or ROUNDS in settings.json) should hold. [] when nothing is missing."""
+    started = [int(m.group(1)) for d in os.listdir(run) if (m := re.fullmatch(r"round_(\d+)", d))]
+    settings = os.path.join(run, "settings.json")
+    planned = int(read_json(settings).get("ROUNDS", 0)) if os.path.isfile(settings) else 0
+    lines = []
+    for r in range(max([planned, *started, *(r for r, _ in found)]) + 1):
+        folder = os.path.join(run, f"round_{r}")
+        wanted = [f"eval_{name}.jsonl" for name in ("id", "ood", "ifeval")]
+        wanted += ["knowledge.jsonl", "model", "eval_id_incontext.jsonl"] if r else []
+        lacking = [w for w in wanted if not os.path.exists(os.path.join(folder, w))]
+        if lacking:
+            lines.append(
+                f"round {r}: no {', '.join(lacking)}"
+                + (" (the round never ran)" if len(lacking) == len(wanted) else "")
+            )
+    return lines
+
+
 def write_text(path, text):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)  # --out-dir may not exist yet
     with open(path + ".tmp", "w", encoding="utf-8") as f:
@@ -317,6 +276,11 @@ def write_report(runs, out_dir=None):
         "(resampling whole games); paired differences match the same (game, episode) in both evaluations, "
         "p is the exact sign-flip test over games (McNemar's exact test with one episode a game).\n\n"
     )
+    lacking = {run: missing(run, found) for run, found in zip(runs, founds)}
+    for run, lines in lacking.items():  # said, on the screen and in the report: never an empty panel instead
+        for line in lines:
+            print(f"report | {run}: missing {line}")
+    said = lambda run: "".join(f"**Missing: {line}.**\n\n" for line in lacking[run])
     if len(runs) == 1:
         table = round_table(founds[0]) + too_few_games(founds[0]) + shared_boards(runs[0], founds[0])
         cuts = cut_table(runs[0], founds[0])
@@ -324,15 +288,16 @@ def write_report(runs, out_dir=None):
         title, base = os.path.basename(os.path.abspath(runs[0])), os.path.join(runs[0], "report")
         write_text(
             base + ".md",
-            f"# {title}\n\n{intro}{table}\n\nWhat hit a token cap (held-out replies: MAX_NEW; IFEval answers: "
-            f"IFEVAL_NEW; extractor outputs: EXTRACT_NEW; distillation samples: MAX_NEW) and what was dropped:\n\n"
+            f"# {title}\n\n{said(runs[0])}{intro}{table}\n\nWhat hit a token cap (held-out replies: MAX_NEW; "
+            "IFEval answers: IFEVAL_NEW; extractor outputs: EXTRACT_NEW; distillation samples: MAX_NEW) and what was "
+            "dropped:\n\n"
             f"{cuts}\n\nSettings (as recorded; the distillation's defaults as they resolved):\n\n{settings}\n",
         )
         fig = plot_run(founds[0])
     else:
         table = runs_table(runs, founds, knobs)
         base = os.path.join(out_dir or ".", "compare")
-        write_text(base + ".md", f"# {len(runs)} runs\n\n{intro}{table}\n")
+        write_text(base + ".md", f"# {len(runs)} runs\n\n{''.join(map(said, runs))}{intro}{table}\n")
         fig = plot_runs(runs, founds)
     fig.savefig(base + ".tmp.png", dpi=110)
     os.replace(base + ".tmp.png", base + ".png")
@@ -397,18 +362,29 @@ def plot_run(found):
         for s in [last(found, r, name)]
         if s and s.get(key) is not None
     ]
+
+    def n(name, unit="games"):  # what a series counts, for its label: a reader needs no text to know n
+        counts = sorted(
+            {s.get("games", s.get("n")) for (_, e), f in found.items() if e == name for s in f["summaries"]}
+        )
+        return f" (n = {'/'.join(map(str, counts))} {unit})" if counts else ""
+
     played = [
         ("id", r"$\theta_r$, no knowledge (held-out games)"),
         ("id_incontext", r"$\theta_{r-1}$ + knowledge in context (the teacher)"),
         ("ood", r"$\theta_r$ on OOD games"),
     ]
     for k, ((name, label), dx) in enumerate(zip(played, offsets(3))):
-        errorbars(axes[0], series(name, "pass_rate", dx), label, k)
+        errorbars(axes[0], series(name, "pass_rate", dx), label + n(name), k)
     panel(axes[0], "Pass rate", "share of games won", rounds)
     for k, ((name, label), dx) in enumerate(zip(played[:2], offsets(2))):
-        errorbars(axes[1], series(name, "tokens_per_turn", dx), label, k)
+        errorbars(axes[1], series(name, "tokens_per_turn", dx), label + n(name), k)
+    caps = {s["settings"].get("max_new_tokens") for f in found.values() for s in f["summaries"] if s.get("settings")}
+    for cap in sorted(c for c in caps if c):  # a round whose every reply hit the cap sits on this line
+        axes[1].axhline(cap, color="grey", ls=":", lw=1, label=f"the cap: {cap} tokens a reply")
     panel(axes[1], "Response length (reasoning included)", "tokens per turn", rounds, rate=False)
-    errorbars(axes[2], series("ifeval", "prompt_accuracy", 0), r"$\theta_r$ on IFEval", 3)
+    axes[1].set_ylim(bottom=0)
+    errorbars(axes[2], series("ifeval", "prompt_accuracy", 0), r"$\theta_r$ on IFEval" + n("ifeval", "prompts"), 3)
     panel(axes[2], "Instruction following (OOD)", "IFEval prompt-level strict accuracy", rounds)
     labels = {
         "vs round 0": r"minus $\theta_0$ (the base)",
@@ -424,6 +400,11 @@ def plot_run(found):
         + r"$\theta_r$ minus $\theta_0$, and minus $\theta_{r-1}$ + knowledge"
     )
     panel(axes[3], title, "Δ share of games won", paired_rounds, rate=False)
+    if not paired_rounds:  # nothing to pair: say so where the panel would be, never an empty panel
+        axes[3].clear()
+        axes[3].axis("off")
+        axes[3].text(0.5, 0.5, "No paired difference to draw:\nno round >= 1 has a held-out evaluation",
+                     ha="center", va="center", transform=axes[3].transAxes)  # fmt: skip
     if curves:
         for k, (r, name) in enumerate(curves):
             steps = [(s.get("step") or 0, s["pass_rate"], s.get("pass_rate_ci")) for s in found[(r, name)]["summaries"]]

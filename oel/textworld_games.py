@@ -14,7 +14,7 @@ made disjoint by content: a held-out set (eval, ood) is the first games of its r
 walkthroughs, and a training set skips every game whose walkthrough wins a held-out game already made
 in the same cache (replayed in TextWorld, see `make_set`).
 
-Make a set by hand:  python -m oel.games --preset eval --n 20 --games-dir games
+Make a set by hand:  python -m oel.describe_games --set id --n 20 --games-dir games
 """
 
 import json
@@ -249,7 +249,7 @@ def list_games(folder, missing_ok=False):
     if missing_ok and not os.path.isdir(folder):
         return []
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{folder}: no such game folder; make one with `python -m oel.games --out {folder}`")
+        raise FileNotFoundError(f"{folder}: no such game folder (--games takes a folder of finished TextWorld games)")
     games = sorted(
         os.path.join(folder, f)
         for f in os.listdir(folder)
@@ -289,7 +289,7 @@ def render_log(history, max_turns):
 
 
 def render_turn(objective, history, admissible=None, max_turns=8, example=True):
-    """The chat messages of one turn, without knowledge (play.insert_knowledge puts it in, as distill.py does
+    """The chat messages of one turn, without knowledge (experience.insert_knowledge puts it in, as distill.py does
     for the teacher): a system message, one example exchange, then the goal, the log of the last `max_turns`
     commands and replies, and the admissible commands if given."""
     commands = f"Commands you can use: {', '.join(admissible)}\n\n" if admissible else ""
@@ -312,7 +312,7 @@ def parse_command(answer):
     The last `[...]` wins if there is one, else the first non-empty line. Only one command is ever
     sent: "open door then go east" (or "open door, go east") sends "open door" with status 'multi'
     (TextWorld would run both).
-    status: 'ok', 'multi', or 'empty' (nothing usable; command is '').
+    status: 'ok', 'multi', or 'empty' (nothing usable; command is ''; choose_command tells 'no move' from it).
     """
     brackets = re.findall(r"\[([^\[\]]+)\]", answer)
     text = brackets[-1] if brackets else answer.strip()
@@ -341,9 +341,11 @@ def choose_command(response, admissible, match):
     """(answer, command sent, status, valid) for one response. Never raises."""
     _, answer = lm.split_thinking(response)
     typed, status = parse_command(answer)
+    if status == "empty" and response.strip():  # a reply with words in it, none a command
+        status = "no move"
     valid = typed in admissible
     command = typed
-    if status != "empty" and not valid and match == "closest":
+    if typed and not valid and match == "closest":
         command = closest_command(typed, admissible) or typed
         status = "closest" if command != typed else status
     return answer, command, status, valid
@@ -389,7 +391,7 @@ def check_story_file(path):
     if not scale or len(data) < 64 or not 64 <= declared <= len(data):
         raise ValueError(
             f"{path}: not a playable TextWorld game (not a complete z-machine story file); remake it with "
-            "`python -m oel.games`"
+            "`python -m oel.describe_games`"
         )
 
 
@@ -404,7 +406,7 @@ def interpreter_check(path, text):
         printed = repr(text.strip()[:200]) if text.strip() else "nothing"
         raise ValueError(
             f"{path}: the z-machine interpreter failed on this game (it printed {printed}); "
-            "the file is damaged: delete it and remake it with `python -m oel.games`"
+            "the file is damaged: delete it and remake it with `python -m oel.describe_games`"
         )
 
 
@@ -439,6 +441,7 @@ class Episode:
             self.intro = self.intro.replace(self.objective, "", 1).strip()
         self.admissible, self.max_score = list(state.admissible_commands or []), state.max_score or 1
         self.score, self.won, self.lost, self.done = 0, False, False, False
+        self.refusal, self.ended = None, None  # TextWorld answers every command; how the game ended
         self.history = [(None, self.intro)]  # (command, game reply); the first reply is the intro
 
     def step(self, command):
@@ -447,6 +450,7 @@ class Episode:
         reply = clean(state.feedback) or "(no reply)"
         self.history.append((command, reply))
         self.score, self.won, self.lost, self.done = score, bool(state.won), bool(state.lost), bool(done)
+        self.ended = "won" if self.won else "lost" if self.done else None
         self.admissible = list(state.admissible_commands or [])
         return reply
 

@@ -2,8 +2,9 @@
 
 It does what matters to the run folder as the real stage does (runfolder.claim_outputs: the lock, the
 arguments check), then, with FAKE_STAGE_SLOW naming the stage, writes a progress line to RUN/fake_writes.log every
-0.1 s for FAKE_STAGE_SECONDS (like a metrics log), and writes the stage's outputs atomically. Every start
-and end goes to RUN/fake_stages.log with the pid, so a test can see two writers overlap.
+0.1 s for FAKE_STAGE_SECONDS (like a metrics log), or until the file FAKE_STAGE_UNTIL names exists (a test that is
+done with the running stage ends it so), and writes the stage's outputs atomically. Every start and end goes to
+RUN/fake_stages.log with the pid, so a test can see two writers overlap.
 """
 
 import argparse
@@ -13,7 +14,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from oel import cli, runfolder
+from oel import cli, driver, runfolder
 
 
 def parse(argv):
@@ -65,7 +66,10 @@ def main(stage, argv):
             return
     log(run, f"start {stage} {' '.join(outs)}")
     if os.environ.get("FAKE_STAGE_SLOW") == stage:
+        until = os.environ.get("FAKE_STAGE_UNTIL")
         for i in range(int(float(os.environ.get("FAKE_STAGE_SECONDS", "5")) * 10)):
+            if until and os.path.exists(until):
+                break
             append_record(os.path.join(run, "fake_writes.log"), dict(pid=os.getpid(), i=i, stage=stage))
             time.sleep(0.1)
     for out in outs:
@@ -86,4 +90,7 @@ def main(stage, argv):
 if __name__ == "__main__":
     if sys.argv[1:3] == ["-m", "oel.preflight"]:  # loop.sh's knob check: the real one imports the real stages
         sys.exit(0)  # (torch, seconds a run); tests/test_preflight.py runs it
+    if sys.argv[1:3] == ["-m", "oel.driver"]:  # loop.sh's run folder rules and its stage runner: the real ones
+        cli.run_main(driver.main, sys.argv[3:])
+        sys.exit(0)
     cli.run_main(lambda argv: main(argv[0], argv[1:]), sys.argv[1:])

@@ -74,8 +74,8 @@ MUTANTS = [
     mutant(
         "topk-not-passed-in-main",
         D,
-        "loss_settings = dict(mode=args.mode, temperature=args.temperature, topk=args.topk)",
-        "loss_settings = dict(mode=args.mode, temperature=args.temperature, topk=0)",
+        "temperature=args.temperature, topk=args.loss_topk,",
+        "temperature=args.temperature, topk=0,",
         f"{TD}::test_end_to_end_on_policy_frozen",
     ),
     # ------------------------------------------------------------------ distill.py: the loop
@@ -89,7 +89,7 @@ MUTANTS = [
     mutant(
         "non-finite-step-not-skipped",
         D,
-        "if not skipped:\n            optimizer.step()",
+        "if torch.isfinite(grad_norm):\n            optimizer.step()",
         "if True:\n            optimizer.step()",
         f"{TD}::test_what_main_does_at_each_step",
     ),
@@ -131,8 +131,8 @@ MUTANTS = [
     mutant(
         "restart-appends-to-old-metrics",
         D,
-        "    jsonl.write_jsonl(metrics_path, [])  # a (re)started run",
-        "    pass  # a (re)started run",
+        "        jsonl.write_jsonl(self.path, [])",
+        "        pass",
         f"{TD}::test_a_restarted_run_starts_its_metrics_afresh",
     ),
     # ------------------------------------------------------------------ extract.py
@@ -186,7 +186,7 @@ MUTANTS = [
     ),
     mutant(
         "knowledge-appended-after-the-turn",
-        "oel/play.py",
+        "oel/experience.py",
         'messages[-1]["content"] = KNOWLEDGE_BLOCK.format(knowledge=knowledge.strip()) + messages[-1]["content"]',
         'messages[-1]["content"] = messages[-1]["content"] + KNOWLEDGE_BLOCK.format(knowledge=knowledge.strip())',
         "tests/test_play.py::test_knowledge_is_inserted_the_same_way_everywhere",
@@ -194,8 +194,8 @@ MUTANTS = [
     mutant(
         "collect-plays-without-its-knowledge",
         C,
-        "            knowledge=knowledge,\n",
-        "            knowledge=None,\n",
+        "knowledge=knowledge, quiet=args.quiet",
+        "knowledge=None, quiet=args.quiet",
         f"{TC}::test_collect_end_to_end",
     ),
     mutant(
@@ -259,7 +259,7 @@ MUTANTS = [
     ),
     mutant(
         "wilson-z-1",
-        "oel/report.py",
+        "oel/stats.py",
         "def wilson(successes, n, z=1.96):",
         "def wilson(successes, n, z=1.0):",
         "tests/test_report.py::test_wilson_interval_by_hand",
@@ -281,9 +281,30 @@ MUTANTS = [
         "tests/test_run_folder.py::test_hold_run_lock_in_process_names_the_holder",
     ),
     mutant(
+        "held-out-trajectories-trained-on",
+        "oel/rollouts.py",
+        'HELD_OUT = ("id", "ood")',
+        "HELD_OUT = ()",
+        f"{TD}::test_held_out_trajectories_are_never_trained_on",
+    ),
+    mutant(
+        "a-refused-move-counted-valid",
+        "oel/play.py",
+        "valid=valid and ep.refusal is None,",
+        "valid=valid,",
+        "tests/test_arena_games.py::test_frozenlake_win_hole_and_walls",
+    ),
+    mutant(
+        "two-models-share-a-metrics-file",
+        D,
+        'return os.path.normpath(out) + ".metrics.jsonl"',
+        'return os.path.join(os.path.dirname(os.path.normpath(out)), "distill_metrics.jsonl")',
+        f"{TD}::test_two_trainings_in_one_folder_keep_their_own_metrics",
+    ),
+    mutant(
         "empty-pool-entry-kept",
-        "oel/inputs.py",
-        "return [(kid, text) for _, kid, text in pool if isinstance(text, str) and text.strip()]",
+        "oel/experience.py",
+        "return [(kid, text) for _, kid, text in pool if has_text(text)]",
         "return [(kid, text) for _, kid, text in pool]",
         f"{TD}::test_an_empty_pool_entry_is_dropped_and_said",
     ),
@@ -313,8 +334,10 @@ def check_entries(mutants, root=ROOT):
 
 
 def scratch_copy():
-    """The tracked files (as they are in the work tree) in a fresh folder."""
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True)
+    """The project's files as they are in the work tree (tracked, and new ones git does not ignore) in a fresh
+    folder."""
+    command = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+    listed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
     folder = tempfile.mkdtemp(prefix="oel-mutants-")
     for path in filter(None, listed.stdout.split("\0")):
         if os.path.isfile(os.path.join(ROOT, path)):

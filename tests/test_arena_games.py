@@ -39,12 +39,20 @@ def test_frozenlake_win_hole_and_walls():
     spaced = run(FL, ["[up]", "[right]", "[up]", "[left]", "[right]", "[left]", "[right]"])  # never twice in a row
     assert spaced["turns_used"] == 5 and not spaced["won"] and not spaced["lost"]  # the authors' cap: 5 turns
     assert "NOT FINISHED" in spaced["feedback"]
+    # every record says what happened, in the words every family uses
+    assert [r["ended"] for r in (win, hole, walls, spaced)] == ["won", "hole", "invalid moves", "turn limit"]
+    bump, last = walls["turns"]
+    assert (bump["valid"], bump["refusal"]) == (False, "You tried to move up but hit a wall!")
+    assert (last["valid"], last["refusal"]) == (False, "You tried to move left but hit a wall!")
+    assert [t["valid"] for t in win["turns"]] == [True] * 4 and {t["refusal"] for t in win["turns"]} == {None}
+    assert "+-----+-----+-----+\n|  P  |" in walls["feedback"]  # the last board, still a board
 
 
 def test_a_reply_without_a_move_is_an_invalid_move_and_the_last_move_counts():
     ep = games.open_episode(FL)
     assert ep.choose("<think>maybe [down], no: [right]</think> so [d] then", None) == ("so [d] then", "[d]", "ok", True)
-    assert ep.choose("go right", None) == ("go right", "[no valid action]", "empty", False)
+    assert ep.choose("go right", None) == ("go right", "[no valid action]", "no move", False)  # words, no move
+    assert ep.choose(" \n", None) == ("", "[no valid action]", "empty", False)
     assert ep.choose("[UP] [Right]", None)[1] == "[no valid action]"  # the authors match exactly
     two = run(FL, ["right", "[d]"], max_turns=2)  # an invalid move, then a valid one: the game goes on
     assert [t["command"] for t in two["turns"]] == ["[no valid action]", "[d]"] and not two["lost"]
@@ -69,7 +77,7 @@ def test_the_rules_are_never_in_a_prompt():
 def test_a_textarena_whose_legend_changed_is_refused(monkeypatch):
     monkeypatch.setitem(arena_games.LEGENDS, "FrozenLake-v0-raw", "Welcome to Frozen Lake! (another version)")
     with pytest.raises(cli.InputError, match="not the legend this project removes"):
-        games.game_set("frozenlake", "eval", 2, game_split="paper")
+        games.game_set("frozenlake", "id", 2, game_split="paper")
 
 
 def test_a_seed_gives_the_same_board_in_another_process_and_leaves_random_alone():
@@ -150,7 +158,7 @@ def test_collect_refuses_a_family_it_cannot_play(argv, expected, tmp_path, monke
     out.write_text("earlier\n")
     monkeypatch.setattr(lm, "load_model", no_model)
     with pytest.raises(cli.InputError, match=expected):
-        collect.main(collect.parse_args(["--out", str(out), "--preset", "eval", "--n", "2", *argv]))
+        collect.main(collect.parse_args(["--out", str(out), "--set", "id", "--n", "2", "--force", *argv]))
     assert out.read_text() == "earlier\n"
     with pytest.raises(SystemExit) as e:
         collect.parse_args(["--family", "chess"])
@@ -182,3 +190,16 @@ def test_knowledge_of_another_family_is_refused(tiny_model, tmp_path, monkeypatc
             evaluate.parse_args(["--family", "frozenlake", "--knowledge", know, "--n", "2", "--out-dir", str(tmp_path)])
         )
     assert not (tmp_path / "m").exists() and not list(tmp_path.glob("eval_*"))
+
+
+def test_describe_games_by_hand_works_for_every_family_with_its_defaults(capsys):
+    """`python -m oel.describe_games --family F`, as docs/games.md writes it: FrozenLake's disjoint split holds 7
+    held-out boards, fewer than the default 20, so the default is every board it has (an explicit --n still
+    asks for exactly that many)."""
+    from oel import describe_games
+
+    describe_games.main(describe_games.parse_args(["--family", "frozenlake", "--episodes", "1"]))
+    out = capsys.readouterr().out
+    assert "7 games, 7 distinct boards" in out and "solver through the harness: won" in out
+    with pytest.raises(cli.InputError, match="only 7 of 20 eval games found"):
+        describe_games.main(describe_games.parse_args(["--family", "frozenlake", "--n", "20"]))

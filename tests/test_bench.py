@@ -1,6 +1,6 @@
 """Tests of the benchmarks: the Qwen3 shapes both build from (generation.SHAPES), bench/generation.py's
 generation benchmark and bench/distill_step.py's plan for a shape. The plan against a measured peak is in
-tests/test_memory.py."""
+tests/test_training.py."""
 
 import sys
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench import distill_step, generation
-from oel import cli, jsonl, memory
+from oel import cli, jsonl, training
 
 
 # the model cards: Qwen3-0.6B 0.6B (0.44B non-embedding), 1.7B (1.4B), 4B (3.6B); params: the exact count
@@ -23,7 +23,7 @@ from oel import cli, jsonl, memory
 def test_build_model_has_the_public_sizes(shape, params, total, non_embedding):
     model = generation.build_model(shape, torch.bfloat16, "meta")  # shapes only, no memory
     n = sum(p.numel() for p in model.parameters())  # the tied embedding counted once
-    assert n == params == memory.count_params(model.config)  # what the memory plan counts, from the config alone
+    assert n == params == training.count_params(model.config)  # what the memory plan counts, from the config alone
     embedding = model.get_input_embeddings().weight.numel()
     assert round(n / 1e9, 1) == total and round((n - embedding) / 1e9, 2 if total < 1 else 1) == non_embedding
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight

@@ -169,8 +169,9 @@ def test_bad_input_is_a_clear_error_and_keeps_earlier_output(problem, tiny_model
         target = "/sys/oel-run/round_1/t.jsonl"
     monkeypatch.setattr(lm, "load_model", lambda *a, **k: pytest.fail("the model loaded before the check"))
     args = collect.parse_args(
-        ["--model", tiny_model, "--games", games_dir, "--out", str(target), "--max-turns", "2", "--quiet", *extra]
-    )
+        ["--model", tiny_model, "--games", games_dir, "--out", str(target), "--max-turns", "2", "--quiet", "--force"]
+        + extra
+    )  # --force: the output exists, and would be kept without it
     expected = {
         "missing_folder": "no such game folder",
         "empty_folder": "no finished games",
@@ -193,10 +194,38 @@ def test_bad_input_is_a_clear_error_and_keeps_earlier_output(problem, tiny_model
 
 
 def test_malformed_arguments_exit_with_usage(capsys):
-    bad = [["--max-turns", "0"], ["--episodes", "two"], ["--list-commands", "2"], ["--preset", "nope"]]
+    bad = [["--max-turns", "0"], ["--episodes", "two"], ["--list-commands", "2"], ["--set", "nope"]]
     bad += [["--history", "-1"], ["--round", "-1"], ["--n", "0"], ["--batch-size", "0"], ["--max-new-tokens", "0"]]
     for argv in bad:
         with pytest.raises(SystemExit) as e:
             collect.parse_args(argv)
         assert e.value.code == 2
     assert "usage:" in capsys.readouterr().err
+
+
+def test_a_stage_run_by_hand_plays_its_familys_defaults():
+    """Run by hand, collect and evaluate play the paper's games as the paper does (5 turns, the whole log) and
+    TextWorld as the default run does (12 turns, the last 4); a value given always wins."""
+    import evaluate
+
+    for parse in (collect.parse_args, evaluate.parse_args):
+        for family, turns, history in (("frozenlake", 5, 0), ("sokoban-7x7", 5, 0), ("textworld", 12, 4)):
+            args = parse(["--family", family])
+            assert (args.max_turns, args.history) == (turns, history), (parse.__module__, family)
+        args = parse(["--family", "frozenlake", "--max-turns", "3", "--history", "2"])
+        assert (args.max_turns, args.history) == (3, 2)
+
+
+def test_a_refused_start_makes_no_games_and_leaves_nothing_behind(tiny_model, tmp_path):
+    """A model that cannot load is refused before the game set is made (TextWorld: seconds of tw-make) and
+    before the run folder and its lock exist."""
+    run, cache = tmp_path / "run", tmp_path / "games"
+    out = run / "round_1" / "extraction_trajectories.jsonl"
+    argv = ["--model", str(tmp_path / "no-such-model"), "--set", "id", "--n", "2", "--games-dir", str(cache)]
+    with pytest.raises(cli.InputError, match="no-such-model: no such model folder"):
+        collect.main(collect.parse_args([*argv, "--out", str(out)]))
+    assert not cache.exists() and not run.exists()
+    bad_knowledge = ["--model", tiny_model, "--knowledge", str(tmp_path / "none.txt"), "--out", str(out)]
+    with pytest.raises(cli.InputError, match="cannot read knowledge file"):
+        collect.main(collect.parse_args(bad_knowledge))
+    assert sorted(os.listdir(tmp_path)) == []

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import distill
-from oel import cli, inputs, jsonl, lm, memory, play
+from oel import cli, experience, jsonl, lm, rollouts, training
 
 TEMPERATURE = 0.7
 
@@ -70,11 +70,11 @@ MODES = [("on-policy", "frozen"), ("on-policy", "live"), ("off-policy", "frozen"
 
 def pairs_for(tokenizer, knowledge_texts, responses):
     """Pairs as main builds them; knowledge None gives a teacher with the student's own prompt."""
-    marker_ids = tokenizer(inputs.generation_marker(tokenizer), add_special_tokens=False).input_ids
+    marker_ids = tokenizer(lm.generation_marker(tokenizer), add_special_tokens=False).input_ids
     pairs = []
     for k, r in zip(knowledge_texts, responses):
         s_text = lm.chat_text(tokenizer, MESSAGES)
-        t_text = lm.chat_text(tokenizer, play.insert_knowledge(MESSAGES, k)) if k else s_text
+        t_text = lm.chat_text(tokenizer, experience.insert_knowledge(MESSAGES, k)) if k else s_text
         s_ids, t_ids = (tokenizer(x, add_special_tokens=False).input_ids for x in (s_text, t_text))
         pairs.append(distill.build_pair(s_ids, t_ids, r, marker_ids, 4096))
     return pairs
@@ -85,10 +85,11 @@ def chunked_loss(student, teacher, pairs, mode="on-policy", topk=0, chunk=4, bud
     n_total = sum(len(p["response_ids"]) for p in pairs)
     kl = 0.0
     for group in distill.micro_batches(pairs, budget):
-        sums = distill.micro_batch_loss(
-            student, teacher, group, n_total, mode=mode, temperature=TEMPERATURE, topk=topk, chunk=chunk, pad_id=0
+        kl_sum, _ = distill.micro_batch_kl(
+            student, teacher, group, mode=mode, temperature=TEMPERATURE, topk=topk, chunk=chunk, pad_id=0
         )
-        kl += sums["kl"]
+        (kl_sum / n_total).backward()  # as distill.main does
+        kl += kl_sum.item()
     return kl / n_total
 
 
@@ -208,7 +209,7 @@ def test_steps_on_a_fixed_batch_drive_the_kl_down(models):
 
 def test_build_pair_checks_the_marker_ids_and_the_length(models):
     _, _, tokenizer = models
-    marker_ids = tokenizer(inputs.generation_marker(tokenizer), add_special_tokens=False).input_ids
+    marker_ids = tokenizer(lm.generation_marker(tokenizer), add_special_tokens=False).input_ids
     s_ids = tokenizer(lm.chat_text(tokenizer, MESSAGES), add_special_tokens=False).input_ids
     response = tokenizer("go north", add_special_tokens=False).input_ids
     with pytest.raises(cli.InputError, match="assistant marker"):
@@ -224,9 +225,9 @@ def test_sampled_ids_are_kept_as_they_are(tiny_qwen3):
     merges with the marker's, and any model can sample a non-canonical split ("l","o","o","k" for "look").
     The old text round trip raised AssertionError on both; the sampled ids are now kept on both sides."""
     _, tokenizer = lm.load_model(tiny_qwen3, "cpu", quiet=True)
-    marker_ids = tokenizer(inputs.generation_marker(tokenizer, True), add_special_tokens=False).input_ids
+    marker_ids = tokenizer(lm.generation_marker(tokenizer, True), add_special_tokens=False).input_ids
     s_text = lm.chat_text(tokenizer, MESSAGES, True)
-    t_text = lm.chat_text(tokenizer, play.insert_knowledge(MESSAGES, "- look first"), True)
+    t_text = lm.chat_text(tokenizer, experience.insert_knowledge(MESSAGES, "- look first"), True)
     split = [tokenizer.convert_tokens_to_ids(c) for c in "\u010a[look]"]  # byte-level: \u010a is the newline
     response = split + [tokenizer.eos_token_id]
     round_trip = tokenizer(s_text + tokenizer.decode(response), add_special_tokens=False).input_ids
@@ -241,11 +242,12 @@ def test_sampled_ids_are_kept_as_they_are(tiny_qwen3):
 
 def test_a_teacher_prompt_without_the_knowledge_is_an_error(models, monkeypatch):
     _, _, tokenizer = models
-    s, t = play.pair_prompts(tokenizer, MESSAGES, "- open the door first", False, "g#0:0")
+    s, t = experience.pair_prompts(tokenizer, MESSAGES, "- open the door first", False, "g#0:0")
     assert "- open the door first" in t and "- open the door first" not in s
-    monkeypatch.setattr(play, "insert_knowledge", lambda messages, knowledge: messages)  # a renderer that drops it
+    # a renderer that drops the knowledge
+    monkeypatch.setattr(experience, "insert_knowledge", lambda messages, knowledge: messages)
     with pytest.raises(cli.InputError, match="g#0:0: the teacher's prompt does not carry the knowledge"):
-        play.pair_prompts(tokenizer, MESSAGES, "- open the door first", False, "g#0:0")
+        experience.pair_prompts(tokenizer, MESSAGES, "- open the door first", False, "g#0:0")
 
 
 # ----------------------------------------------------------------------------- inputs and arguments
@@ -354,7 +356,7 @@ def test_a_diverging_run_stops_and_saves_nothing(tiny_model, tmp_path, monkeypat
     args = distill.parse_args(
         argv + ["--steps", "3", "--batch-size", "2", "--max-new-tokens", "4", "--print-every", "0"]
     )
-    with pytest.raises(cli.InputError, match=r"training diverged at step 1: the weights' norm went from [\d.]+ to"):
+    with pytest.raises(cli.RunError, match=r"training diverged at step 1: the weights' norm went from [\d.]+ to"):
         distill.main(args)
     assert not out.exists() and not [f for f in os.listdir(tmp_path) if f.startswith(".model")]
 
@@ -365,7 +367,7 @@ def test_a_diverging_run_stops_and_saves_nothing(tiny_model, tmp_path, monkeypat
         ("--temperature", "0"),
         ("--temperature", "-1"),
         ("--temperature", "nan"),
-        ("--topk", "-5"),
+        ("--loss-topk", "-5"),
         ("--lr", "-1"),
         ("--lr", "inf"),
         ("--lr", "1e6"),  # trained, saved weights near 1e6 and exited 0; no recipe comes near it (MAX_LR)
@@ -404,14 +406,14 @@ POOL_TEXTS = ("- the coin is north", "- take things to win")
 def run_args(model, traj, know, out, *extra):
     base = ["--model", model, "--trajectories", traj, "--knowledge", know, "--out", str(out), "--steps", "3"]
     base += ["--batch-size", "4", "--max-new-tokens", "6", "--lr", "1e-3", "--print-every", "2", "--round", "1"]
-    return distill.parse_args(base + ["--topk", "16"] + list(extra))
+    return distill.parse_args(base + ["--loss-topk", "16"] + list(extra))
 
 
 def spy(monkeypatch):
     """Record what main samples from (model, prompts, responses), the pairs it trains on, and whether the
     teacher it scores with is the student itself."""
     seen = dict(sampled=[], pairs=[], live=set(), sampling=[])
-    generate, build_pair, micro_batch_loss = lm.generate_ids, distill.build_pair, distill.micro_batch_loss
+    generate, build_pair, micro_batch_kl = lm.generate_ids, distill.build_pair, distill.micro_batch_kl
 
     def generate_ids(model, tokenizer, prompts, *args, **kwargs):
         responses = generate(model, tokenizer, prompts, *args, **kwargs)
@@ -425,11 +427,11 @@ def spy(monkeypatch):
 
     def loss(student, teacher, *args, **kwargs):
         seen["live"].add(student is teacher)
-        return micro_batch_loss(student, teacher, *args, **kwargs)
+        return micro_batch_kl(student, teacher, *args, **kwargs)
 
     monkeypatch.setattr(lm, "generate_ids", generate_ids)
     monkeypatch.setattr(distill, "build_pair", pair)
-    monkeypatch.setattr(distill, "micro_batch_loss", loss)
+    monkeypatch.setattr(distill, "micro_batch_kl", loss)
     return seen
 
 
@@ -454,10 +456,10 @@ def test_end_to_end_on_policy_frozen(tiny_model, tmp_path, capsys, monkeypatch):
     _, tokenizer = lm.load_model(tiny_model, "cpu", quiet=True)
     check_sides(seen, tokenizer, sampler_sees_knowledge=False)  # the student samples, without the knowledge
     assert seen["live"] == {False}  # a frozen teacher is a model of its own
-    metrics = jsonl.read_jsonl(str(tmp_path / "round_1" / "distill_metrics.jsonl"))
+    metrics = jsonl.read_jsonl(str(tmp_path / "round_1" / "model.metrics.jsonl"))
     assert [m["step"] for m in metrics] == [1, 2, 3] and metrics == json.loads(json.dumps(history))
     eos = lm.eos_ids(lm.load_model(tiny_model, "cpu", quiet=True)[0], tokenizer)
-    for i, m in enumerate(metrics):  # --topk 16 of 384 tokens: a support below the whole mass on both sides
+    for i, m in enumerate(metrics):  # --loss-topk 16 of 384 tokens: a support below the whole mass on both sides
         assert m["kl"] != 0 and 0 < m["student_topk_mass"] < 0.99 and 0 < m["teacher_topk_mass"] < 0.99
         responses = [r for _, r in seen["sampled"][4 * i : 4 * i + 4]]  # this step's, as sampled
         assert m["response_len_max"] == max(map(len, responses)) and m["responses"] == 4
@@ -476,7 +478,7 @@ def test_end_to_end_on_policy_frozen(tiny_model, tmp_path, capsys, monkeypatch):
 
 def spy_optimizer(monkeypatch, seen):
     """Record the gradient each optimizer step applies, with the step it belongs to (one sampling call a step)."""
-    make = memory.make_optimizer
+    make = training.make_optimizer
     seen["applied"] = []
 
     def make_optimizer(params, *args):
@@ -492,7 +494,7 @@ def spy_optimizer(monkeypatch, seen):
         optimizer.step = recorded_step
         return optimizer
 
-    monkeypatch.setattr(memory, "make_optimizer", make_optimizer)
+    monkeypatch.setattr(training, "make_optimizer", make_optimizer)
 
 
 def test_what_main_does_at_each_step(tiny_model, tmp_path, monkeypatch):
@@ -504,17 +506,17 @@ def test_what_main_does_at_each_step(tiny_model, tmp_path, monkeypatch):
     out = tmp_path / "round_1" / "model"
     seen = spy(monkeypatch)
     spy_optimizer(monkeypatch, seen)
-    loss = distill.micro_batch_loss  # the spy's wrapper: a NaN lands in the gradient of step 2
+    loss = distill.micro_batch_kl  # the spy's wrapper: a NaN lands in the gradient of step 2, the loss stays finite
 
     def nan_at_step_2(student, *args, **kwargs):
-        sums = loss(student, *args, **kwargs)
+        kl, masses = loss(student, *args, **kwargs)
         if len(seen["sampling"]) == 2:
-            student.lm_head.weight.grad.view(-1)[0] = float("nan")
-        return sums
+            kl.register_hook(lambda grad: grad * float("nan"))
+        return kl, masses
 
-    monkeypatch.setattr(distill, "micro_batch_loss", nan_at_step_2)
+    monkeypatch.setattr(distill, "micro_batch_kl", nan_at_step_2)
     clip = 0.005  # below the tiny model's gradient norms (~0.05), so clipping acts at every step
-    extra = ["--clip", str(clip), "--temperature", "0.9", "--topk", "0", "--lr", "1e-4"]  # the whole KL, a small lr
+    extra = ["--clip", str(clip), "--temperature", "0.9", "--loss-topk", "0", "--lr", "1e-4"]  # the whole KL
     history = distill.main(run_args(tiny_model, traj, know, out, *extra))
     assert [(a, k) for a, k in seen["sampling"]] == [((6, 0.9, 1.0, 0), {})] * 3  # τ, full support, the cap
     batch = 4
@@ -597,7 +599,7 @@ def test_a_restarted_run_starts_its_metrics_afresh(tiny_model, tmp_path, monkeyp
     monkeypatch.setattr(lm, "generate_ids", dies_at_step_2)
     with pytest.raises(KeyboardInterrupt):
         distill.main(run_args(tiny_model, traj, know, out))
-    metrics_path = str(tmp_path / "round_1" / "distill_metrics.jsonl")
+    metrics_path = str(tmp_path / "round_1" / "model.metrics.jsonl")
     assert [m["step"] for m in jsonl.read_jsonl(metrics_path)] == [1] and not out.exists()
     monkeypatch.setattr(lm, "generate_ids", generate)
     distill.main(run_args(tiny_model, traj, know, out))
@@ -632,12 +634,14 @@ def test_the_derived_length_is_the_longest_of_every_prompt_with_every_entry(tiny
         (f"g#{i}", [dict(MESSAGES[0]), dict(role="user", content=words * (i % 7) + "Your command:")]) for i in range(20)
     ]
     pool = [(f"k{j}", "- " + words * (3 * j + 1)) for j in range(5)]
-    marker_ids = tokenizer(inputs.generation_marker(tokenizer, True), add_special_tokens=False).input_ids
-    longest, pid, kid, student = inputs.plan_lengths(tokenizer, prompts, pool, True, marker_ids)
+    marker_ids = tokenizer(lm.generation_marker(tokenizer, True), add_special_tokens=False).input_ids
+    longest, pid, kid, student = training.plan_lengths(tokenizer, prompts, pool, True, marker_ids)
     alone = [len(tokenizer(lm.chat_text(tokenizer, m, True), add_special_tokens=False).input_ids) for _, m in prompts]
     assert student == max(alone)
     every = {
-        (p, k): len(tokenizer(play.pair_prompts(tokenizer, m, text, True, p)[1], add_special_tokens=False).input_ids)
+        (p, k): len(
+            tokenizer(experience.pair_prompts(tokenizer, m, text, True, p)[1], add_special_tokens=False).input_ids
+        )
         for p, m in prompts
         for k, text in pool
     }
@@ -651,8 +655,63 @@ def test_an_empty_pool_entry_is_dropped_and_said(tmp_path, capsys):
     records = jsonl.read_jsonl(know)
     records[2]["knowledge"] = "  \n"
     jsonl.write_jsonl(know, records)
-    assert inputs.load_pool(know) == [("r1-c0-s1", "- the coin is north")]
+    assert experience.load_pool(know) == [("r1-c0-s1", "- the coin is north")]
     said = capsys.readouterr().out  # with thinking off, the hint does not blame a cut inside <think>
     assert "dropped 1 of 2 pool entries with no knowledge text: line 3 (r1-c1-s1)" in said
     assert "<think>" not in said and "- EXPERIENCE ITEM:" in said
-    assert inputs.load_pool(know, thinking=True) and "inside <think>" in capsys.readouterr().out
+    assert experience.load_pool(know, thinking=True) and "inside <think>" in capsys.readouterr().out
+
+
+def test_a_round_is_saved_in_the_dtype_it_trained_in(tiny_model, tmp_path):
+    """θ_r is saved as it was trained (fp32 master weights on a CPU; bf16 under adamw8bit on a GPU): a bf16 copy
+    of fp32-trained weights would undo the round, since one Adam step at the paper's lr moves a weight by far less
+    than bf16's spacing (2^-12 ≈ 2.4e-4 for a weight of 0.05), so the copy rounds back to θ_(r-1)."""
+    from safetensors import safe_open
+
+    traj, know = write_inputs(tmp_path)
+    out = tmp_path / "round_1" / "model"
+    distill.main(run_args(tiny_model, traj, know, out, "--steps", "1", "--print-every", "0"))
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}
+    w = torch.full((1000,), 0.05)
+    assert torch.equal((w + 5e-6).bfloat16(), w.bfloat16()) and not torch.equal(w + 5e-6, w)
+
+
+def test_two_trainings_in_one_folder_keep_their_own_metrics(tiny_model, tmp_path):
+    """Hand-run distillations whose models share a folder: each writes its metrics beside its own model, and
+    every record names the model it trained; neither replaces the other's."""
+    traj, know = write_inputs(tmp_path)
+    for name, steps in (("a", "1"), ("b", "2")):
+        distill.main(
+            run_args(tiny_model, traj, know, tmp_path / "models" / name, "--steps", steps, "--print-every", "0")
+        )
+    a, b = (jsonl.read_jsonl(str(tmp_path / "models" / f"{n}.metrics.jsonl")) for n in "ab")
+    assert [r["step"] for r in a] == [1] and [r["step"] for r in b] == [1, 2]
+    assert {r["out"] for r in a} == {str(tmp_path / "models" / "a")} and {r["out"] for r in b} == {
+        str(tmp_path / "models" / "b")
+    }
+
+
+@pytest.mark.parametrize("held_out", ["id", "ood"])
+def test_held_out_trajectories_are_never_trained_on(held_out, tiny_model, tmp_path, monkeypatch):
+    """Trajectories of a held-out set (collect.py --set id|ood records it) are refused by extract and distill,
+    naming the file, the line and the set, before a model loads; a training set's are taken."""
+    import extract
+
+    traj, know = write_inputs(tmp_path)
+    records = jsonl.read_jsonl(traj)
+    for r in records:
+        r.update(feedback="Result: WON", set="deploy")
+        r["turns"] = [dict(t, reply="ok") for t in r["turns"]]
+    records[1]["set"] = held_out
+    jsonl.write_jsonl(traj, records)
+    monkeypatch.setattr(lm, "load_model", no_model)
+    expected = rf"deploy.jsonl:2: trajectories of the held-out set '{held_out}' \(collect.py --set {held_out}\)"
+    with pytest.raises(cli.InputError, match=expected):
+        distill.main(run_args(tiny_model, traj, know, tmp_path / "m"))
+    with pytest.raises(cli.InputError, match=expected):
+        extract.main(
+            extract.parse_args(["--model", tiny_model, "--trajectories", traj, "--out", str(tmp_path / "k.jsonl")])
+        )
+    jsonl.write_jsonl(traj, [dict(r, set="deploy") for r in records])
+    assert len(rollouts.load_trajectories(traj)) == 2 and len(rollouts.load_turn_prompts(traj)[0]) == 6

@@ -9,7 +9,7 @@ import pytest
 import thinking_stub
 
 import evaluate
-from oel import cli, ifeval, jsonl, lm, play, report
+from oel import cli, experience, ifeval, jsonl, lm, stats
 
 
 def game(won, score, max_score, tokens, name="g", episode=0):
@@ -28,7 +28,7 @@ def test_game_metrics_by_hand():
     ]
     m = evaluate.game_metrics(records)
     assert m["n"] == 4 and m["games"] == 4 and m["won"] == 2 and m["pass_rate"] == 0.5
-    assert m["pass_rate_ci"] == pytest.approx(report.wilson(2, 4))  # one episode a game: independent trials
+    assert m["pass_rate_ci"] == pytest.approx(stats.wilson(2, 4))  # one episode a game: independent trials
     assert m["score"] == pytest.approx((1 + 0 + 1 + 0.5) / 4)
     assert m["turns"] == pytest.approx(2.5)
     assert m["tokens_per_turn"] == pytest.approx(61 / 10)  # over all turns, not a mean of per-game means
@@ -40,8 +40,8 @@ def test_game_metrics_by_hand():
     # two episodes of each game: the episodes of a game are not independent, so whole games are resampled
     m = evaluate.game_metrics([dict(r, episode=e, game=r["game"] in "ab") for e, r in enumerate(records)])
     assert m["n"] == 4 and m["games"] == 2 and m["won"] == 2 and m["pass_rate"] == 0.5  # over episodes
-    assert m["pass_rate_ci"] == report.ratio_ci([1, 1], [2, 2])[1] == (0.5, 0.5)
-    assert m["turns"] == 2.5 and m["turns_ci"] == report.ratio_ci([6, 4], [2, 2])[1] == (2, 3)
+    assert m["pass_rate_ci"] == stats.ratio_ci([1, 1], [2, 2])[1] == (0.5, 0.5)
+    assert m["turns"] == 2.5 and m["turns_ci"] == stats.ratio_ci([6, 4], [2, 2])[1] == (2, 3)
 
 
 def test_ifeval_metrics_by_hand():
@@ -56,7 +56,7 @@ def test_ifeval_metrics_by_hand():
         4 / 5
     )
     assert (
-        m["prompt_accuracy_ci"] == pytest.approx(report.wilson(1, 3))
+        m["prompt_accuracy_ci"] == pytest.approx(stats.wilson(1, 3))
         and m["tokens_per_response"] == 4
         and m["cut"] == pytest.approx(1 / 3)
     )
@@ -275,7 +275,7 @@ def test_knowledge_in_context_and_the_curve(tiny_model, tiny_games, tmp_path):
     for r in played:  # step 0 plays without knowledge, the later snapshots with theirs
         shown = r["turns"][0]["messages"][-1]["content"]
         if r["knowledge_id"] == "r1-c0-s0":
-            assert play.KNOWLEDGE_BLOCK.split("{")[0] not in shown
+            assert experience.KNOWLEDGE_BLOCK.split("{")[0] not in shown
         else:
             assert f"- TIP {r['knowledge_id'][-1]}" in shown
 
@@ -338,7 +338,7 @@ def test_bad_input(tiny_model, tiny_games, tmp_path, capsys):
     ):
         run_("--model", tiny_model, "--sets", "ifeval", "--ifeval-file", str(bad))
     with pytest.raises(cli.InputError, match=r"--ifeval-n 600: the prompt file has 541 prompts"):
-        run_("--model", str(tmp_path / "missing"), "--sets", "ifeval", "--ifeval-n", "600")  # before the model loads
+        run_("--model", tiny_model, "--sets", "ifeval", "--ifeval-n", "600")
     (tmp_path / "a_file").write_text("x\n")
     with pytest.raises(cli.InputError, match=r"a_file/eval_id.jsonl: .*a_file is a file, not a folder"):
         evaluate.main(evaluate.parse_args(["--out-dir", str(tmp_path / "a_file"), "--games", tiny_games]))

@@ -171,5 +171,5 @@ def test_a_damaged_game_is_an_error_naming_it(tiny_games, tmp_path):
     textworld_games.check_story_file(victim)  # the header still passes
     with pytest.raises(cli.InputError, match=r"bad/treasure-l1-s0\.z8: the z-machine interpreter failed"):
         textworld_games.game_paths(str(tmp_path / "bad"), None, None, None)
-    with pytest.raises(ValueError, match="interpreter failed"):
+    with pytest.raises(cli.InputError, match="interpreter failed"):  # the seam names it as the user's input
         play.play(lambda eps, msgs: [("look", 1)] * len(eps), [victim], max_turns=2, history=4, batch_size=4)

@@ -81,11 +81,11 @@ def test_every_artifact_of_every_round_has_content(finished_run, tiny_model):
         knowledge = read(d / "knowledge.jsonl")
         assert {k["chain"] for k in knowledge} == {0, 1} and sum(k["in_pool"] for k in knowledge) == 2
         assert all(k["round"] == r for k in knowledge)
-        assert {x["run"] for x in extract + deploy + knowledge + read(d / "distill_metrics.jsonl")} == {
+        assert {x["run"] for x in extract + deploy + knowledge + read(d / "model.metrics.jsonl")} == {
             run.name
         }  # traceable to the run
         assert os.path.isfile(d / "model" / "config.json") and os.path.isfile(d / "model" / "args.json")
-        steps = read(d / "distill_metrics.jsonl")
+        steps = read(d / "model.metrics.jsonl")
         assert [s["step"] for s in steps][-1] >= 1 and all("kl" in s for s in steps)
         assert read(d / "eval_id_incontext.jsonl")
     # fresh training games every round, the same held-out games every round
@@ -179,7 +179,7 @@ def test_a_rerun_with_a_changed_knob_is_refused(finished_run, tiny_model):
 
 def test_a_restarted_distillation_holds_one_attempt_of_metrics(finished_run):
     run, _, _ = finished_run
-    steps = [s["step"] for s in read(run / "round_2" / "distill_metrics.jsonl")]
+    steps = [s["step"] for s in read(run / "round_2" / "model.metrics.jsonl")]
     assert steps == [1, 2]
 
 
@@ -205,6 +205,6 @@ def test_the_loop_runs_on_frozenlake(tiny_model, tmp_path):
     assert {x["family"] for x in read(run / "round_0" / "eval_ood.jsonl") if x.get("kind") == "game"} == {
         "frozenlake-random-3x3-h2"
     }
-    assert os.path.isfile(r1 / "model" / "config.json") and read(r1 / "distill_metrics.jsonl")
+    assert os.path.isfile(r1 / "model" / "config.json") and read(r1 / "model.metrics.jsonl")
     report = (run / "report.md").read_text()
     assert "Held-out games: 6 on " in report and "share a board with a game played for training" in report

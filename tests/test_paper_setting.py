@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from oel import play
+from oel import experience
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KNOWLEDGE_HEADER = "What you learned from earlier games:"
@@ -94,7 +94,7 @@ def test_the_teacher_sees_the_pool_and_the_student_does_not(paper_run):
     teacher = [t for t in rendered if KNOWLEDGE_HEADER in t]
     assert student and len(teacher) >= len(student)  # a teacher prompt for every student prompt
     assert not any(KNOWLEDGE_HEADER in s for s in student)
-    blocks = [play.KNOWLEDGE_BLOCK.format(knowledge=k) for k in pool]
+    blocks = [experience.KNOWLEDGE_BLOCK.format(knowledge=k) for k in pool]
     for t in teacher:  # every teacher prompt holds exactly one pool entry
         assert sum(b in t for b in blocks) == 1
     for s in student:  # every student prompt has its teacher: the same prompt with one pool entry inserted
@@ -102,7 +102,7 @@ def test_the_teacher_sees_the_pool_and_the_student_does_not(paper_run):
     # a sampled response that starts with a newline was distilled (Qwen3's template ends the marker with one)
     samples = [r["response"] for r in log if r["stage"] == "distill.py" and r["event"] == "generate"]
     assert any(s.startswith("\n") for s in samples), samples
-    steps = read(run / "round_1" / "distill_metrics.jsonl")
+    steps = read(run / "round_1" / "model.metrics.jsonl")
     assert [s["step"] for s in steps] == [1, 2] and all(s["responses"] == 2 and not s["skipped"] for s in steps)
     assert all(math.isfinite(s["kl"]) and s["kl"] != 0 and 0 < s["grad_norm"] < math.inf for s in steps)
 

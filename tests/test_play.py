@@ -5,7 +5,7 @@ play, strange answers never crash it)."""
 import pytest
 import torch
 
-from oel import cli, inputs, jsonl, lm, play, textworld_games
+from oel import cli, experience, jsonl, lm, play, textworld_games
 
 # ----------------------------------------------------------------------------- the turn prompt and the command
 
@@ -60,10 +60,10 @@ def test_render_log_drops_oldest_turns():
 def test_knowledge_is_inserted_the_same_way_everywhere():
     history = [(None, "You are in a room."), ("go north", "You can't go that way.")]
     plain = textworld_games.render_turn("Take the coin.", history, ["go south", "look"])
-    with_k = play.insert_knowledge(plain, "- open doors first")  # what play.play and distill's teacher both do
+    with_k = experience.insert_knowledge(plain, "- open doors first")  # what play.play and distill's teacher both do
     assert plain[:-1] == with_k[:-1] and with_k[-1]["content"].endswith(plain[-1]["content"])
     assert "- open doors first" in with_k[-1]["content"] and "- open doors first" not in plain[-1]["content"]
-    assert play.insert_knowledge(plain, None) == plain and play.insert_knowledge(plain, "") == plain
+    assert experience.insert_knowledge(plain, None) == plain and experience.insert_knowledge(plain, "") == plain
     assert "Commands you can use: go south, look" in plain[-1]["content"]
     assert "Commands you can use" not in textworld_games.render_turn("x", history, None)[-1]["content"]
 
@@ -72,18 +72,18 @@ def test_knowledge_file_checks(tmp_path):
     traj = tmp_path / "deploy.jsonl"
     jsonl.write_jsonl(str(traj), [{"game": "g", "turns": [], "won": False, "knowledge_id": None, "knowledge": None}])
     with pytest.raises(cli.InputError, match=r"deploy.jsonl: record 1 is not a knowledge record"):
-        inputs.load_knowledge(str(traj))
+        experience.load_knowledge(str(traj))
     empty = tmp_path / "k.jsonl"
     jsonl.write_jsonl(str(empty), [{"knowledge_id": "a", "knowledge": "  \n"}])
     with pytest.raises(cli.InputError, match=r"k.jsonl: knowledge 'a' is empty"):
-        inputs.load_knowledge(str(empty))
+        experience.load_knowledge(str(empty))
     blank = tmp_path / "k.txt"
     blank.write_text("\n\n")
     with pytest.raises(cli.InputError, match=r"k.txt: the knowledge text is empty"):
-        inputs.load_knowledge(str(blank))
+        experience.load_knowledge(str(blank))
     good = tmp_path / "good.txt"
     good.write_text("- open the chest first\n")
-    assert inputs.load_knowledge(str(good)) == ("good.txt", "- open the chest first\n")
+    assert experience.load_knowledge(str(good)) == ("good.txt", "- open the chest first\n")
 
 
 # ----------------------------------------------------------------------------- the play loop
@@ -103,9 +103,12 @@ def test_walkthrough_agent_wins_every_game(tiny_games, tmp_path):
     for r in records:
         assert r["won"] and not r["lost"], r["feedback"]
         assert r["score"] == r["max_score"] and r["turns_used"] == len(r["turns"]) >= 1
-        assert r["feedback"].startswith("Result: WON")
-        assert all(t["command_status"] == "ok" and t["valid"] for t in r["turns"])
+        assert r["feedback"].startswith("Result: WON") and r["ended"] == "won"
+        assert all(t["command_status"] == "ok" and t["valid"] and t["refusal"] is None for t in r["turns"])
         assert "$$" not in r["intro"] and r["objective"]
+    looking = lambda episodes, messages: [("[look]", 1) for _ in episodes]
+    stuck, _ = play.play(looking, paths[:1], max_turns=2, history=8, batch_size=4, quiet=True)
+    assert stuck[0]["ended"] == "turn limit" and "NOT FINISHED" in stuck[0]["feedback"]
 
 
 def test_a_random_agent_does_not_win_everything(tiny_games):
@@ -127,7 +130,7 @@ def test_strange_answers_never_crash(tiny_games):
 
     records, _ = play.play(agent, paths, max_turns=len(answers), history=8, batch_size=64, match="exact", quiet=True)
     statuses = [t["command_status"] for t in records[0]["turns"]]
-    assert statuses == ["empty", "multi", "ok", "empty", "empty", "ok"]
+    assert statuses == ["empty", "multi", "ok", "no move", "no move", "ok"]  # empty: nothing said; no move: words
     assert records[0]["turns"][1]["command"] == "go north"
     assert records[0]["turns"][0]["reply"] == "(no command was given)"
 

@@ -10,34 +10,34 @@ import shutil
 import pytest
 
 import evaluate
-from oel import cli, jsonl, report
+from oel import cli, jsonl, report, stats
 
 # ----------------------------------------------------------------------------- statistics
 
 
 def test_wilson_interval_by_hand():
-    low, high = report.wilson(5, 10)  # p = .5, n = 10: centre .5, half 1.96*sqrt(.025+.0096)/1.384
+    low, high = stats.wilson(5, 10)  # p = .5, n = 10: centre .5, half 1.96*sqrt(.025+.0096)/1.384
     assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
-    low, high = report.wilson(0, 10)  # centre (1.92/10)/1.384 = .1388 = half: (0, .2775)
+    low, high = stats.wilson(0, 10)  # centre (1.92/10)/1.384 = .1388 = half: (0, .2775)
     assert low == 0 and high == pytest.approx(0.2775, abs=1e-4)
-    assert report.wilson(10, 10)[1] == 1 and report.wilson(0, 0) == (0.0, 0.0)
+    assert stats.wilson(10, 10)[1] == 1 and stats.wilson(0, 0) == (0.0, 0.0)
 
 
 def test_per_turn_bootstrap_resamples_whole_games():
     # two games: 10 tokens in 2 turns (5/turn), 30 tokens in 2 turns (15/turn). Resampling two games gives
     # 5 (p=1/4), 10 (p=1/2) or 15 (p=1/4): the 2.5% and 97.5% points are 5 and 15.
-    rate, (low, high) = report.ratio_ci([10, 30], [2, 2])
+    rate, (low, high) = stats.ratio_ci([10, 30], [2, 2])
     assert rate == 10 and (low, high) == (5, 15)
-    assert report.ratio_ci([12, 24, 6], [2, 4, 1]) == (6, (6, 6))  # every game at 6 tokens/turn: no spread
-    assert report.ratio_ci([10, 30], [2, 2], seed=1) == report.ratio_ci([10, 30], [2, 2], seed=1)
+    assert stats.ratio_ci([12, 24, 6], [2, 4, 1]) == (6, (6, 6))  # every game at 6 tokens/turn: no spread
+    assert stats.ratio_ci([10, 30], [2, 2], seed=1) == stats.ratio_ci([10, 30], [2, 2], seed=1)
 
 
 def test_mcnemar_exact_known_values():
-    assert report.mcnemar_exact(0, 5) == 2 / 32  # all 5 discordant pairs one way
-    assert report.mcnemar_exact(1, 9) == pytest.approx(2 * (1 + 10) / 1024)
-    assert report.mcnemar_exact(9, 1) == report.mcnemar_exact(1, 9)
-    assert report.mcnemar_exact(3, 3) == 1 and report.mcnemar_exact(0, 0) == 1
-    assert report.mcnemar_exact(2, 12) == pytest.approx(0.012939, abs=1e-6)  # scipy.stats.binomtest(2, 14)
+    assert stats.mcnemar_exact(0, 5) == 2 / 32  # all 5 discordant pairs one way
+    assert stats.mcnemar_exact(1, 9) == pytest.approx(2 * (1 + 10) / 1024)
+    assert stats.mcnemar_exact(9, 1) == stats.mcnemar_exact(1, 9)
+    assert stats.mcnemar_exact(3, 3) == 1 and stats.mcnemar_exact(0, 0) == 1
+    assert stats.mcnemar_exact(2, 12) == pytest.approx(0.012939, abs=1e-6)  # scipy.stats.binomtest(2, 14)
 
 
 def brute_force_sign_flip(diffs):
@@ -49,23 +49,23 @@ def test_sign_flip_test_against_brute_force_and_mcnemar():
     rng = random.Random(0)
     for _ in range(50):
         diffs = [rng.randint(-3, 3) for _ in range(rng.randint(0, 10))]
-        assert report.sign_flip_p(diffs) == pytest.approx(brute_force_sign_flip(diffs))
+        assert stats.sign_flip_p(diffs) == pytest.approx(brute_force_sign_flip(diffs))
     for _ in range(50):  # one episode a game: differences -1, 0, +1, and the test is McNemar's
         diffs = [rng.choice([-1, 0, 0, 1, 1]) for _ in range(rng.randint(1, 16))]
-        assert report.sign_flip_p(diffs) == pytest.approx(report.mcnemar_exact(diffs.count(-1), diffs.count(1)))
+        assert stats.sign_flip_p(diffs) == pytest.approx(stats.mcnemar_exact(diffs.count(-1), diffs.count(1)))
 
 
 def test_paired_difference_matches_game_and_episode():
     won = lambda game, episode, w: dict(game=game, episode=episode, won=w)
     before = [won(g, 0, g < 3) for g in range(10)]  # games 0-2 won
     after = [won(g, 0, g < 8) for g in reversed(range(10))] + [won(99, 0, True)]  # 0-7 won; game 99 has no pair
-    d = report.paired_difference(before, after)
+    d = stats.paired_difference(before, after)
     assert d["pairs"] == d["games"] == 10 and (d["better"], d["worse"]) == (5, 0) and d["diff"] == 0.5
-    assert d["p"] == report.mcnemar_exact(0, 5) and 0 < d["diff_ci"][0] < 0.5 < d["diff_ci"][1] <= 0.8
+    assert d["p"] == stats.mcnemar_exact(0, 5) and 0 < d["diff_ci"][0] < 0.5 < d["diff_ci"][1] <= 0.8
     # three episodes of two games: the test and the interval are over games, not over episodes
     before = [won(g, e, False) for g in "ab" for e in range(3)]
     after = [won("a", e, True) for e in range(3)] + [won("b", e, e == 0) for e in range(3)]
-    d = report.paired_difference(before, after)
+    d = stats.paired_difference(before, after)
     assert (d["pairs"], d["games"], d["better"], d["diff"]) == (6, 2, 4, 4 / 6)
     assert d["p"] == brute_force_sign_flip([3, 1]) == 0.5  # McNemar on 4 of 6 episodes would claim 0.125
     assert d["diff_ci"] == (1 / 3, 1.0)  # resamples of games a and b: 1/3, 2/3 or 1
@@ -95,7 +95,9 @@ def fake_run(tmp_path, name="run", mode="on-policy"):
             tokens_per_turn_ci=[tokens - 1, tokens + 1],
             turns=9.0,
             score=pass_rate + 0.1,
-            settings=dict(episodes=1, max_turns=12),
+            games=20,
+            n=20,
+            settings=dict(episodes=1, max_turns=12, max_new_tokens=24),
         )
         jsonl.write_jsonl(str(d / "eval_id.jsonl"), games_won(won) + [summary])
         jsonl.write_jsonl(
@@ -165,7 +167,7 @@ def test_report_on_a_fake_run(tmp_path):
     assert [(x, y) for x, y, _, _ in ood] == [(0.12, 0.15), (1.12, 0.2), (2.12, 0.275)]
     assert [y for _, y, _, _ in next(iter(tokens.values()))] == [12, 10, 8]
     assert [y for _, y, _, _ in next(iter(ifeval.values()))] == [0.5, 0.5, 0.45]
-    d = report.paired_difference(games_won(range(6)), games_won(range(11)))
+    d = stats.paired_difference(games_won(range(6)), games_won(range(11)))
     minus_base, minus_teacher = (next(v for k, v in diffs.items() if word in k) for word in ("theta_0", "theta_{r-1}"))
     assert minus_base[-1] == pytest.approx((1.88, 0.25, *d["diff_ci"])) and [x for x, *_ in minus_base] == [0.88, 1.88]
     assert [(x, round(y, 2)) for x, y, _, _ in minus_teacher] == [(1.12, -0.1), (2.12, 0.05)]
@@ -264,7 +266,7 @@ def test_the_report_says_what_was_cut_and_dropped(tmp_path):
         + [dict(snapshot, output_cut=c, in_pool=True) for c in (True, True, False)]
         + [dict(snapshot, knowledge=" ", output_cut=True, in_pool=True)],  # a chain that wrote nothing
     )
-    jsonl.write_jsonl(str(r1 / "distill_metrics.jsonl"), [dict(step=s, responses=4, capped=s) for s in (1, 2)])
+    jsonl.write_jsonl(str(r1 / "model.metrics.jsonl"), [dict(step=s, responses=4, capped=s) for s in (1, 2)])
     args = json.loads((r1 / "model" / "args.json").read_text())
     (r1 / "model" / "args.json").write_text(json.dumps(dict(args, optimizer=None, resolved=dict(optimizer="adamw"))))
     evaluate.main(evaluate.parse_args(["--report", str(run)]))
@@ -279,3 +281,48 @@ def test_the_report_says_what_was_cut_and_dropped(tmp_path):
         jsonl.write_jsonl(str(path), [r for r in records if r.get("kind") != "game" or r["game"] in ("g0", "g1")])
     evaluate.main(evaluate.parse_args(["--report", str(small)]))
     assert "**2 held-out games are too few to measure anything**" in (small / "report.md").read_text()
+
+
+def markers(ax):
+    """Every marker a panel draws, as (x, y): from its error-bar series and its plain lines."""
+    points = [(x, y) for c in ax.containers for x, y in zip(*c.lines[0].get_data())]
+    return [(round(float(x), 6), round(float(y), 6)) for x, y in points]
+
+
+def test_every_panel_says_its_n_and_hides_nothing(tmp_path):
+    """A reader needs no text: each series' legend says its n, the length axis starts at 0 with the cap drawn,
+    no marker sits on another, and the x ticks are the rounds that have data."""
+    run = fake_run(tmp_path)
+    path = str(run / "round_1" / "eval_id_incontext.jsonl")  # the teacher's rate equal to the student's: one place
+    jsonl.write_jsonl(path, [dict(r, pass_rate=0.4) if r["kind"] == "summary" else r for r in jsonl.read_jsonl(path)])
+    fig = report.write_report([str(run)])
+    rates, tokens, ifeval, diffs = fig.axes[:4]
+    for ax, unit in ((rates, "games"), (tokens, "games"), (ifeval, "prompts")):
+        labels = [t.get_text() for t in ax.get_legend().texts]
+        assert all("(n = " in label for label in labels if "cap" not in label), labels
+    assert any("(n = 20 games)" in t.get_text() for t in rates.get_legend().texts)
+    assert tokens.get_ylim()[0] == 0
+    caps = [line for line in tokens.get_lines() if "cap" in line.get_label()]
+    assert (
+        len(caps) == 1 and list(caps[0].get_ydata()) == [24, 24] and caps[0].get_label() == "the cap: 24 tokens a reply"
+    )
+    for ax in (rates, tokens, ifeval, diffs):
+        drawn = markers(ax)
+        assert drawn and len(drawn) == len(set(drawn)), ax.get_title()
+    assert list(rates.get_xticks()) == [0, 1, 2] and list(diffs.get_xticks()) == [1, 2]
+
+
+def test_a_report_says_what_the_run_lacks(tmp_path, capsys):
+    """A run whose round 1 failed: the report says which rounds and files are missing and draws no empty panel."""
+    run = fake_run(tmp_path)
+    shutil.rmtree(run / "round_1")
+    shutil.rmtree(run / "round_2")
+    (run / "settings.json").write_text(json.dumps({"ROUNDS": "2"}))
+    fig = report.write_report([str(run)])
+    text = (run / "report.md").read_text()
+    assert "**Missing: round 1: no eval_id.jsonl, eval_ood.jsonl, eval_ifeval.jsonl, knowledge.jsonl, model, " in text
+    assert "(the round never ran).**" in text and "**Missing: round 2: " in text
+    assert "missing round 1: no eval_id.jsonl" in capsys.readouterr().out
+    diffs = fig.axes[3]
+    assert not diffs.axison and not markers(diffs) and "No paired difference" in diffs.texts[0].get_text()
+    assert report.missing(str(fake_run(tmp_path, "whole")), {}) == []

@@ -29,6 +29,14 @@ def loop(run, **knobs):
     return subprocess.run(["bash", "loop.sh"], cwd=ROOT, env=env_for(run, **knobs), capture_output=True, text=True)
 
 
+def default_signals():
+    """In the child, before loop.sh starts: the signal dispositions a terminal gives a job. The suite may run with
+    SIGHUP ignored (nohup) or SIGINT ignored (a script's background job), and bash cannot trap a signal that was
+    ignored when it started, so a test that stops the driver would otherwise depend on how pytest was started."""
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def start_loop(run, slow="evaluate.py", seconds=30, **knobs):
     """A loop.sh whose stage `slow` runs for `seconds`; returns (driver, stage pid) once that stage writes."""
     env = env_for(run, FAKE_STAGE_SLOW=slow, FAKE_STAGE_SECONDS=seconds, **knobs)
@@ -40,6 +48,7 @@ def start_loop(run, slow="evaluate.py", seconds=30, **knobs):
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job has
+        preexec_fn=default_signals,
     )
     writes, deadline = run / "fake_writes.log", time.time() + 120
     while not (writes.exists() and writes.read_text()) and time.time() < deadline:
@@ -71,6 +80,25 @@ def digest(folder):
             with open(os.path.join(base, name), "rb") as f:
                 found[os.path.relpath(os.path.join(base, name), folder)] = hashlib.sha256(f.read()).hexdigest()
     return found
+
+
+def everything(folder):
+    """Every file (its digest) and every folder under `folder`, dot files and empty folders too."""
+    found = digest(folder)
+    found.update(
+        {os.path.relpath(os.path.join(base, d), folder): "folder" for base, ds, _ in os.walk(folder) for d in ds}
+    )
+    return found
+
+
+def holding_the_lock(folder):
+    """A process that holds folder/.lock (flock(1)), once it does."""
+    holder = subprocess.Popen(["flock", str(folder / ".lock"), "sleep", "30"])
+    deadline = time.time() + 10
+    while holder.pid not in runfolder.lock_holders(os.path.realpath(folder / ".lock")):
+        assert time.time() < deadline
+        time.sleep(0.05)
+    return holder
 
 
 # ----------------------------------------------------------------------------- where a run is
@@ -184,6 +212,44 @@ def test_a_stage_by_hand_refuses_an_output_made_with_other_arguments(tmp_path):
     assert stage("--chains", "2").returncode == 0
 
 
+@pytest.mark.parametrize("refusal", ["changed knob", "busy lock"])
+def test_a_refused_start_leaves_nothing_behind(tmp_path, refusal):
+    """A refused start writes nothing, not even the lock file or loop.log: the corrected rerun finds the folder as
+    it was (it used to find a new RUN/.lock; a new RUN folder holding only .lock, for a busy lock elsewhere)."""
+    run = tmp_path / "run"
+    if refusal == "changed knob":
+        assert loop(run).returncode == 0
+        (run / ".lock").unlink()  # a run folder copied without its dot files, or from before there was a lock
+        holder, knobs, said = None, dict(STEPS=5), "STEPS: 2 -> 5"
+    else:
+        run.mkdir()
+        holder, knobs, said = holding_the_lock(run), {}, "in use by another writer"
+    try:
+        before = everything(tmp_path)
+        refused = loop(run, **knobs)
+        assert refused.returncode == 1 and said in refused.stderr, refused.stdout + refused.stderr
+        assert everything(tmp_path) == before
+    finally:
+        if holder:
+            holder.kill()
+            holder.wait()
+
+
+@pytest.mark.parametrize("under", [False, True])
+def test_a_run_folder_that_is_a_file_is_one_line(tmp_path, under):
+    """RUN=path of a file (or below one) gets the project's one-line error, not mkdir's, and writes nothing."""
+    (tmp_path / "notes.txt").write_text("mine\n")
+    run = tmp_path / "notes.txt" / "run" if under else tmp_path / "notes.txt"
+    done = loop(run)
+    expected = (
+        f"error: RUN={run}: {tmp_path / 'notes.txt'} is a file; expected a folder to make the run folder in"
+        if under
+        else f"error: RUN={run} is a file; expected a run folder"
+    )
+    assert done.returncode == 1 and (done.stdout + done.stderr).strip() == expected
+    assert everything(tmp_path) == {"notes.txt": hashlib.sha256(b"mine\n").hexdigest()}
+
+
 def test_changed_args_compares_what_the_output_depends_on(tmp_path):
     (tmp_path / "m").mkdir()
     recorded = dict(lr=1e-5, steps=2, device="cpu", model=str(tmp_path / "m"), new_flag=None)
@@ -197,7 +263,7 @@ def test_changed_args_compares_what_the_output_depends_on(tmp_path):
 
 def test_a_second_loop_refuses_at_once_and_the_first_finishes(tmp_path):
     run = tmp_path / "run"
-    first, stage_pid = start_loop(run, seconds=4)
+    first, stage_pid = start_loop(run, seconds=60, FAKE_STAGE_UNTIL=tmp_path / "done")  # running until told
     t0 = time.time()
     second = loop(run)
     assert second.returncode == 1 and time.time() - t0 < 30
@@ -207,6 +273,7 @@ def test_a_second_loop_refuses_at_once_and_the_first_finishes(tmp_path):
         cwd=ROOT, env=env_for(run), capture_output=True, text=True,
     )  # fmt: skip
     assert by_hand.returncode == 1 and f"in use by another writer (pid {first.pid}" in by_hand.stderr
+    (tmp_path / "done").touch()  # the first loop's stage ends
     out, _ = first.communicate(timeout=120)
     assert first.returncode == 0, out
     assert "in use" not in (run / "loop.log").read_text() and (run / "loop.log").read_text().count("== loop.sh 20") == 1
@@ -219,6 +286,22 @@ def test_a_second_loop_refuses_at_once_and_the_first_finishes(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
 def test_stopping_the_driver_stops_its_stage(tmp_path, sig):
+    stop_the_driver(tmp_path, sig)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
+def test_stopping_the_driver_holds_when_the_suite_runs_with_the_signal_ignored(tmp_path, sig):
+    """The suite under nohup (SIGHUP ignored) or as a script's background job (SIGINT ignored): a child inherits
+    the ignored signal, and bash cannot trap it, so the stop tests found the driver deaf to it. A test starts
+    loop.sh with a terminal's default signals, and the stop test holds however pytest was started."""
+    inherited = signal.signal(sig, signal.SIG_IGN)
+    try:
+        stop_the_driver(tmp_path, sig)
+    finally:
+        signal.signal(sig, inherited)
+
+
+def stop_the_driver(tmp_path, sig):
     run = tmp_path / "run"
     driver, stage_pid = start_loop(run)
     if sig == signal.SIGINT:  # Ctrl-C: the terminal signals the driver's whole foreground process group
@@ -239,7 +322,7 @@ def test_stopping_the_driver_stops_its_stage(tmp_path, sig):
 
 def test_a_driver_killed_with_sigkill_leaves_no_second_writer(tmp_path):
     run = tmp_path / "run"
-    driver, stage_pid = start_loop(run, seconds=6)
+    driver, stage_pid = start_loop(run, seconds=60, FAKE_STAGE_UNTIL=tmp_path / "done")  # running until told
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait(timeout=30)  # not its output: the orphan still holds that pipe
     assert alive(stage_pid)  # the orphan runs on, holding the lock it inherited
@@ -252,6 +335,7 @@ def test_a_driver_killed_with_sigkill_leaves_no_second_writer(tmp_path):
         cwd=ROOT, env=env_for(run), capture_output=True, text=True,
     )  # fmt: skip
     assert by_hand.returncode == 1 and f"still holds the lock (pids [{stage_pid}])" in by_hand.stderr
+    (tmp_path / "done").touch()  # the orphan ends, and writes its outputs
     assert wait_gone(stage_pid, 60)
     resumed = loop(run)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr

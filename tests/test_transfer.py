@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench import transfer
-from oel import jsonl, lm, play
+from oel import experience, jsonl, lm
 
 MESSAGES = [{"role": "user", "content": "You are in a kitchen. There is a coin on the floor. Your command:"}]
 ENTRY = "- open containers before taking things from them; read the goal first"
@@ -49,7 +49,7 @@ def exact_behaviour(target):
     token. The entry in context changes it (the teacher's level), and so can distillation."""
 
     def behaviour(model, tokenizer, prompts, knowledge, args):
-        texts = [lm.chat_text(tokenizer, play.insert_knowledge(m, knowledge)) for _, m in prompts]
+        texts = [lm.chat_text(tokenizer, experience.insert_knowledge(m, knowledge)) for _, m in prompts]
         values = []
         with torch.no_grad():
             for text in texts:
@@ -72,7 +72,7 @@ def test_a_tiny_model_takes_on_its_teacher(lr, expected, tiny_model, tmp_path, m
     model, tokenizer = lm.load_model(tiny_model, quiet=True)
     with torch.no_grad():  # the token whose probability the entry raises the most
         logits = lambda k: model(
-            tokenizer(lm.chat_text(tokenizer, play.insert_knowledge(MESSAGES, k)), return_tensors="pt").input_ids
+            tokenizer(lm.chat_text(tokenizer, experience.insert_knowledge(MESSAGES, k)), return_tensors="pt").input_ids
         ).logits[0, -1]
         target = int((logits(ENTRY).softmax(-1) - logits(None).softmax(-1)).argmax())
     monkeypatch.setattr(transfer, "behaviour", exact_behaviour(target))
@@ -80,7 +80,7 @@ def test_a_tiny_model_takes_on_its_teacher(lr, expected, tiny_model, tmp_path, m
     argv = ["--knowledge", ENTRY, "--measure", "starts:x", "--model", tiny_model, "--out-dir", str(tmp_path / "run")]
     argv += ["--prompts-dir", str(tmp_path / "prompts")]
     argv += ["--save-every", "20", "--distill", "--lr", lr, "--steps", "60", "--batch-size", "4"]
-    argv += ["--max-new-tokens", "6", "--topk", "0"]
+    argv += ["--max-new-tokens", "6", "--loss-topk", "0"]
     result = transfer.main(transfer.parse_args(argv))
     assert result["effect"] > 0 and result["ratio"] is not None
     assert expected[0] <= result["ratio"] <= expected[1], result
@@ -95,18 +95,18 @@ def test_held_out_prompts_are_made_before_training_prompts(tmp_path, monkeypatch
     made = []
 
     def fake_collect(args):
-        made.append(args.preset)
+        made.append(args.set)
         turns = [dict(turn=t, messages=MESSAGES, response="go", command="go") for t in range(6)]
-        jsonl.write_jsonl(args.out, [dict(game=f"{args.preset}-g0", episode=0, turns=turns)])
+        jsonl.write_jsonl(args.out, [dict(game=f"{args.set}-g0", episode=0, turns=turns)])
 
     monkeypatch.setattr(transfer.collect, "main", fake_collect)
     args = transfer.parse_args(["--screen", "--prompts-dir", str(tmp_path)])
     files, held_out = transfer.turn_prompts(args)
-    assert made == ["eval", "train"]
+    assert made == ["id", "deploy"]
     assert len(held_out) == 6 and sorted(files) == ["held_out", "train"]
     args.held_out_prompts = 3  # made once, then reused; a subset evenly spaced
     assert [pid for pid, _ in transfer.turn_prompts(args)[1]] == [held_out[i][0] for i in (0, 2, 4)]
-    assert made == ["eval", "train"]
+    assert made == ["id", "deploy"]
 
 
 def test_screen_measures_each_entry_and_reuses_the_base_replies(tiny_model, tmp_path, monkeypatch):
@@ -133,7 +133,7 @@ def test_screen_measures_each_entry_and_reuses_the_base_replies(tiny_model, tmp_
 
 
 def test_compare_prints_a_row_per_run_and_draws_their_curves(tmp_path, capsys):
-    base = dict(entry="rambling", measure="min-words:5", before=0.42, teacher=0.26, seconds=60, effect=-0.16)
+    base = dict(entry="rambling", measure="min-words:5", before=0.42, teacher=0.26, seconds=60, effect=-0.16, prompts=4)
     base.update(effect_ci=[-0.24, -0.08], ratio_ci=[0.4, 1.2])
     runs = []
     for name, after in (("defaults", 0.30), ("--lr=1e-4", 0.20)):
@@ -141,9 +141,23 @@ def test_compare_prints_a_row_per_run_and_draws_their_curves(tmp_path, capsys):
         folder.mkdir()
         curve = [[0, 0.42], [10, (0.42 + after) / 2], [20, after]]
         run = dict(base, distill=name, after=after, ratio=(after - 0.42) / -0.16, curve=curve)
+        if name == "defaults":  # a run that kept each prompt's share at every step: its points get intervals
+            run["per_step"] = {"0": [0.2, 0.4, 0.4, 0.68], "10": [0.2, 0.3, 0.4, 0.54], "20": [0.1, 0.3, 0.3, 0.5]}
         (folder / "transfer.json").write_text(json.dumps(run))
         runs.append(str(folder))
     transfer.main(transfer.parse_args(["--compare", *runs, "--out-dir", str(tmp_path / "both")]))
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| rambling")]
     assert [r.split(" | ")[1] for r in rows] == ["defaults", "--lr=1e-4"] and "| 0.75 [+0.40, +1.20] |" in rows[0]
     assert (tmp_path / "both" / "transfer.png").read_bytes()[:4] == b"\x89PNG"
+    # what a reader sees without the text: words on the axis, n, each run's ratio, ticks at the data, every
+    # marker visible (both runs start at the same share), intervals where per-prompt values were kept
+    ax = transfer.plot([json.loads((tmp_path / n / "transfer.json").read_text()) for n in ("defaults", "--lr=1e-4")],
+                       str(tmp_path / "again.png")).axes[0]  # fmt: skip
+    assert ax.get_ylabel() == "share of replies of 5 words or more" and "n = 4 held-out turn prompts" in ax.get_title()
+    legend = [t.get_text() for t in ax.get_legend().texts]
+    assert "student: defaults (transfer ratio 0.75 [0.40, 1.20])" in legend and any("--lr=1e-4" in t for t in legend)
+    assert list(ax.get_xticks()) == [0, 10, 20]
+    points = [(round(x, 6), round(y, 6)) for c in ax.containers for x, y in zip(*c.lines[0].get_data())]
+    assert len(points) == 6 and len(set(points)) == 6
+    bars = [[seg[:, 1].tolist() for seg in c.lines[2][0].get_segments()] for c in ax.containers]
+    assert all(hi > lo for lo, hi in bars[0]) and all(hi == lo for lo, hi in bars[1])

@@ -100,6 +100,10 @@ def logged(chat_text):
 if __name__ == "__main__":  # python tests/thinking_stub.py STAGE.py ARGS... (or -m MODULE ARGS...): with the stub
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sys.path.insert(0, root)
+    if sys.argv[1:3] == ["-m", "oel.driver"]:  # loop.sh's run folder rules and stage runner: no model, no stub
+        sys.argv = sys.argv[2:]
+        runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+        sys.exit(0)
     from oel import lm
 
     lm.generate_ids = generate_ids

@@ -1,4 +1,5 @@
-"""What distill.py needs to fit one GPU: the training dtypes, the optimizer, and the memory plan.
+"""What distill.py needs around its loop: its sequences' lengths checked before the model loads, and what fits one
+GPU: the training dtypes, the optimizer, the memory plan.
 
 On CUDA distill.py keeps bf16 weights and trains them with torchao's 8-bit AdamW with stochastic rounding
 (`--optimizer adamw8bit`); on a CPU, fp32 weights and torch's AdamW. Before the first step it prints a plan
@@ -13,8 +14,62 @@ import warnings
 
 import torch
 
-from oel import lm
+from oel import experience, lm
 from oel.cli import InputError
+
+# ----------------------------------------------------------------------------- sequence lengths
+
+
+def plan_lengths(tokenizer, prompts, pool, thinking, marker_ids):
+    """Before the model loads: (longest teacher prompt in tokens, its prompt id, its knowledge id,
+    longest student prompt in tokens).
+
+    Every prompt is rendered without and with a pool entry, and every entry with one prompt (experience.pair_prompts
+    checks each; every student prompt must end with the marker's ids). Tokens add up almost exactly (a
+    prompt with knowledge k is as long as without it plus k's block, give or take a token where they meet),
+    so only the prompts within 64 tokens of the longest are tokenized with the entries within 64 tokens of
+    the longest. Each step still checks its own sequences exactly.
+    """
+    tokenize = lambda texts: tokenizer(texts, add_special_tokens=False).input_ids
+    block = lambda k: experience.insert_knowledge([{"role": "user", "content": ""}], k)[0]["content"]  # what k adds
+    blocks = [len(ids) for ids in tokenize([block(k) for _, k in pool])]
+    students = tokenize([experience.pair_prompts(tokenizer, m, pool[0][1], thinking, pid)[0] for pid, m in prompts])
+    for (pid, _), ids in zip(prompts, students):
+        if ids[-len(marker_ids) :] != marker_ids:
+            raise InputError(f"{pid}: the rendered prompt does not end with the assistant marker's tokens")
+    for kid, k in pool:
+        experience.pair_prompts(tokenizer, prompts[0][1], k, thinking, f"{prompts[0][0]} with knowledge {kid}")
+    longest = max(map(len, students))
+    long_prompts = [p for p, ids in zip(prompts, students) if len(ids) >= longest - 64]
+    long_entries = [e for e, n in zip(pool, blocks) if n >= max(blocks) - 64]
+    candidates = [(pid, m, kid, k) for pid, m in long_prompts for kid, k in long_entries]
+    texts = [
+        experience.pair_prompts(tokenizer, m, k, thinking, f"{pid} with knowledge {kid}")[1]
+        for pid, m, kid, k in candidates
+    ]
+    lengths = [len(ids) for ids in tokenize(texts)]
+    best = max(range(len(candidates)), key=lengths.__getitem__)
+    return lengths[best], candidates[best][0], candidates[best][2], longest
+
+
+def check_lengths(tokenizer, prompts, pool, marker_ids, *, thinking, max_new_tokens, max_seq_len, model_path):
+    """distill.py's sequences, before the model loads: (the sequence length limit, derived from the longest
+    teacher prompt or checked against --max-seq-len, and against the model's window; (longest student prompt,
+    longest teacher prompt) in tokens)."""
+    from transformers import AutoConfig
+
+    longest, pid, kid, student_longest = plan_lengths(tokenizer, prompts, pool, thinking, marker_ids)
+    need, limit = longest + max_new_tokens, max_seq_len or longest + max_new_tokens
+    where = f"the longest teacher prompt ({pid} with knowledge {kid}) has {longest} tokens"
+    window = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None) or need
+    if limit < need or need > window:
+        too_small = f"--max-seq-len {limit} is too small" if limit < need else f"the model's window is {window}"
+        raise InputError(f"{too_small}: {where}, + --max-new-tokens {max_new_tokens} = {need}")
+    print(f"distill | {len(prompts)} prompts x {len(pool)} knowledge entries | {where} | limit {limit}")
+    return limit, (student_longest, longest)
+
+
+# ----------------------------------------------------------------------------- dtypes, optimizer, memory
 
 
 def peak_memory_mb(device):
@@ -124,36 +179,15 @@ def plan_memory(
     }
 
 
-def plan_run(
-    student,
-    lengths,
-    *,
-    device,
-    batch_size,
-    new_tokens,
-    optimizer,
-    checkpointing,
-    micro_batch_tokens,
-    chunk,
-    teacher_copy,
-):
-    """distill.py's memory plan, at its longest prompts: lengths = (student, teacher) prompt tokens."""
-    _, compute_dtype = lm.pick_device(device)
+def plan_run(config, n_params, lengths, *, weight_bytes, compute_bytes, teacher_copy=True, **settings):
+    """distill.py's memory plan at its longest prompts, lengths = (student, teacher) prompt tokens: the one place
+    where a run's settings (batch_size, new_tokens, optimizer, checkpointing, micro_batch_tokens, chunk) and its
+    numerics become plan_memory's terms. Weights wider than the compute dtype run under autocast, whose bf16
+    copies the plan counts. bench/distill_step.py plans its shapes through it too."""
     return plan_memory(
-        student.config,
-        sum(p.numel() for p in student.parameters()),
-        batch_size=batch_size,
-        prompt_tokens=lengths[0],
-        teacher_prompt_tokens=lengths[1],
-        new_tokens=new_tokens,
-        weight_bytes=next(student.parameters()).element_size(),
-        optimizer=optimizer,
-        checkpointing=checkpointing,
-        micro_batch_tokens=micro_batch_tokens,
-        chunk=chunk,
-        teacher_copy=teacher_copy,
-        autocast_bytes=compute_dtype.itemsize if student.dtype != compute_dtype else 0,
-    )
+        config, n_params, prompt_tokens=lengths[0], teacher_prompt_tokens=lengths[1], weight_bytes=weight_bytes,
+        autocast_bytes=compute_bytes if compute_bytes < weight_bytes else 0, teacher_copy=teacher_copy, **settings,
+    )  # fmt: skip
 
 
 def phase_bytes(plan):

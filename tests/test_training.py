@@ -14,7 +14,7 @@ import torch
 
 import distill
 from bench import generation
-from oel import cli, inputs, lm, memory
+from oel import cli, lm, training
 
 MESSAGES = [
     {"role": "system", "content": "Play the game."},
@@ -26,7 +26,7 @@ RESPONSES = ["<think>\nthe coin is here\n</think>\n\n[take coin]<|im_end|>", "<t
 def same_context_pairs(tokenizer):
     """Student and teacher see the very same prompt (Qwen3 template, thinking on)."""
     ids = tokenizer(lm.chat_text(tokenizer, MESSAGES, thinking=True), add_special_tokens=False).input_ids
-    marker_ids = tokenizer(inputs.generation_marker(tokenizer, thinking=True), add_special_tokens=False).input_ids
+    marker_ids = tokenizer(lm.generation_marker(tokenizer, thinking=True), add_special_tokens=False).input_ids
     responses = [tokenizer(r, add_special_tokens=False).input_ids for r in RESPONSES]
     return [distill.build_pair(ids, ids, r, marker_ids, 4096) for r in responses]
 
@@ -37,11 +37,12 @@ def kl_and_grad_norm(student, teacher, pairs):
     student.zero_grad(set_to_none=True)
     n_total = sum(len(p["response_ids"]) for p in pairs)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        sums = distill.micro_batch_loss(
-            student, teacher, pairs, n_total, mode="on-policy", temperature=0.7, topk=0, chunk=4, pad_id=0
+        kl, _ = distill.micro_batch_kl(
+            student, teacher, pairs, mode="on-policy", temperature=0.7, topk=0, chunk=4, pad_id=0
         )
+        (kl / n_total).backward()
     grads = [p.grad.float().flatten() for p in student.parameters() if p.grad is not None]
-    return sums["kl"] / n_total, torch.cat(grads).norm().item()
+    return kl.item() / n_total, torch.cat(grads).norm().item()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -80,7 +81,7 @@ def test_adamw8bit_lands_updates_below_bf16_resolution():
         if name == "adamw":
             optimizer = torch.optim.AdamW([weight], lr=lr, weight_decay=0.0)
         else:
-            optimizer = memory.make_optimizer([weight], name, lr, 0.0)
+            optimizer = training.make_optimizer([weight], name, lr, 0.0)
         for _ in range(steps):
             weight.grad = torch.ones_like(weight)  # Adam's update is then lr in size, every step
             optimizer.step()
@@ -91,7 +92,7 @@ def test_adamw8bit_lands_updates_below_bf16_resolution():
 def test_optimizer_states_have_the_planned_size():
     weight = torch.nn.Parameter(torch.zeros(256, 256))
     weight.grad = torch.ones_like(weight)
-    optimizer = memory.make_optimizer([weight], "adamw", 1e-3, 0.01)
+    optimizer = training.make_optimizer([weight], "adamw", 1e-3, 0.01)
     optimizer.step()
     state_bytes = sum(t.numel() * t.element_size() for t in optimizer.state[weight].values() if t.dim())
     assert state_bytes == 8 * weight.numel()  # two fp32 moments, as plan_memory counts for adamw
@@ -111,25 +112,25 @@ def plan_4b(**kw):
     config = qwen3_4b()
     settings = dict(PAPER, weight_bytes=2, optimizer="adamw8bit", checkpointing=True, micro_batch_tokens=4096)
     settings.update(kw)
-    return memory.plan_memory(config, 4_022_468_096, chunk=128, **settings)
+    return training.plan_memory(config, 4_022_468_096, chunk=128, **settings)
 
 
 def test_plan_terms_by_hand_for_qwen3_4b():
-    assert memory.count_params(qwen3_4b()) == 4_022_468_096  # Qwen3-4B's public count, 4.02B
+    assert training.count_params(qwen3_4b()) == 4_022_468_096  # Qwen3-4B's public count, 4.02B
     plan = plan_4b()
     # K and V of 36 layers, 8 heads of 128, bf16, for 32 sequences of 1500 + 1024 tokens
     assert plan["sampling"]["KV cache"] == 32 * 2524 * 36 * 2 * 8 * 128 * 2
     assert plan["static"]["student weights"] == plan["static"]["teacher weights"] == 2 * 4_022_468_096
     assert 2 * 4_022_468_096 < plan["static"]["optimizer states"] < 2.1 * 4_022_468_096
-    peak, phase = memory.planned_peak(plan)
+    peak, phase = training.planned_peak(plan)
     assert peak < 80e9 * 0.9 and phase == "sampling"
     # fp32 master weights with fp32 AdamW (and an fp32 teacher, to compute alike) do not fit on 80 GB
     adamw = plan_4b(weight_bytes=4, optimizer="adamw", autocast_bytes=2)
-    assert sum(adamw["static"].values()) > 80e9 * 0.9 and "DOES NOT FIT" in memory.format_plan(adamw, 80e9)
+    assert sum(adamw["static"].values()) > 80e9 * 0.9 and "DOES NOT FIT" in training.format_plan(adamw, 80e9)
     # without checkpointing, one micro-batch's activations of all 36 layers
     no_ckpt = plan_4b(checkpointing=False)
     assert no_ckpt["training"]["activations"] > 10 * plan["training"]["activations"]
-    text = memory.format_plan(plan, 80e9)
+    text = training.format_plan(plan, 80e9)
     assert "planned peak" in text and "KV cache 11.09" in text and "of 74.5 GiB" in text and "NOT FIT" not in text
 
 
@@ -181,7 +182,9 @@ def test_adamw8bit_without_torchao_is_refused_before_the_model_loads(tmp_path, m
     traj, know = test_distill.write_inputs(tmp_path)
     argv = ["--model", str(tmp_path / "no-such-model"), "--trajectories", traj, "--knowledge", know]
     args = distill.parse_args(argv + ["--out", str(tmp_path / "m"), "--optimizer", "adamw8bit"])
-    find_spec = memory.importlib.util.find_spec
-    monkeypatch.setattr(memory.importlib.util, "find_spec", lambda name: None if name == "torchao" else find_spec(name))
+    find_spec = training.importlib.util.find_spec
+    monkeypatch.setattr(
+        training.importlib.util, "find_spec", lambda name: None if name == "torchao" else find_spec(name)
+    )
     with pytest.raises(cli.InputError, match="adamw8bit needs torchao"):
         distill.main(args)  # a missing model folder would be the error if the model loaded first
