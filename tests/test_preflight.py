@@ -34,6 +34,8 @@ def loop(run, **knobs):
         (dict(N_EXTRACT="1", CHAINS="2"), "extract.py: 1 trajectories for 2 chains"),
         (dict(MODE="sideways"), "distill.py: argument --mode: invalid choice: 'sideways'"),
         (dict(IFEVAL_NEW="0"), "evaluate.py: argument --ifeval-max-new-tokens: expected a positive integer"),
+        (dict(N_EVALS="50"), "N_EVALS is not a knob; did you mean N_EVAL? (loop.sh would run without it)"),
+        (dict(THINKING="1"), "its chat template has no thinking switch; use THINKING=0"),
     ],
 )
 def test_a_bad_knob_stops_the_loop_before_anything_is_written(knobs, expected, tiny_model, tmp_path):
