@@ -392,8 +392,10 @@ def plot_run(found):
     }
     paired_rounds = [r for r in rounds if any(paired(found, r).values())]
     for k, ((label, _, _), dx) in enumerate(zip(PAIRED, offsets(len(PAIRED)))):
+        found_ = [d for r in paired_rounds for d in [paired(found, r)[label]] if d]
         diffs = [(r + dx, d["diff"], d["diff_ci"]) for r in paired_rounds for d in [paired(found, r)[label]] if d]
-        errorbars(axes[3], diffs, labels[label], k + 4)
+        games = sorted({d["games"] for d in found_})
+        errorbars(axes[3], diffs, labels[label] + (f" (n = {'/'.join(map(str, games))} games)" if games else ""), k + 4)
     axes[3].axhline(0, color="grey", lw=0.8)
     title = (
         "Held-out pass rate, paired on the same games:\n"

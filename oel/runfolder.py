@@ -143,22 +143,42 @@ def started():
 
 def hold_run_lock(folder, command=None):
     """Take `folder`'s lock for the life of this process; return at once if an ancestor (loop.sh) holds it.
-    A busy lock is an InputError naming its holder; a lock left by a dead process is taken over, and said so."""
+    A busy lock is an InputError naming its holder; a lock left by a dead process is taken over, and said so.
+    The folders and the lock file made here go again at exit if nothing else was written in them: a stage that
+    refuses its input leaves nothing behind."""
+    made, up = [], os.path.abspath(folder)
+    while not os.path.exists(up):
+        made.append(up)
+        up = os.path.dirname(up)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(os.path.realpath(folder), ".lock")
     if path in os.environ.get(LOCK_ENV, "").split(os.pathsep) or path in _held_locks:
         return
+    new = not os.path.exists(path)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try_lock(fd, folder)
     except InputError:
         os.close(fd)
         raise
+    atexit.register(remove_if_unused, path if new else None, made)  # runs after the holder line is cleared
     write_holder(fd, folder, f"pid {os.getpid()} | started {started()} | {command or ' '.join(sys.argv)}\n")
     _held_locks[path] = fd
     # children of this process (a test running a stage) write under this lock, like loop.sh's stages
     os.environ[LOCK_ENV] = os.pathsep.join(filter(None, [os.environ.get(LOCK_ENV), path]))
     atexit.register(os.ftruncate, fd, 0)  # a clean exit leaves no holder line behind
+
+
+def remove_if_unused(lock, made):
+    """At exit: the lock file this process created, if its folder holds nothing else, then the folders it made,
+    deepest first, if empty; what was there before, or was written since, stays."""
+    if lock and os.listdir(os.path.dirname(lock)) == [".lock"]:
+        os.remove(lock)
+    for folder in made:
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty: the run wrote something
+            break
 
 
 # ----------------------------------------------------------------------------- outputs remember their arguments

@@ -297,9 +297,9 @@ def test_every_panel_says_its_n_and_hides_nothing(tmp_path):
     jsonl.write_jsonl(path, [dict(r, pass_rate=0.4) if r["kind"] == "summary" else r for r in jsonl.read_jsonl(path)])
     fig = report.write_report([str(run)])
     rates, tokens, ifeval, diffs = fig.axes[:4]
-    for ax, unit in ((rates, "games"), (tokens, "games"), (ifeval, "prompts")):
+    for ax, unit in ((rates, "games"), (tokens, "games"), (ifeval, "prompts"), (diffs, "games")):
         labels = [t.get_text() for t in ax.get_legend().texts]
-        assert all("(n = " in label for label in labels if "cap" not in label), labels
+        assert all("(n = " in label and label.endswith(f" {unit})") for label in labels if "cap" not in label), labels
     assert any("(n = 20 games)" in t.get_text() for t in rates.get_legend().texts)
     assert tokens.get_ylim()[0] == 0
     caps = [line for line in tokens.get_lines() if "cap" in line.get_label()]

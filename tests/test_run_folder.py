@@ -410,3 +410,20 @@ def test_the_paper_game_settings_hold_the_authors_values(setting, expected, tmp_
         k: v for k, v in expected.items() if k != "STEPS" or setting != "sokoban"
     }
     assert setting != "sokoban" or settings["STEPS"] == "7"  # set in the environment: wins over the setting
+
+
+def test_a_stage_that_refuses_its_input_leaves_nothing_behind(tmp_path):
+    """A stage run by hand whose input is missing: no run folder, no lock file left; one that ran keeps both."""
+    for argv in (
+        ["extract.py", "--trajectories", "missing.jsonl", "--out", "runs/a/round_1/knowledge.jsonl"],
+        ["distill.py", "--trajectories", "missing.jsonl", "--knowledge", "k.jsonl", "--out", "runs/b/round_1/model"],
+    ):
+        done = subprocess.run(
+            [sys.executable, os.path.join(ROOT, argv[0]), *argv[1:]], cwd=tmp_path, capture_output=True, text=True
+        )
+        assert done.returncode == 1 and "missing.jsonl: file not found" in done.stderr
+        assert os.listdir(tmp_path) == []
+    (tmp_path / "runs" / "c").mkdir(parents=True)  # there before: stays, and so does what a writer left in it
+    code = "from oel import runfolder; runfolder.hold_run_lock('runs/c/new'); open('runs/c/new/out.txt', 'w').close()"
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert sorted(os.listdir(tmp_path / "runs" / "c" / "new")) == [".lock", "out.txt"]
