@@ -294,9 +294,15 @@ def chain_plan(n, chains, chain_data, steps=0):
 
 def check(args):
     """What the arguments alone can refuse (also `--check`, loop.sh's start-up check, which says with
-    --check-trajectories how many trajectories collect will write): a chain without trajectories of its own."""
+    --check-trajectories how many trajectories collect will write): a chain without trajectories of its own, a
+    pool snapshot (--use-steps) past a chain's last step."""
     if args.check_trajectories:
-        chain_plan(args.check_trajectories, args.chains, args.chain_data, args.steps)
+        check_use_steps(args, chain_plan(args.check_trajectories, args.chains, args.chain_data, args.steps))
+
+
+def check_use_steps(args, plan):
+    if args.use_steps and args.use_steps > len(plan[0]):
+        raise cli.InputError(f"--use-steps {args.use_steps}: each chain reads only {len(plan[0])} trajectories")
 
 
 def main(args):
@@ -308,9 +314,8 @@ def main(args):
     trajectories = rollouts.load_trajectories(args.trajectories)
     family = trajectories[0].get("family") or "textworld"  # one family a file (load_trajectories checks)
     plan = chain_plan(len(trajectories), args.chains, args.chain_data, args.steps)
+    check_use_steps(args, plan)
     n_steps, use_step = len(plan[0]), args.use_steps or len(plan[0])
-    if use_step > n_steps:
-        raise cli.InputError(f"--use-steps {args.use_steps}: each chain reads only {n_steps} trajectories")
     unread = len(trajectories) - len({i for p in plan for i in p})
     if unread:  # said, not silent: slices of equal length leave the remainder out
         print(

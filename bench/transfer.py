@@ -214,7 +214,7 @@ def turn_prompts(args):
             argv += ["--max-turns", "12", "--history", "4", "--max-new-tokens", str(args.max_new_tokens)]
             collect.main(collect.parse_args(argv + ["--games-dir", os.path.join(args.prompts_dir, "games")]))
         files[name] = path
-    held_out = rollouts.load_turn_prompts(files["held_out"])[0]
+    held_out = rollouts.load_turn_prompts(files["held_out"], training=False)[0]  # measured on, never trained on
     if args.held_out_prompts and args.held_out_prompts < len(held_out):  # evenly spaced over the games
         held_out = [held_out[i * len(held_out) // args.held_out_prompts] for i in range(args.held_out_prompts)]
     return files, held_out

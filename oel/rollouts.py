@@ -51,10 +51,12 @@ def load_trajectories(path):
     return [r for _, r in numbered]
 
 
-def load_turn_prompts(path):
-    """Every turn prompt (chat messages) of every trajectory: ([(where it came from, messages)], game family)."""
+def load_turn_prompts(path, training=True):
+    """Every turn prompt (chat messages) of every trajectory: ([(where it came from, messages)], game family).
+    training=False: prompts only measured on (bench/transfer.py's held-out prompts), so a held-out set is let in."""
     prompts, records = [], jsonl.read_records(path, "trajectories")
-    check_training_sets(records, path)
+    if training:
+        check_training_sets(records, path)
     for n, r in records:
         if not isinstance(r["turns"], list):
             raise cli.InputError(f"{path}:{n}: `turns` is not a list of turns")

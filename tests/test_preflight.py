@@ -32,6 +32,7 @@ def loop(run, **knobs):
         (dict(MAX_TURNS="x"), "collect.py: argument --max-turns: expected an integer, got 'x'"),
         (dict(THINKING="yes"), "THINKING=yes: expected 0 or 1"),
         (dict(N_EXTRACT="1", CHAINS="2"), "extract.py: 1 trajectories for 2 chains"),
+        (dict(N_EXTRACT="2", CHAINS="2", USE_STEPS="15"), "extract.py: --use-steps 15: each chain reads only 1"),
         (dict(MODE="sideways"), "distill.py: argument --mode: invalid choice: 'sideways'"),
         (dict(IFEVAL_NEW="0"), "evaluate.py: argument --ifeval-max-new-tokens: expected a positive integer"),
         (dict(N_EVALS="50"), "N_EVALS is not a knob; did you mean N_EVAL? (loop.sh would run without it)"),

@@ -97,7 +97,7 @@ def test_held_out_prompts_are_made_before_training_prompts(tmp_path, monkeypatch
     def fake_collect(args):
         made.append(args.set)
         turns = [dict(turn=t, messages=MESSAGES, response="go", command="go") for t in range(6)]
-        jsonl.write_jsonl(args.out, [dict(game=f"{args.set}-g0", episode=0, turns=turns)])
+        jsonl.write_jsonl(args.out, [dict(game=f"{args.set}-g0", episode=0, set=args.set, turns=turns)])  # as collect
 
     monkeypatch.setattr(transfer.collect, "main", fake_collect)
     args = transfer.parse_args(["--screen", "--prompts-dir", str(tmp_path)])
