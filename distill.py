@@ -15,7 +15,9 @@ the student's current weights with the knowledge, no copy. One AdamW step per fr
 
 Simplified relative to the papers: HF `generate` for sampling instead of vLLM; one GPU (or CPU), with
 the teacher as a second frozen copy of the weights; memory is kept down by computing logits only at
-response positions, in chunks that are recomputed in the backward pass, and by micro-batching. OPCD's
+response positions, in chunks that are recomputed in the backward pass, and by micro-batching; the teacher runs
+the prefix that the prompts of one pool entry share (up to the end of its knowledge) once (oel/prefix.py), as an
+engine's prefix cache would. OPCD's
 off-policy baseline samples the teacher's responses once before training (a frozen teacher sampling each
 step draws from the same distribution) on the states of the teacher's own games; here the teacher answers
 the deployment turn prompts, the states the student visited, so only the sampler and the loss differ.
@@ -33,7 +35,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 
-from oel import cli, experience, jsonl, lm, rollouts, runfolder, training
+from oel import cli, experience, jsonl, lm, prefix, rollouts, runfolder, training
 
 MAX_LR = 1e-3  # above every full fine-tuning recipe of an LLM; Adam moves each weight by ~lr a step
 MAX_WEIGHT_GROWTH = 2.0  # the weights' norm may grow this much before the run is stopped as diverged
@@ -183,13 +185,29 @@ def hidden_at(model, pairs, side, pad_id):
     return [hidden[i, s : s + len(p["response_ids"])] for i, (s, p) in enumerate(zip(starts, pairs))]
 
 
+def teacher_states(teacher, pairs, pad_id, budget):
+    """The teacher's final hidden states at each pair's response positions, kept in the pair ("teacher_hidden"),
+    for the whole batch before the student's micro-batches. The teacher sequences that drew the same pool entry
+    begin alike up to the end of its knowledge block; that prefix runs once for all of them (oel/prefix.py,
+    equal to the plain forward; OEL_SHARE_PREFIX=0 runs every sequence whole)."""
+    states = prefix.hidden_states(
+        teacher, [p["teacher_ids"] for p in pairs], [p["teacher_start"] for p in pairs],
+        [p["teacher_shared"] for p in pairs], pad_id, budget,
+    )  # fmt: skip
+    for p, h in zip(pairs, states):
+        p["teacher_hidden"] = h
+
+
 def micro_batch_kl(student, teacher, pairs, *, mode, temperature, topk, chunk, pad_id):
     """The KL summed over the response tokens of some sequences (a tensor to backpropagate), and the masses
     summed on the top-k support. main divides by the whole batch's response-token count before backward, so the
     micro-batches' gradients add up to that of the batch's token mean (test_chunked_loss_equals_reference)."""
     s_hidden = hidden_at(student, pairs, "student", pad_id)
-    with torch.no_grad():
-        t_hidden = hidden_at(teacher, pairs, "teacher", pad_id)
+    if "teacher_hidden" in pairs[0]:  # computed for the whole batch by teacher_states
+        t_hidden = [p["teacher_hidden"] for p in pairs]
+    else:
+        with torch.no_grad():
+            t_hidden = hidden_at(teacher, pairs, "teacher", pad_id)
     h_s, h_t = torch.cat(s_hidden), torch.cat(t_hidden)  # (N, H) each, N = response tokens of the micro-batch
     heads, setting = (student.lm_head, teacher.lm_head), (mode, temperature, topk)
     kl = student_mass = teacher_mass = 0.0
@@ -218,12 +236,16 @@ def build_pair(student_prompt, teacher_prompt, response_ids, marker_ids, max_seq
                 f"a {name} sequence of {len(prompt) + len(response_ids)} tokens exceeds --max-seq-len {max_seq_len}; "
                 "raise it (or leave it out: derived), never truncate"
             )
+    # where the teacher's own part starts at the latest: the end of the knowledge block (the tokens before it are
+    # those the student's prompt begins with, then the block; prompts that drew the same entry share them all)
+    shared = prefix.common_length(student_prompt, teacher_prompt) + len(teacher_prompt) - len(student_prompt)
     return dict(
         student_ids=student_prompt + response_ids,
         teacher_ids=teacher_prompt + response_ids,
         response_ids=response_ids,
         student_start=len(student_prompt),
         teacher_start=len(teacher_prompt),
+        teacher_shared=min(shared, len(teacher_prompt) - 1),
     )
 
 
@@ -317,10 +339,10 @@ def main(args):
         pairs = [build_pair(s, t, r, marker_ids, max_seq_len) for s, t, r in zip(s_prompts, t_prompts, responses)]
         # 6. both score the samples: the reverse KL at τ over the student's top-k, its mean over the batch's
         # response tokens, backpropagated micro-batch by micro-batch (exactly reference_loss of the whole batch)
-        student.train()
-        n_total = sum(len(r) for r in responses)
-        sums = {"kl": 0.0, "student_mass": 0.0, "teacher_mass": 0.0}
+        n_total, sums = sum(len(r) for r in responses), {"kl": 0.0, "student_mass": 0.0, "teacher_mass": 0.0}
         with autocast:
+            teacher_states(teacher, pairs, tokenizer.pad_token_id, args.micro_batch_tokens)  # each shared prefix once
+            student.train()
             for group in micro_batches(pairs, args.micro_batch_tokens):
                 kl, masses = micro_batch_kl(
                     student, teacher, group, mode=args.mode, temperature=args.temperature, topk=args.loss_topk,

@@ -50,6 +50,7 @@ def parse_args():
     p.add_argument("--shape", choices=sorted(generation.SHAPES), default=None, help=generation.SHAPE_HELP)
     p.add_argument("--prompt-tokens", type=cli.positive_int, default=1500, help="(--shape) student prompt")
     p.add_argument("--knowledge-tokens", type=cli.positive_int, default=2048, help="(--shape) teacher's extra")
+    p.add_argument("--pool", type=cli.positive_int, default=10, help="(--shape) knowledge entries the prompts draw")
     p.add_argument("--new-tokens", type=cli.positive_int, default=1024, help="(--shape) sampled tokens, fixed")
     p.add_argument("--steps", type=cli.positive_int, default=2, help="(--shape) whole steps, the first one warms up")
     p.add_argument("--optimizer", choices=["adamw", "adamw8bit"], default=None, help="(--shape) as distill.py's")
@@ -243,7 +244,8 @@ def run_shape(args):
     g = torch.Generator().manual_seed(0)
     for step in range(1, args.steps + 1):  # the optimizer's states exist from the first step on
         prompts = torch.randint(2, student.config.vocab_size, (args.batch, args.prompt_tokens), generator=g)
-        knowledge = torch.randint(2, student.config.vocab_size, (args.batch, args.knowledge_tokens), generator=g)
+        pool = torch.randint(2, student.config.vocab_size, (args.pool, args.knowledge_tokens), generator=g)
+        knowledge = pool[torch.arange(args.batch) % args.pool]  # each prompt after one of the pool's entries
         clock = [now(device)]
         student.eval()  # sampling at a fixed length: EOS is suppressed until new_tokens
         with autocast, torch.no_grad():
@@ -266,12 +268,14 @@ def run_shape(args):
                 response_ids=r,
                 student_start=args.prompt_tokens,
                 teacher_start=args.prompt_tokens + args.knowledge_tokens,
+                teacher_shared=args.knowledge_tokens,  # the knowledge comes first, as in the paper's games
             )
             for p, k, r in zip(prompts, knowledge, responses)
         ]
         student.train()
         n_total = sum(len(r) for r in responses)
         with autocast:
+            distill.teacher_states(teacher, pairs, 0, args.micro_batch_tokens)  # each pool entry's prefix run once
             for group in distill.micro_batches(pairs, args.micro_batch_tokens):
                 (distill.micro_batch_kl(student, teacher, group, **loss_kw)[0] / n_total).backward()
         clock.append(now(device))

@@ -4,6 +4,7 @@ no two import each other, and none imports a stage (tests/test_layout.py).
 cli             the command line: InputError, run_main (and --check), argument types, the model and sampling flags
 jsonl           JSON Lines files: read with errors that name the line, tell the stages' files apart, write atomically
 lm              loading a model (the built-in default, a folder, a hub name), the chat template, batched sampling
+prefix          a prefix that many sequences share, run once (the teacher's knowledge, a batch's head); OEL_SHARE_PREFIX
 experience      the knowledge: where it goes in a prompt (the policy's and the teacher's), reading pools and files
 rollouts        collect's trajectories read back by extract and distill: checked, their family, their turn prompts
 games           the seam between the stages and the game families: the sets (extract, deploy, id, ood), episodes

@@ -14,6 +14,7 @@ import tempfile
 
 import torch
 
+from oel import prefix
 from oel.cli import DEFAULT_MODEL, InputError
 
 # transformers imports torchao whenever it is installed (its quantizer support), and torchao then logs that it
@@ -277,6 +278,10 @@ def generate_ids(
         options["past_key_values"] = kv_cache(model, cache, max_len, kv_dtype)
     elif cache == "static":
         options.update(cache_implementation="static", max_cache_len=max_len)
+    if cache == "dynamic" and "past_key_values" not in options:  # a head every prompt begins with, run once
+        shared = prefix.shared_head(model, tokenizer, prompts)
+        if shared:
+            batch, options["past_key_values"] = shared
     if not compile:
         options["disable_compile"] = True
     elif model.device.type != "cuda":  # HF compiles only on accelerators unless told otherwise

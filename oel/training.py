@@ -169,6 +169,11 @@ def plan_memory(
             "gradients": n_params * b,
             "activations": activations + pairs * s_len * (2 * H + 2 * head_dim) * b,
             "teacher forward": pairs * t_len * transient,
+            # distill.teacher_states runs the teacher before the student's micro-batches: its states at every
+            # response position of the batch live through them; a shared prefix's keys and values (at most a
+            # teacher prompt's) live while the sequences that share it run
+            "teacher states": batch_size * new_tokens * H * b,
+            "teacher prefix KV": teacher_prompt_tokens * L * 2 * kv * b,
             "logits chunks": 8 * chunk * V * 4,  # fp32 logits, log-softmaxes, p and grads of both models
             "output layer gradient": V * H * b,  # each chunk's (V, H) weight gradient, before it is accumulated
         },
@@ -198,7 +203,8 @@ def phase_bytes(plan):
         "sampling": sum(plan["sampling"].values()),
         "training": t["gradients"]
         + t["activations"]
-        + max(t["teacher forward"], t["logits chunks"] + t["output layer gradient"]),
+        + t["teacher states"]
+        + max(t["teacher forward"] + t["teacher prefix KV"], t["logits chunks"] + t["output layer gradient"]),
         "optimizer step": sum(plan["optimizer step"].values()),
     }
 

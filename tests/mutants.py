@@ -67,8 +67,8 @@ MUTANTS = [
     mutant(
         "denominator-counts-prompt-tokens",
         D,
-        "n_total = sum(len(r) for r in responses)\n        sums",
-        'n_total = sum(len(p["student_ids"]) for p in pairs)\n        sums',
+        "n_total, sums = sum(len(r) for r in responses),",
+        'n_total, sums = sum(len(p["student_ids"]) for p in pairs),',
         f"{TD}::test_what_main_does_at_each_step",
     ),
     mutant(
@@ -307,6 +307,36 @@ MUTANTS = [
         "return [(kid, text) for _, kid, text in pool if has_text(text)]",
         "return [(kid, text) for _, kid, text in pool]",
         f"{TD}::test_an_empty_pool_entry_is_dropped_and_said",
+    ),
+    # ------------------------------------------------------------------ oel/prefix.py: a shared prefix run once
+    mutant(
+        "prefix-positions-restart-after-it",
+        "oel/prefix.py",
+        "return model.model(input_ids=ids.to(device), **options).last_hidden_state",
+        "return model.model(input_ids=ids.to(device), position_ids=torch.arange(ids.shape[1])[None], **options)"
+        ".last_hidden_state",
+        "tests/test_prefix.py::test_the_teachers_log_probs_equal_the_plain_forwards",
+    ),
+    mutant(
+        "prefix-cache-written-by-its-suffixes",
+        "oel/prefix.py",
+        "        layer.update = functools.partial(_attend_after, layer)\n",
+        "        pass\n",
+        "tests/test_prefix.py::test_the_teachers_log_probs_equal_the_plain_forwards",
+    ),
+    mutant(
+        "prefix-head-positions-counted-with-the-pads",
+        "oel/prefix.py",
+        "input_ids[row, width - (len(x) - n) :], mask[row, width - (len(x) - n) :] = torch.tensor(x[n:]), 1",
+        "input_ids[row, width - (len(x) - n) :], mask[row, n:] = torch.tensor(x[n:]), 1",
+        "tests/test_prefix.py::test_sampling_with_a_shared_head_draws_the_same_tokens",
+    ),
+    mutant(
+        "prefix-groups-mix-pool-entries",
+        "oel/prefix.py",
+        "by_key.setdefault(tuple(s[:end]), []).append(i)",
+        "by_key.setdefault(tuple(s[:8]), []).append(i)",
+        "tests/test_prefix.py::test_the_teachers_log_probs_equal_the_plain_forwards",
     ),
 ]
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from bench import distill_step, generation
+from bench import prefix as bench_prefix
 from oel import cli, jsonl, training
 
 
@@ -151,3 +152,20 @@ def test_in_context_plays_each_condition_on_the_same_games(thinking, tiny_qwen3,
     assert rows[1]["invalid"] == sum("invalid move" in t["reply"] or not t["valid"] for t in turns) / len(turns)
     with pytest.raises(cli.InputError, match="missing.txt"):
         in_context.main(in_context.parse_args(argv[:-4] + ["--condition", "none", "--condition", "x:missing.txt"]))
+
+
+def test_bench_prefix_times_both_paths_of_the_teacher_and_of_sampling(tiny_qwen3, tmp_path, capsys):
+    """bench/prefix.py on the tiny shape: a row per knowledge length with both paths' figures; and a lock-step
+    batch of turns whose head is shared, drawing the same tokens on both paths."""
+    argv = ["--knowledge-tokens", "16,64", "--prompt-tokens", "24", "--new-tokens", "4", "--batch", "4", "--pool", "2"]
+    rows = bench_prefix.run_forward(bench_prefix.parse_args(argv + ["--repeats", "1"]))
+    assert [r["knowledge_tokens"] for r in rows] == [16, 64] and all(r["whole_s"] > 0 < r["shared_s"] for r in rows)
+    system = {"role": "system", "content": "You play a text game. Reply with one command in brackets, like [look]."}
+    turns = [{"messages": [system, {"role": "user", "content": f"Room {i}: " + "a door, " * i}]} for i in range(4)]
+    jsonl.write_jsonl(tmp_path / "t.jsonl", [{"game": f"g{i}", "turns": turns} for i in range(3)])
+    argv = ["--turns", str(tmp_path / "t.jsonl"), "--model", tiny_qwen3, "--batch", "5", "--new-tokens", "3"]
+    whole, shared = bench_prefix.run_turns(bench_prefix.parse_args(argv + ["--repeats", "1"]))
+    out = capsys.readouterr().out
+    assert whole > 0 < shared and "| the same tokens" in out and "a head of 0 shared" not in out
+    with pytest.raises(cli.InputError, match="t.jsonl: 9 turn prompts after the first turns, --batch 10 asked"):
+        bench_prefix.run_turns(bench_prefix.parse_args(argv[:4] + ["--batch", "10"]))
