@@ -45,7 +45,12 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shape", choices=sorted(generation.SHAPES), default="tiny", help=generation.SHAPE_HELP)
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
-    p.add_argument("--knowledge-tokens", type=generation.csv_of(int), default=[256, 2048, 8192])
+    p.add_argument(
+        "--knowledge-tokens",
+        type=generation.csv_of(int),
+        default=[256, 2048, 8192],
+        help="knowledge lengths, one row each",
+    )
     p.add_argument("--prompt-tokens", type=cli.positive_int, default=1000, help="the turn prompt after the knowledge")
     p.add_argument("--new-tokens", type=cli.positive_int, default=64, help="the response scored")
     p.add_argument("--batch", type=cli.positive_int, default=16, help="sequences in the batch")
