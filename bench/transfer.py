@@ -337,7 +337,7 @@ def plot(results, path):
     first, steps = results[0], sorted({s for r in results for s, _ in r["curve"]})
     fig = matplotlib.figure.Figure(figsize=(6.0, 4.4 + 0.2 * len(results)), layout="constrained")
     ax = fig.subplots()
-    width = 0.012 * (max(steps) - min(steps) or 1)  # spread the runs around each step
+    width = 0.03 * (max(steps) - min(steps) or 1)  # spread the runs around each step, a marker's width apart
     for i, r in enumerate(results):
         dx = width * (i - (len(results) - 1) / 2)
         kept = r.get("per_step", {})

@@ -3,6 +3,7 @@ plainly (never divided by), and the whole measurement on a tiny random model: a 
 of distillation, exactly 0 with a learning rate of 0."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -159,5 +160,11 @@ def test_compare_prints_a_row_per_run_and_draws_their_curves(tmp_path, capsys):
     assert list(ax.get_xticks()) == [0, 10, 20]
     points = [(round(x, 6), round(y, 6)) for c in ax.containers for x, y in zip(*c.lines[0].get_data())]
     assert len(points) == 6 and len(set(points)) == 6
+    # and apart on the figure: two markers at the same share are at least a marker's width apart in pixels
+    fig = ax.figure
+    fig.draw_without_rendering()  # the constrained layout places the axes
+    size = max(c.lines[0].get_markersize() for c in ax.containers) * fig.dpi / 72
+    shown = [tuple(ax.transData.transform(p)) for p in points]
+    assert min(math.dist(a, b) for i, a in enumerate(shown) for b in shown[i + 1 :]) >= size
     bars = [[seg[:, 1].tolist() for seg in c.lines[2][0].get_segments()] for c in ax.containers]
     assert all(hi > lo for lo, hi in bars[0]) and all(hi == lo for lo, hi in bars[1])
