@@ -3,7 +3,7 @@
 # deployment games, no knowledge) -> extract (knowledge pool) -> distill (theta_r) -> evaluate (theta_r, and
 # theta_{r-1} with the knowledge in context), then the report (table + plot).
 #
-#   bash loop.sh                     # default: SmolLM2-135M; about 70 min on 2 idle CPU cores, no GPU
+#   bash loop.sh                     # default: SmolLM2-135M; about 55 min on 2 idle CPU cores, no GPU
 #   SETTING=smoke bash loop.sh       # the whole pipeline in minutes: about 5 min on the same 2 idle cores
 #   SETTING=paper bash loop.sh       # Qwen3-1.7B with thinking, the paper's sizes; one GPU (docs/performance.md)
 #   SETTING=frozenlake bash loop.sh  # the paper's own games and runs: FrozenLake, Qwen3-1.7B; one GPU
