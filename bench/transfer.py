@@ -337,7 +337,7 @@ def plot(results, path):
     first, steps = results[0], sorted({s for r in results for s, _ in r["curve"]})
     fig = matplotlib.figure.Figure(figsize=(6.0, 4.4 + 0.2 * len(results)), layout="constrained")
     ax = fig.subplots()
-    width = 0.03 * (max(steps) - min(steps) or 1)  # spread the runs around each step, a marker's width apart
+    width = 0.03 * (max(steps) - min(steps) or 1)  # runs spread around each step, apart at this figure's size
     for i, r in enumerate(results):
         dx = width * (i - (len(results) - 1) / 2)
         kept = r.get("per_step", {})

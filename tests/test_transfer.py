@@ -160,7 +160,7 @@ def test_compare_prints_a_row_per_run_and_draws_their_curves(tmp_path, capsys):
     assert list(ax.get_xticks()) == [0, 10, 20]
     points = [(round(x, 6), round(y, 6)) for c in ax.containers for x, y in zip(*c.lines[0].get_data())]
     assert len(points) == 6 and len(set(points)) == 6
-    # and apart on the figure: two markers at the same share are at least a marker's width apart in pixels
+    # and apart on the figure: any two markers are at least a marker's width apart in pixels
     fig = ax.figure
     fig.draw_without_rendering()  # the constrained layout places the axes
     size = max(c.lines[0].get_markersize() for c in ax.containers) * fig.dpi / 72
